@@ -1,0 +1,208 @@
+#!/usr/bin/env python
+"""Loom's command line: a thin front over ``engine``. Run ``python cli.py --help``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+VALIDATE_HELP = """\
+Check specs completely before anything runs: YAML, every key and value, blocks and
+their parameters, references, cycles, optimizers and phases. Every problem is printed
+as FILE:LINE:COL: severity: message; exit code 0 = valid, 2 = invalid.
+
+examples:
+  python cli.py validate specs/esrgan.yaml
+  python cli.py validate specs/*.yaml
+  python cli.py validate specs/esrgan.yaml train.iterations=2000   # with an override
+  python cli.py validate specs/esrgan.yaml --json                  # for editors and CI
+"""
+
+GRAPH_HELP = """\
+Show the expanded graph of a network (every composite block and repeat unrolled, with
+hierarchical names) or, without --net, the training graph.
+
+examples:
+  python cli.py graph specs/esrgan.yaml --net G
+  python cli.py graph specs/esrgan.yaml --net D --format dot | dot -Tsvg > d.svg
+  python cli.py graph specs/esrgan.yaml --format mermaid
+"""
+
+SCHEMA_HELP = """\
+Regenerate the JSON Schemas under schemas/ from the blocks' Python signatures (the
+spec skeleton, and one file per block). --check only reports stale files (exit 1).
+
+examples:
+  python cli.py schema
+  python cli.py schema --check
+"""
+
+
+def _split(args: list[str]) -> tuple[list[str], list[str]]:
+    """Positional arguments → (spec paths, overrides written key=value)."""
+    overrides = [a for a in args if "=" in a]
+    paths = [a for a in args if "=" not in a]
+    return paths, overrides
+
+
+def cmd_validate(ns: argparse.Namespace) -> int:
+    from engine.spec.load import check_spec
+
+    paths, overrides = _split(ns.items)
+    if not paths:
+        print("validate: give at least one spec file", file=sys.stderr)
+        return EXIT_INVALID
+    all_ok = True
+    report = []
+    for path in paths:
+        spec, diags = check_spec(path, overrides)
+        ok = spec is not None
+        all_ok &= ok
+        if ns.json:
+            report.append(
+                {"spec": path, "valid": ok, "diagnostics": [d.as_json() for d in diags.sorted()]}
+            )
+            continue
+        for d in diags.sorted():
+            print(d, file=sys.stderr if d.severity == "error" else sys.stdout)
+        if ok:
+            print(
+                f"{path}: valid" + (f" ({len(diags.warnings)} warnings)" if diags.warnings else "")
+            )
+        else:
+            print(f"{path}: {len(diags.errors)} errors", file=sys.stderr)
+    if ns.json:
+        print(json.dumps(report if len(report) > 1 else report[0], indent=2))
+    return EXIT_OK if all_ok else EXIT_INVALID
+
+
+def cmd_graph(ns: argparse.Namespace) -> int:
+    from engine.graph import render
+    from engine.spec.diagnostics import did_you_mean
+    from engine.spec.load import check_spec
+
+    paths, overrides = _split([ns.spec, *ns.overrides])
+    spec, diags = check_spec(paths[0], overrides)
+    if spec is None:
+        for d in diags.sorted():
+            print(d, file=sys.stderr)
+        return EXIT_INVALID
+    if ns.net is not None and ns.net not in spec.networks:
+        print(
+            f"graph: no network '{ns.net}'{did_you_mean(ns.net, spec.networks)}; networks: "
+            f"{', '.join(spec.networks)}",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+    net = spec.networks[ns.net] if ns.net else None
+    if ns.format == "dot":
+        print(render.network_dot(net) if net else render.training_dot(spec.training))
+    elif ns.format == "mermaid":
+        print(render.network_mermaid(net) if net else render.training_mermaid(spec.training))
+    elif sys.stdout.isatty():
+        _rich_tree(spec, net)
+    else:
+        lines = render.tree_lines(net) if net else render.training_lines(spec.training)
+        print("\n".join(lines))
+    return EXIT_OK
+
+
+def _rich_tree(spec, net) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+    from rich.tree import Tree
+
+    from engine.graph import render
+
+    console = Console()
+    if net is None:
+        console.print("\n".join(render.training_lines(spec.training)))
+        return
+    tree = Tree(f"[bold]{net.name}[/]")
+
+    def walk(node: Tree, sub: dict) -> None:  # type: ignore[type-arg]
+        for key, value in sub.items():
+            if isinstance(value, dict):
+                walk(node.add(f"[cyan]{key}[/]"), value)
+            else:
+                node.add(render.leaf_label(key, value), highlight=False)
+
+    walk(tree, render.network_tree(net))
+    console.print(tree)
+
+
+def cmd_schema(ns: argparse.Namespace) -> int:
+    from engine.spec import schema_files
+
+    if ns.check:
+        problems = schema_files.stale()
+        for rel in problems:
+            print(f"schemas/{rel} is stale; run: python cli.py schema")
+        return EXIT_FAILED if problems else EXIT_OK
+    written = schema_files.write()
+    print(f"wrote {len(written)} schema files under schemas/")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python cli.py",
+        description="Loom: declarative graph-spec training engine for image models.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Run 'python cli.py COMMAND --help' for each command's options and examples.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fmt = argparse.RawDescriptionHelpFormatter
+
+    p = sub.add_parser(
+        "validate",
+        help="check specs; every error at FILE:LINE:COL",
+        description=VALIDATE_HELP,
+        formatter_class=fmt,
+    )
+    p.add_argument(
+        "items",
+        nargs="+",
+        metavar="SPEC_OR_OVERRIDE",
+        help="spec files, and overrides written key.path=value",
+    )
+    p.add_argument("--json", action="store_true", help="print the diagnostics as JSON")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser(
+        "graph",
+        help="show a network's expanded graph or the training graph",
+        description=GRAPH_HELP,
+        formatter_class=fmt,
+    )
+    p.add_argument("spec", help="the spec file")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides")
+    p.add_argument("--net", help="the network to show (default: the training graph)")
+    p.add_argument("--format", choices=["tree", "dot", "mermaid"], default="tree")
+    p.set_defaults(func=cmd_graph)
+
+    p = sub.add_parser(
+        "schema",
+        help="regenerate the JSON Schemas under schemas/",
+        description=SCHEMA_HELP,
+        formatter_class=fmt,
+    )
+    p.add_argument("--check", action="store_true", help="report stale schema files; write nothing")
+    p.set_defaults(func=cmd_schema)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    ns = build_parser().parse_args(argv)
+    try:
+        return int(ns.func(ns))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Graphs: composite blocks and repeats expanded into one networkx graph per network."""

@@ -1,0 +1,682 @@
+"""Expansion: composite blocks and ``repeat`` become one graph of leaf blocks per network.
+
+Names are hierarchical and predictable: a node ``body`` with ``repeat: 23`` becomes
+``body.0`` … ``body.22``; a composite node ``rdb1`` inside it contributes
+``body.7.rdb1.conv3``. Parameters are substituted (``$nf``, ``$nf * 2``) as each
+instance is expanded, then checked against the leaf block's schema. All problems go to
+the diagnostics; expansion carries on past them so that one run reports everything.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path as FsPath
+from typing import Any
+
+import networkx as nx
+
+from engine.graph.model import Network, PortBindings, Source
+from engine.spec.catalog import Catalog
+from engine.spec.diagnostics import Diagnostics, Loc, did_you_mean, quote_list
+from engine.spec.expr import ExprError, is_expression, substitute
+from engine.spec.library import BlockDef, BlockTable
+from engine.spec.schema_check import check_schema
+from engine.spec.yamlio import Doc
+
+#: Keys of a node that are not parameters of its block.
+NODE_KEYS = ("block", "in", "repeat")
+MAX_REPEAT = 100_000
+MAX_NODES = 2_000_000
+
+#: A value flowing along the graph: sources concatenated along channels.
+Value = list[Source]
+#: A node as seen by its neighbours: its outputs by port (None: it failed to expand).
+Outputs = dict[str, Value] | None
+
+
+class _TooBig(Exception):
+    pass
+
+
+@dataclass
+class _Ports:
+    """The input side of something a node can instantiate (a leaf or a composite)."""
+
+    names: tuple[str, ...]
+    variadic: bool
+    min_inputs: int
+    what: str  # "block 'conv'", for messages
+
+
+class Expander:
+    """Expands the networks of one spec; shares the block table and the diagnostics."""
+
+    def __init__(
+        self,
+        catalog: Catalog,
+        table: BlockTable,
+        diags: Diagnostics,
+        global_scope: dict[str, Any],
+        spec_dir: FsPath | None,
+    ) -> None:
+        self.catalog = catalog
+        self.table = table
+        self.diags = diags
+        self.global_scope = global_scope
+        self.spec_dir = spec_dir
+        self.graph = nx.DiGraph()
+
+    # ----------------------------------------------------------------- networks
+    def network(self, name: str, data: dict[str, Any], doc: Doc) -> Network | None:
+        """Expand one entry of ``networks:`` (``doc`` is rooted at it)."""
+        self.graph = nx.DiGraph()
+        loc = doc.loc(())
+        trainable = data.get("trainable", True) is not False
+        use = data.get("use")
+        declared = data.get("inputs") if isinstance(data.get("inputs"), dict) else None
+        if use is not None and "nodes" in data:
+            self.diags.error(
+                doc.key_loc(("use",)), f"network '{name}': give either 'use:' or 'nodes:', not both"
+            )
+            return None
+        if isinstance(use, str):
+            return self._used_network(name, use, data, doc, declared, trainable)
+        if "nodes" not in data:
+            self.diags.error(loc, f"network '{name}' needs 'nodes:' (or 'use: Block')")
+            return None
+        if declared is None:
+            self.diags.error(
+                loc,
+                f"network '{name}' needs 'inputs:' mapping each input to its "
+                "channel count, e.g. inputs: {lr: 3}",
+            )
+            return None
+        scope = dict(self.global_scope)
+        params = data.get("params") if isinstance(data.get("params"), dict) else {}
+        for key, raw in params.items():
+            try:
+                scope[key] = substitute(raw, scope)
+            except ExprError as exc:
+                self.diags.error(doc.loc(("params", key)), str(exc))
+        bindings = {}
+        for input_name, channels in declared.items():
+            self.graph.add_node(
+                input_name, kind="input", channels=channels, loc=doc.key_loc(("inputs", input_name))
+            )
+            bindings[input_name] = [Source(input_name)]
+        outputs = self._body("", data, doc, scope, bindings, (), f"network '{name}'")
+        if outputs is None:
+            return None
+        return Network(name, self.graph, dict(declared), outputs, trainable, loc)
+
+    def _used_network(
+        self,
+        name: str,
+        use: str,
+        data: dict[str, Any],
+        doc: Doc,
+        declared: dict[str, Any] | None,
+        trainable: bool,
+    ) -> Network | None:
+        at = doc.loc(("use",))
+        block = self.table.lookup(use, self.spec_dir, at)
+        if block is None:
+            if "#" not in use:
+                known = list(self.table.defs)
+                self.diags.error(
+                    at,
+                    f"network '{name}': unknown block '{use}'"
+                    f"{did_you_mean(use, known)}; 'use:' takes a composite block "
+                    "or 'lib/file.yaml#Block'",
+                )
+            return None
+        channels = dict.fromkeys(block.inputs, 3)
+        for key in declared or {}:
+            if key not in channels:
+                self.diags.error(
+                    doc.key_loc(("inputs", key)),
+                    f"network '{name}': block "
+                    f"'{block.name}' has no input '{key}'{did_you_mean(key, channels)}",
+                )
+            else:
+                channels[key] = declared[key]
+        bindings = {}
+        for input_name, count in channels.items():
+            self.graph.add_node(input_name, kind="input", channels=count, loc=doc.loc(("use",)))
+            bindings[input_name] = [Source(input_name)]
+        params = data.get("params") if isinstance(data.get("params"), dict) else {}
+        scope = self._composite_scope(block, params, doc, ("params",), dict(self.global_scope))
+        if scope is None:
+            return None
+        try:
+            outputs = self._body(
+                "", block.data, block.doc, scope, bindings, (block.name,), f"block '{block.name}'"
+            )
+        except _TooBig:
+            return None
+        if outputs is None:
+            return None
+        return Network(name, self.graph, channels, outputs, trainable, doc.loc(()))
+
+    # -------------------------------------------------------------------- bodies
+    def _body(
+        self,
+        prefix: str,
+        body: dict[str, Any],
+        doc: Doc,
+        scope: dict[str, Any],
+        bindings: dict[str, Value],
+        stack: tuple[str, ...],
+        owner: str,
+    ) -> dict[str, Value] | None:
+        """Expand the ``nodes:`` of a network or a composite block instance."""
+        nodes = body.get("nodes")
+        if not isinstance(nodes, dict):
+            return None
+        local: dict[str, Outputs] = {k: {"out": v} for k, v in bindings.items()}
+        for name in nodes:
+            if name in bindings:
+                self.diags.error(
+                    doc.key_loc(("nodes", name)),
+                    f"node '{name}' has the same name as an input of {owner}",
+                )
+        deps = self._local_dependencies(nodes, set(local), doc)
+        order = self._order(deps, nodes, doc, owner)
+        outputs_spec = self._declared_outputs(body, nodes)
+        used_inputs = self._check_reachability(deps, outputs_spec, nodes, bindings, doc, owner)
+        del used_inputs
+        for name in order:
+            node = nodes[name]
+            if isinstance(node, dict):
+                local[name] = self._node(prefix, name, node, doc, scope, local, stack)
+            else:
+                local[name] = None
+        result: dict[str, Value] = {}
+        for port, (ref, path) in outputs_spec.items():
+            value = self._resolve(ref, local, doc.loc(path), doc, owner)
+            if value is None:
+                return None
+            result[port] = value
+        return result
+
+    @staticmethod
+    def _declared_outputs(
+        body: dict[str, Any], nodes: dict[str, Any]
+    ) -> dict[str, tuple[str, tuple]]:
+        if isinstance(body.get("outputs"), dict):
+            return {
+                p: (r, ("outputs", p)) for p, r in body["outputs"].items() if isinstance(r, str)
+            }
+        if isinstance(body.get("output"), str):
+            return {"out": (body["output"], ("output",))}
+        last = list(nodes)[-1]
+        return {"out": (last, ("nodes", last))}
+
+    def _local_dependencies(self, nodes: dict[str, Any], inputs: set[str], doc: Doc) -> nx.DiGraph:
+        deps = nx.DiGraph()
+        deps.add_nodes_from(inputs)
+        deps.add_nodes_from(nodes)
+        for name, node in nodes.items():
+            if not isinstance(node, dict):
+                continue
+            for ref, _ in _refs(node.get("in")):
+                base = ref.split(".", 1)[0]
+                if base in deps:
+                    deps.add_edge(base, name)
+        return deps
+
+    def _order(self, deps: nx.DiGraph, nodes: dict[str, Any], doc: Doc, owner: str) -> list[str]:
+        cyclic: set[str] = set()
+        for component in nx.strongly_connected_components(deps):
+            members = [n for n in nodes if n in component]
+            if len(component) > 1 or any(deps.has_edge(n, n) for n in component):
+                first = members[0]
+                cycle = nx.find_cycle(deps.subgraph(component), source=first)
+                path = " → ".join([*(u for u, _ in cycle), cycle[0][0]])
+                self.diags.error(doc.loc(("nodes", first, "in")), f"cycle in {owner}: {path}")
+                cyclic.update(component)
+        acyclic = deps.subgraph([n for n in deps if n not in cyclic])
+        # Stable order: YAML order among the nodes that are ready.
+        position = {n: i for i, n in enumerate(nodes)}
+        order = list(
+            nx.lexicographical_topological_sort(acyclic, key=lambda n: position.get(n, -1))
+        )
+        return [n for n in order if n in nodes]
+
+    def _check_reachability(
+        self,
+        deps: nx.DiGraph,
+        outputs: dict[str, tuple[str, tuple]],
+        nodes: dict[str, Any],
+        bindings: dict[str, Value],
+        doc: Doc,
+        owner: str,
+    ) -> set[str]:
+        targets = {ref.split(".", 1)[0] for ref, _ in outputs.values()}
+        alive: set[str] = set()
+        for t in targets:
+            if t in deps:
+                alive |= nx.ancestors(deps, t) | {t}
+        for name in nodes:
+            if name not in alive:
+                self.diags.warning(
+                    doc.key_loc(("nodes", name)),
+                    f"node '{name}' of {owner} reaches no output (it is unused)",
+                )
+        for name in bindings:
+            if name not in alive:
+                self.diags.warning(doc.loc(()), f"input '{name}' of {owner} is never used")
+        return alive
+
+    # --------------------------------------------------------------------- nodes
+    def _node(
+        self,
+        prefix: str,
+        name: str,
+        node: dict[str, Any],
+        doc: Doc,
+        scope: dict[str, Any],
+        local: dict[str, Outputs],
+        stack: tuple[str, ...],
+    ) -> Outputs:
+        path = ("nodes", name)
+        block_name = node.get("block")
+        if not isinstance(block_name, str):
+            return None
+        entry = self.catalog.get(block_name)
+        composite = (
+            None
+            if entry
+            else self.table.lookup(block_name, self.spec_dir, doc.loc((*path, "block")))
+        )
+        if entry is None and composite is None:
+            if "#" not in block_name:
+                known = [*self.catalog.names("module", "op"), *self.table.defs]
+                self.diags.error(
+                    doc.loc((*path, "block")),
+                    f"unknown block '{block_name}'{did_you_mean(block_name, known)}",
+                )
+            return None
+        if entry is not None and entry.kind == "loss":
+            self.diags.error(
+                doc.loc((*path, "block")),
+                f"'{block_name}' is a loss; losses belong "
+                "in the training graph ('graph:'), not inside a network",
+            )
+            return None
+        repeat = self._repeat(node, doc, path, scope)
+        if repeat is None:
+            return None
+        ports = self._ports(entry, composite)
+        if repeat > 1 and (len(ports.names) != 1 or ports.variadic):
+            self.diags.error(
+                doc.loc((*path, "repeat")),
+                f"'repeat' needs a block with exactly one "
+                f"input; {ports.what} takes {len(ports.names)}",
+            )
+            return None
+        raw_params = {k: v for k, v in node.items() if k not in NODE_KEYS}
+        node_doc = doc.subtree(path)
+        outputs: Outputs = None
+        previous: Outputs = None
+        for i in range(repeat):
+            full = f"{prefix}{name}" if repeat == 1 else f"{prefix}{name}.{i}"
+            inst_scope = {**scope, "index": i}
+            params = self._params(raw_params, inst_scope, node_doc)
+            if params is None:
+                return None
+            if i == 0:
+                args = self._inputs(node.get("in"), ports, local, node_doc, name)
+            else:
+                if previous is None or len(previous) != 1:
+                    self.diags.error(
+                        doc.loc((*path, "repeat")),
+                        f"'repeat' needs a block with "
+                        f"exactly one output; {ports.what} has {len(previous or {})}",
+                    )
+                    return None
+                args = {ports.names[0]: [next(iter(previous.values()))]}
+            if args is None:
+                return None
+            if entry is not None:
+                outputs = self._leaf(full, entry, params, args, node_doc)
+            else:
+                assert composite is not None
+                outputs = self._composite(full, composite, params, args, node_doc, stack)
+            if outputs is None:
+                return None
+            previous = outputs
+        return outputs
+
+    def _repeat(
+        self, node: dict[str, Any], doc: Doc, path: tuple, scope: dict[str, Any]
+    ) -> int | None:
+        raw = node.get("repeat", 1)
+        at = doc.loc((*path, "repeat"))
+        try:
+            value = substitute(raw, scope)
+        except ExprError as exc:
+            self.diags.error(at, str(exc))
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.diags.error(at, f"'repeat' must be an integer, got {value!r}")
+            return None
+        if value < 1:
+            self.diags.error(at, f"'repeat' must be at least 1, got {value}")
+            return None
+        if value > MAX_REPEAT:
+            self.diags.error(at, f"'repeat' must be at most {MAX_REPEAT}, got {value}")
+            return None
+        return value
+
+    def _ports(self, entry: Any, composite: BlockDef | None) -> _Ports:
+        if entry is not None:
+            return _Ports(entry.inputs, entry.variadic, entry.min_inputs, f"block '{entry.name}'")
+        assert composite is not None
+        names = tuple(composite.inputs)
+        return _Ports(names, False, len(names), f"block '{composite.name}'")
+
+    def _params(
+        self, raw: dict[str, Any], scope: dict[str, Any], node_doc: Doc
+    ) -> dict[str, Any] | None:
+        params = {}
+        ok = True
+        for key, value in raw.items():
+            try:
+                params[key] = substitute(value, scope)
+            except ExprError as exc:
+                self.diags.error(node_doc.loc((key,)), str(exc))
+                ok = False
+        return params if ok else None
+
+    # -------------------------------------------------------------------- inputs
+    def _inputs(
+        self, raw: Any, ports: _Ports, local: dict[str, Outputs], node_doc: Doc, name: str
+    ) -> dict[str, list[Value]] | None:
+        """Bind a node's ``in:`` to the ports of what it instantiates."""
+        at = node_doc.loc(("in",))
+        if raw is None:
+            if ports.names:
+                self.diags.error(
+                    node_doc.loc(()),
+                    f"node '{name}' has no input: add 'in:' "
+                    f"({ports.what} takes {_port_list(ports)})",
+                )
+                return None
+            return {}
+        if isinstance(raw, dict):
+            return self._inputs_by_port(raw, ports, local, node_doc, name)
+        refs = raw if isinstance(raw, list) else [raw]
+        values = []
+        for i, ref in enumerate(refs):
+            path = ("in", i) if isinstance(raw, list) else ("in",)
+            value = self._resolve(ref, local, node_doc.loc(path), None, f"node '{name}'")
+            if value is None:
+                return None
+            values.append(value)
+        if not ports.names:
+            self.diags.error(at, f"{ports.what} takes no inputs")
+            return None
+        if ports.variadic:
+            if len(values) < ports.min_inputs:
+                self.diags.error(
+                    at, f"{ports.what} needs at least {ports.min_inputs} inputs, got {len(values)}"
+                )
+                return None
+            return {ports.names[0]: values}
+        if len(ports.names) == 1:
+            return {ports.names[0]: [[s for v in values for s in v]]}
+        if not ports.min_inputs <= len(values) <= len(ports.names):
+            count = (
+                str(ports.min_inputs)
+                if ports.min_inputs == len(ports.names)
+                else f"{ports.min_inputs} to {len(ports.names)}"
+            )
+            self.diags.error(
+                at, f"{ports.what} takes {count} inputs ({_port_list(ports)}), got {len(values)}"
+            )
+            return None
+        return {port: [value] for port, value in zip(ports.names, values, strict=False)}
+
+    def _inputs_by_port(
+        self,
+        raw: dict[str, Any],
+        ports: _Ports,
+        local: dict[str, Outputs],
+        node_doc: Doc,
+        name: str,
+    ) -> dict[str, list[Value]] | None:
+        bound: dict[str, list[Value]] = {}
+        ok = True
+        for port, refs in raw.items():
+            if port not in ports.names:
+                self.diags.error(
+                    node_doc.key_loc(("in", port)),
+                    f"{ports.what} has no input "
+                    f"port '{port}'{did_you_mean(port, ports.names)}; ports: "
+                    f"{_port_list(ports)}",
+                )
+                ok = False
+                continue
+            items = refs if isinstance(refs, list) else [refs]
+            values = []
+            for i, ref in enumerate(items):
+                path = ("in", port, i) if isinstance(refs, list) else ("in", port)
+                value = self._resolve(ref, local, node_doc.loc(path), None, f"node '{name}'")
+                if value is None:
+                    ok = False
+                    continue
+                values.append(value)
+            bound[port] = values if ports.variadic else [[s for v in values for s in v]]
+        required = ports.names[: ports.min_inputs]
+        missing = [p for p in required if p not in bound]
+        if ok and missing:
+            self.diags.error(
+                node_doc.loc(("in",)),
+                f"node '{name}': input port {quote_list(missing)} of {ports.what} is not connected",
+            )
+            ok = False
+        return bound if ok else None
+
+    def _resolve(
+        self, ref: Any, local: dict[str, Outputs], at: Loc | None, doc: Doc | None, owner: str
+    ) -> Value | None:
+        """A reference ``node`` or ``node.port`` to a value in the local scope."""
+        if not isinstance(ref, str):
+            return None
+        base, _, port = ref.partition(".")
+        if base == "data":
+            self.diags.error(at, f"'{ref}': data can only be used in the training graph ('graph:')")
+            return None
+        if base not in local:
+            self.diags.error(at, f"{owner}: unknown reference '{base}'{did_you_mean(base, local)}")
+            return None
+        outputs = local[base]
+        if outputs is None:
+            return None  # already reported where it failed
+        if not port:
+            if len(outputs) == 1:
+                return next(iter(outputs.values()))
+            if "out" in outputs:
+                return outputs["out"]
+            self.diags.error(
+                at,
+                f"'{base}' has several outputs ({quote_list(outputs)}): write "
+                f"'{base}.{next(iter(outputs))}'",
+            )
+            return None
+        if port not in outputs:
+            self.diags.error(
+                at,
+                f"'{base}' has no output '{port}'{did_you_mean(port, outputs)}; "
+                f"outputs: {quote_list(outputs)}",
+            )
+            return None
+        return outputs[port]
+
+    # ---------------------------------------------------------- leaves, composites
+    def _leaf(
+        self,
+        full: str,
+        entry: Any,
+        params: dict[str, Any],
+        args: dict[str, list[Value]],
+        node_doc: Doc,
+    ) -> Outputs:
+        errors = check_schema(
+            entry.validator,
+            params,
+            node_doc,
+            self.diags,
+            namer=lambda p: (
+                f"parameter '{p[0]}' of block '{entry.name}'" if p else f"block '{entry.name}'"
+            ),
+            key_word="parameter",
+        )
+        if errors:
+            return None
+        if self.graph.number_of_nodes() >= MAX_NODES:
+            self.diags.error(node_doc.loc(()), f"the network has more than {MAX_NODES} nodes")
+            raise _TooBig
+        bindings: PortBindings = args
+        self.graph.add_node(
+            full,
+            kind="block",
+            block=entry.name,
+            params=params,
+            ports=bindings,
+            loc=node_doc.loc(()),
+        )
+        for values in bindings.values():
+            for value in values:
+                for source in value:
+                    self.graph.add_edge(source.node, full)
+        return {port: [Source(full, port)] for port in entry.outputs}
+
+    def _composite(
+        self,
+        full: str,
+        block: BlockDef,
+        params: dict[str, Any],
+        args: dict[str, list[Value]],
+        node_doc: Doc,
+        stack: tuple[str, ...],
+    ) -> Outputs:
+        if block.name in stack:
+            cycle = " → ".join([*stack[stack.index(block.name) :], block.name])
+            self.diags.error(node_doc.loc(("block",)), f"recursive block definition: {cycle}")
+            return None
+        scope = self._composite_scope(block, params, node_doc, (), dict(self.global_scope))
+        if scope is None:
+            return None
+        bindings = {port: [s for v in values for s in v] for port, values in args.items()}
+        return self._body(
+            f"{full}.",
+            block.data,
+            block.doc,
+            scope,
+            bindings,
+            (*stack, block.name),
+            f"block '{block.name}'",
+        )
+
+    def _composite_scope(
+        self, block: BlockDef, given: dict[str, Any], doc: Doc, base: tuple, scope: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """The parameter values inside one instance of a composite block."""
+        declared = block.data.get("params") if isinstance(block.data.get("params"), dict) else {}
+        ok = True
+        for key in given:
+            if key not in declared:
+                self.diags.error(
+                    doc.key_loc((*base, key)),
+                    f"unknown parameter '{key}' for block "
+                    f"'{block.name}'{did_you_mean(key, declared)}; parameters: "
+                    f"{quote_list(declared)}",
+                )
+                ok = False
+        for key, decl in declared.items():
+            typed = isinstance(decl, dict) and "type" in decl
+            if key in given:
+                value = given[key]
+                at = doc.loc((*base, key))
+            elif typed and "default" not in decl:
+                self.diags.error(doc.loc(()), f"block '{block.name}' needs parameter '{key}'")
+                ok = False
+                continue
+            else:
+                default = decl.get("default") if typed else decl
+                at = block.doc.loc(("params", key))
+                try:
+                    value = substitute(default, scope)
+                except ExprError as exc:
+                    self.diags.error(at, str(exc))
+                    ok = False
+                    continue
+            if typed and not self._check_typed(block, key, decl, value, at):
+                ok = False
+                continue
+            scope[key] = value
+        return scope if ok else None
+
+    def _check_typed(
+        self, block: BlockDef, key: str, decl: dict[str, Any], value: Any, at: Loc | None
+    ) -> bool:
+        kinds = {"int": int, "float": (int, float), "bool": bool, "str": str, "list": list}
+        want = decl.get("type")
+        if is_expression(value):
+            return True
+        expected = kinds.get(want)
+        bad_bool = isinstance(value, bool) and want in ("int", "float")
+        if expected is not None and (not isinstance(value, expected) or bad_bool):
+            self.diags.error(
+                at,
+                f"parameter '{key}' of block '{block.name}' must be of type {want}, got {value!r}",
+            )
+            return False
+        if "choices" in decl and value not in decl["choices"]:
+            self.diags.error(
+                at,
+                f"parameter '{key}' of block '{block.name}' must be one of "
+                f"{quote_list(map(str, decl['choices']))}, got {value!r}",
+            )
+            return False
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if "min" in decl and value < decl["min"]:
+                self.diags.error(
+                    at,
+                    f"parameter '{key}' of block '{block.name}' must be ≥ "
+                    f"{decl['min']}, got {value}",
+                )
+                return False
+            if "max" in decl and value > decl["max"]:
+                self.diags.error(
+                    at,
+                    f"parameter '{key}' of block '{block.name}' must be ≤ "
+                    f"{decl['max']}, got {value}",
+                )
+                return False
+        return True
+
+
+def _port_list(ports: _Ports) -> str:
+    if ports.variadic:
+        return f"any number on '{ports.names[0]}'"
+    return ", ".join(ports.names) if ports.names else "none"
+
+
+def _refs(raw: Any) -> list[tuple[str, tuple]]:
+    """Every reference string in an ``in:`` value, with its path below the node."""
+    if isinstance(raw, str):
+        return [(raw, ("in",))]
+    if isinstance(raw, list):
+        return [(r, ("in", i)) for i, r in enumerate(raw) if isinstance(r, str)]
+    if isinstance(raw, dict):
+        out = []
+        for port, value in raw.items():
+            if isinstance(value, str):
+                out.append((value, ("in", port)))
+            elif isinstance(value, list):
+                out.extend((r, ("in", port, i)) for i, r in enumerate(value) if isinstance(r, str))
+        return out
+    return []

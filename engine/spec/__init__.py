@@ -1,0 +1,1 @@
+"""Spec loading, resolution and validation (torch-free)."""

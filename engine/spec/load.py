@@ -1,0 +1,154 @@
+"""The spec pipeline up to a proven-consistent spec: load, resolve, check, expand.
+
+``load_spec(path, overrides)`` returns a :class:`Spec` or raises :class:`SpecError`
+carrying every diagnostic found. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path as FsPath
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from engine.graph.expand import Expander
+from engine.graph.model import Network, TrainingGraph
+from engine.graph.training import TrainingGraphBuilder
+from engine.spec import semantic
+from engine.spec.catalog import Catalog, default_catalog
+from engine.spec.diagnostics import Diagnostics, Loc, SpecError
+from engine.spec.library import BlockTable
+from engine.spec.resolve import apply_overrides, find_file, load_with_extends, strip_replace_markers
+from engine.spec.schema_check import check_schema
+from engine.spec.skeleton import DATASET_PROVIDES, SPEC
+from engine.spec.yamlio import Doc
+
+_SPEC_VALIDATOR = Draft202012Validator(SPEC)
+
+
+@dataclass
+class Spec:
+    """A resolved, validated spec: its data, where it came from, and its graphs."""
+
+    path: FsPath
+    data: dict[str, Any]
+    doc: Doc
+    networks: dict[str, Network]
+    training: TrainingGraph
+    diagnostics: Diagnostics = field(default_factory=Diagnostics)
+
+    @property
+    def name(self) -> str:
+        return str(self.data.get("name", self.path.stem))
+
+    @property
+    def hash(self) -> str:
+        """sha256 of the resolved spec (canonical JSON), to tell runs apart."""
+        text = json.dumps(self.data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    @property
+    def warnings(self) -> list[Any]:
+        return self.diagnostics.warnings
+
+
+def check_spec(
+    path: str | FsPath, overrides: list[str] | tuple[str, ...] = (), catalog: Catalog | None = None
+) -> tuple[Spec | None, Diagnostics]:
+    """Run every check; return the spec (None when it has errors) and all diagnostics."""
+    diags = Diagnostics()
+    catalog = catalog or default_catalog()
+    found = find_file(str(path), None)
+    if found is None:
+        diags.error(Loc(str(path)), "spec file not found")
+        return None, diags
+    doc = load_with_extends(found, diags)
+    if doc is None:
+        return None, diags
+    doc.data = strip_replace_markers(doc.data)
+    apply_overrides(doc, overrides, diags)
+    data = doc.data
+    check_schema(_SPEC_VALIDATOR, data, doc, diags)
+    networks, training = _expand_all(data, doc, found, catalog, diags)
+    if diags.errors:
+        return None, diags
+    assert training is not None
+    spec = Spec(
+        found, data, doc, {k: v for k, v in networks.items() if v is not None}, training, diags
+    )
+    return spec, diags
+
+
+def load_spec(path: str | FsPath, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Load, resolve and validate a spec; raise :class:`SpecError` listing every error."""
+    spec, diags = check_spec(path, overrides)
+    if spec is None:
+        raise SpecError(diags)
+    return spec
+
+
+def _expand_all(
+    data: dict[str, Any], doc: Doc, path: FsPath, catalog: Catalog, diags: Diagnostics
+) -> tuple[dict[str, Network | None], TrainingGraph | None]:
+    table = BlockTable(catalog, diags)
+    for i, name in enumerate(data.get("imports") or []):
+        if isinstance(name, str):
+            table.import_file(name, path.parent, doc.loc(("imports", i)))
+    table.add_from(doc)
+    scope = _global_scope(data, doc, diags)
+    expander = Expander(catalog, table, diags, scope, path.parent)
+    networks: dict[str, Network | None] = {}
+    for name, net in (
+        (data.get("networks") or {}).items() if isinstance(data.get("networks"), dict) else ()
+    ):
+        networks[name] = (
+            expander.network(name, net, doc.subtree(("networks", name)))
+            if isinstance(net, dict)
+            else None
+        )
+    training = None
+    graph = data.get("graph")
+    if isinstance(graph, dict):
+        builder = TrainingGraphBuilder(
+            catalog, networks, list(data.get("networks") or {}), _data_keys(data), diags
+        )
+        training = builder.build(graph, doc.subtree(("graph",)))
+    elif isinstance(data.get("train"), dict):
+        diags.error(
+            doc.key_loc(("train",)),
+            "'train:' needs a training graph: add 'graph:' with the network calls and losses",
+        )
+    opt_networks = semantic.check_optimizers(data, doc, networks, diags)
+    semantic.check_phases(data, doc, training, networks, opt_networks, diags)
+    semantic.check_references(data, doc, training, diags)
+    semantic.unused_graph_nodes(data, doc, training, diags)
+    return networks, training or TrainingGraph()
+
+
+def _global_scope(data: dict[str, Any], doc: Doc, diags: Diagnostics) -> dict[str, Any]:
+    """Names every ``$expression`` can use: ``scale`` and the top-level ``params:``."""
+    from engine.spec.expr import ExprError, substitute
+
+    scope: dict[str, Any] = {}
+    if isinstance(data.get("scale"), int):
+        scope["scale"] = data["scale"]
+    params = data.get("params")
+    if isinstance(params, dict):
+        for key, value in params.items():
+            try:
+                scope[key] = substitute(value, scope)
+            except ExprError as exc:
+                diags.error(doc.loc(("params", key)), str(exc))
+    return scope
+
+
+def _data_keys(data: dict[str, Any]) -> tuple[str, ...] | None:
+    section = data.get("data")
+    if not isinstance(section, dict) or not isinstance(section.get("train"), dict):
+        return None
+    kind = section["train"].get("type")
+    keys = DATASET_PROVIDES.get(kind) if isinstance(kind, str) else None
+    return keys if keys is not None else tuple(k for ks in DATASET_PROVIDES.values() for k in ks)

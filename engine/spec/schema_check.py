@@ -1,0 +1,191 @@
+"""Turn jsonschema's findings into diagnostics at the right file:line:col.
+
+jsonschema reports *which* rule failed; users need *where* and *what to write
+instead*. Unknown keys point at the key itself, with a did-you-mean from the keys
+that are allowed there; wrong values point at the value and say what is expected.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from engine.spec.diagnostics import Diagnostics, did_you_mean, quote_list
+from engine.spec.yamlio import Doc, Path
+
+#: How to call the thing at a path in messages, e.g. "parameter 'out' of block 'conv'".
+Namer = Callable[[Path], str]
+
+
+def dotted(path: Path) -> str:
+    """``('train', 'phases', 0, 'until')`` → ``train.phases[0].until``."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def default_namer(path: Path) -> str:
+    return f"'{dotted(path)}'" if path else "the spec"
+
+
+def check_schema(
+    validator: Draft202012Validator,
+    data: Any,
+    doc: Doc,
+    diags: Diagnostics,
+    *,
+    base: Path = (),
+    namer: Namer = default_namer,
+    key_word: str = "key",
+) -> int:
+    """Validate ``data`` (found at ``base`` in ``doc``); return the number of errors."""
+    count = 0
+    for error in validator.iter_errors(data):
+        count += _report(error, data, doc, diags, base, namer, key_word)
+    return count
+
+
+def _report(
+    error: ValidationError,
+    data: Any,
+    doc: Doc,
+    diags: Diagnostics,
+    base: Path,
+    namer: Namer,
+    key_word: str,
+) -> int:
+    rel = tuple(error.absolute_path)
+    path = base + rel
+    kind = error.validator
+    if kind == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = list(error.schema.get("properties", {}))
+        extras = [k for k in error.instance if k not in allowed]
+        for key in extras:
+            where = namer(path) if path else "the spec"
+            msg = f"unknown {key_word} '{key}' in {where}{did_you_mean(key, allowed)}"
+            if not did_you_mean(key, allowed):
+                msg += f"; allowed: {quote_list(a for a in allowed if a not in _HIDDEN)}"
+            diags.error(doc.key_loc((*path, key)), msg)
+        return len(extras)
+    if kind == "required":
+        missing = [k for k in error.validator_value if k not in error.instance]
+        for key in missing:
+            where = namer(path) if path else "the spec"
+            diags.error(doc.key_loc(path), f"missing required {key_word} '{key}' in {where}")
+        return len(missing)
+    if kind == "propertyNames":
+        name = error.instance
+        diags.error(
+            doc.key_loc((*path, name)),
+            f"invalid name '{name}' in {namer(path)}: names start with a letter or '_' and "
+            "hold only letters, digits and '_'",
+        )
+        return 1
+    if kind in ("minProperties", "minItems") and not error.instance:
+        diags.error(doc.loc(path), f"{namer(path)} must not be empty")
+        return 1
+    expected = describe(error.schema)
+    got = _show(error.instance)
+    diags.error(doc.loc(path), f"{namer(path)} must be {expected}, got {got}")
+    return 1
+
+
+_HIDDEN = {"block", "op", "loss", "in", "repeat"}
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return f"'{value}'"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list" if value else "an empty list"
+    return repr(value)
+
+
+_PATTERNS = {
+    r"^\$": "an expression starting with '$'",
+    r"^[A-Za-z_][A-Za-z0-9_]*$": "a name (letters, digits, '_')",
+    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$": "a reference like 'node' or 'node.port'",
+}
+
+
+def describe(schema: Any) -> str:
+    """A short English description of what ``schema`` accepts."""
+    if schema is True or schema == {}:
+        return "any value"
+    if not isinstance(schema, dict):
+        return "nothing"
+    if "const" in schema:
+        return _show(schema["const"])
+    if "enum" in schema:
+        return "one of " + ", ".join(_show(v) for v in schema["enum"])
+    if "anyOf" in schema or "oneOf" in schema:
+        parts = [
+            describe(s)
+            for s in schema.get("anyOf", schema.get("oneOf"))
+            if not (isinstance(s, dict) and s.get("pattern") == r"^\$")
+        ]
+        unique = list(dict.fromkeys(parts))
+        return " or ".join(unique)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        return " or ".join(describe({**schema, "type": k}) for k in kind)
+    bounds = _bounds(schema)
+    if kind == "integer":
+        return "an integer" + bounds
+    if kind == "number":
+        return "a number" + bounds
+    if kind == "boolean":
+        return "true or false"
+    if kind == "null":
+        return "null"
+    if kind == "string":
+        pattern = schema.get("pattern")
+        if pattern in _PATTERNS:
+            return _PATTERNS[pattern]
+        return "a non-empty string" if schema.get("minLength") else "a string"
+    if kind == "array":
+        if "prefixItems" in schema:
+            return f"a list of {len(schema['prefixItems'])} items"
+        items = schema.get("items")
+        size = ""
+        if schema.get("minItems") == schema.get("maxItems") and schema.get("minItems"):
+            size = f" of {schema['minItems']}"
+        if isinstance(items, dict) and items:
+            return f"a list{size} of {_plural(describe(items))}"
+        return f"a list{size}"
+    if kind == "object":
+        return "a mapping"
+    return "a valid value"
+
+
+def _bounds(schema: dict[str, Any]) -> str:
+    parts = []
+    for key, sign in (
+        ("minimum", "≥"),
+        ("exclusiveMinimum", ">"),
+        ("maximum", "≤"),
+        ("exclusiveMaximum", "<"),
+    ):
+        if key in schema:
+            parts.append(f"{sign} {_num(schema[key])}")
+    return " " + " and ".join(parts) if parts else ""
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _plural(text: str) -> str:
+    text = re.sub(r"^an? ", "", text)
+    return re.sub(r"^(integer|number|name|reference|string|list|mapping)", r"\1s", text)

@@ -1,0 +1,387 @@
+"""The JSON Schema of a spec's skeleton: every section and key a spec may have.
+
+Nodes (``block:`` entries in networks and composite blocks, ``loss:`` and ``op:``
+entries in the training graph) are open here; the validator dispatches each node on
+its block name to that block's own schema. ``editor_schema()`` adds that dispatch for
+built-in blocks as ``if``/``then`` rules, so editors complete and check parameters
+too; it is what ``python cli.py schema`` writes to ``schemas/spec.schema.json``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+REF = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$"
+GLOB = r"^[A-Za-z0-9_.*?\[\]-]+$"
+
+#: Keys of the ``data:`` section's datasets → the ``data.<key>`` tensors they provide.
+DATASET_PROVIDES: dict[str, tuple[str, ...]] = {
+    "sr": ("lr", "hr"),
+    "paired": ("A", "B"),
+    "unpaired": ("A", "B"),
+    "single": ("x",),
+    "frames": ("lr", "hr"),
+}
+
+#: ``torch.optim`` optimizers by their lower-case names.
+OPTIMIZERS = (
+    "adadelta",
+    "adafactor",
+    "adagrad",
+    "adam",
+    "adamax",
+    "adamw",
+    "asgd",
+    "lbfgs",
+    "nadam",
+    "radam",
+    "rmsprop",
+    "rprop",
+    "sgd",
+    "sparseadam",
+)
+
+SCHEDULERS = (
+    "constant",
+    "multistep",
+    "multistep_restarts",
+    "step",
+    "cosine",
+    "cosine_restarts",
+    "linear_decay",
+    "exponential",
+    "plateau",
+    "onecycle",
+)
+
+
+def _obj(
+    properties: dict[str, Any], required: tuple[str, ...] = (), **extra: Any
+) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    if required:
+        schema["required"] = list(required)
+    schema.update(extra)
+    return schema
+
+
+def _map_of(value: dict[str, Any], key_pattern: str = NAME, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "propertyNames": {"pattern": key_pattern},
+        "additionalProperties": value,
+        **extra,
+    }
+
+
+def _one_or_many(item: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [item, {"type": "array", "items": item, "minItems": 1}]}
+
+
+POS_INT = {"type": "integer", "minimum": 1}
+NONNEG_INT = {"type": "integer", "minimum": 0}
+POS_NUMBER = {"type": "number", "exclusiveMinimum": 0}
+EXPRESSION = {"type": "string", "pattern": r"^\$"}
+ITER_OR_FRACTION = {
+    "anyOf": [POS_INT, {"type": "number", "exclusiveMinimum": 0, "maximum": 1}],
+    "description": "an iteration (integer) or a fraction of train.iterations (0 < x <= 1)",
+}
+REF_STR = {"type": "string", "pattern": REF}
+INPUTS = {
+    "description": "node input: a reference, a list (concatenated or positional), or port: ref",
+    "anyOf": [
+        REF_STR,
+        {"type": "array", "items": REF_STR, "minItems": 1},
+        _map_of(_one_or_many(REF_STR)),
+    ],
+}
+
+PARAM_DECL = {
+    "description": "a default value, or a typed declaration {type, default, min, max, choices}",
+    "anyOf": [
+        {"type": ["number", "string", "boolean", "array", "null"]},
+        _obj(
+            {
+                "type": {"enum": ["int", "float", "bool", "str", "list", "any"]},
+                "default": True,
+                "min": {"type": "number"},
+                "max": {"type": "number"},
+                "choices": {"type": "array", "minItems": 1},
+                "description": {"type": "string"},
+            },
+            ("type",),
+        ),
+    ],
+}
+
+NODE = {
+    "type": "object",
+    "properties": {
+        "block": {"type": "string", "minLength": 1},
+        "in": INPUTS,
+        "repeat": {"anyOf": [{"type": "integer"}, EXPRESSION]},
+    },
+    "required": ["block"],
+    "additionalProperties": True,
+}
+
+_OUTPUTS = {
+    "output": REF_STR,
+    "outputs": _map_of(REF_STR),
+}
+
+BLOCK_DEF = _obj(
+    {
+        "description": {"type": "string"},
+        "params": _map_of(PARAM_DECL),
+        "inputs": {"type": "array", "items": {"type": "string", "pattern": NAME}, "minItems": 1},
+        "nodes": _map_of(NODE, minProperties=1),
+        **_OUTPUTS,
+    },
+    ("inputs", "nodes"),
+)
+
+NETWORK = _obj(
+    {
+        "description": {"type": "string"},
+        "use": {"type": "string", "minLength": 1},
+        "inputs": _map_of({**POS_INT, "description": "input channels"}),
+        "params": _map_of(True),
+        "nodes": _map_of(NODE, minProperties=1),
+        "trainable": {"type": "boolean", "default": True},
+        **_OUTPUTS,
+    },
+)
+
+GRAPH_NODE = {
+    "type": "object",
+    "properties": {
+        "call": {"type": "string", "pattern": NAME},
+        "loss": {"type": "string", "pattern": NAME},
+        "op": {"type": "string", "pattern": NAME},
+        "in": INPUTS,
+    },
+    "additionalProperties": True,
+}
+
+SCHEDULER = _obj(
+    {
+        "type": {"enum": list(SCHEDULERS)},
+        "milestones": {"type": "array", "items": ITER_OR_FRACTION},
+        "gamma": POS_NUMBER,
+        "step_size": ITER_OR_FRACTION,
+        "periods": {"type": "array", "items": ITER_OR_FRACTION},
+        "restart_weights": {"type": "array", "items": {"type": "number", "minimum": 0}},
+        "eta_min": {"type": "number", "minimum": 0},
+        "start": ITER_OR_FRACTION,
+        "warmup": NONNEG_INT,
+        "metric": {"type": "string"},
+        "mode": {"enum": ["min", "max"]},
+        "patience": NONNEG_INT,
+        "max_lr": POS_NUMBER,
+    },
+    ("type",),
+)
+
+PARAM_SELECTOR = _one_or_many({"type": "string", "pattern": GLOB})
+
+OPTIMIZER = _obj(
+    {
+        "type": {
+            "type": "string",
+            "description": "a torch.optim optimizer name (adam, adamw, sgd, …)",
+        },
+        "params": PARAM_SELECTOR,
+        "lr": POS_NUMBER,
+        "betas": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+        "eps": POS_NUMBER,
+        "weight_decay": {"type": "number", "minimum": 0},
+        "momentum": {"type": "number", "minimum": 0},
+        "nesterov": {"type": "boolean"},
+        "amsgrad": {"type": "boolean"},
+        "options": {"type": "object", "description": "other keyword arguments of the optimizer"},
+        "groups": {
+            "type": "array",
+            "items": _obj(
+                {
+                    "params": PARAM_SELECTOR,
+                    "lr": POS_NUMBER,
+                    "weight_decay": {"type": "number", "minimum": 0},
+                },
+                ("params",),
+            ),
+        },
+        "scheduler": SCHEDULER,
+        "clip": _obj({"norm": POS_NUMBER, "value": POS_NUMBER}),
+    },
+    ("type", "params", "lr"),
+)
+
+WEIGHT = {
+    "anyOf": [
+        {"type": "number"},
+        _obj(
+            {"from": {"type": "number"}, "to": {"type": "number"}, "over": ITER_OR_FRACTION},
+            ("from", "to", "over"),
+            description="a weight ramped linearly from the start of the phase",
+        ),
+    ]
+}
+
+STEP = _obj(
+    {
+        "optimizer": {"type": "string", "pattern": NAME},
+        "minimize": _map_of(WEIGHT, minProperties=1),
+        "every": {**POS_INT, "description": "step once every N iterations (update ratio)"},
+        "start": {**NONNEG_INT, "description": "iterations into the phase before the first step"},
+        "accumulate": {**POS_INT, "description": "batches per optimizer step (virtual batch)"},
+    },
+    ("optimizer", "minimize"),
+)
+
+PHASE = _obj(
+    {
+        "name": {"type": "string", "pattern": NAME},
+        "description": {"type": "string"},
+        "until": ITER_OR_FRACTION,
+        "frozen": {"type": "array", "items": {"type": "string", "pattern": GLOB}},
+        "lr": _map_of(POS_NUMBER),
+        "steps": {"type": "array", "items": STEP, "minItems": 1},
+    },
+    ("name", "steps"),
+)
+
+TRAIN = _obj(
+    {
+        "iterations": POS_INT,
+        "seed": NONNEG_INT,
+        "precision": {"enum": ["fp32", "fp16", "bf16"]},
+        "channels_last": {"type": "boolean"},
+        "compile": {"type": "boolean"},
+        "tf32": {"type": "boolean"},
+        "ema": _obj(
+            {
+                "networks": {"type": "array", "items": {"type": "string", "pattern": NAME}},
+                "decay": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+                "start": NONNEG_INT,
+            },
+            ("networks",),
+        ),
+        "max_bad_steps": POS_INT,
+        "phases": {"type": "array", "items": PHASE, "minItems": 1},
+    },
+    ("iterations", "phases"),
+)
+
+FOLDERS = _one_or_many({"type": "string", "minLength": 1})
+
+DATASET = _obj(
+    {
+        "type": {"enum": list(DATASET_PROVIDES)},
+        "hr": FOLDERS,
+        "lr": FOLDERS,
+        "A": FOLDERS,
+        "B": FOLDERS,
+        "folder": FOLDERS,
+        "weights": {"type": "array", "items": POS_NUMBER},
+        "batch_size": POS_INT,
+        "preprocess": {"type": "string", "pattern": r"^[a-z_]+$"},
+        "load_size": POS_INT,
+        "crop_size": POS_INT,
+        "lr_crop_size": POS_INT,
+        "flip": {"type": "boolean"},
+        "rotate": {"type": "boolean"},
+        "frames": POS_INT,
+        "resize_kernel": {"enum": ["nearest", "bilinear", "bicubic", "lanczos", "area"]},
+        "degradations": {"type": "array"},
+        "max_size": POS_INT,
+        "workers": NONNEG_INT,
+        "on_bad_image": {"enum": ["error", "skip"]},
+        "channels": {"enum": [1, 3, 4]},
+    },
+    ("type",),
+)
+
+SPEC = {
+    "type": "object",
+    "title": "Loom spec",
+    "properties": {
+        "spec": {"const": 1, "description": "spec language version"},
+        "name": {"type": "string", "pattern": r"^[A-Za-z0-9_.-]+$"},
+        "description": {"type": "string"},
+        "extends": _one_or_many({"type": "string", "minLength": 1}),
+        "imports": {"type": "array", "items": {"type": "string", "minLength": 1}},
+        "scale": {"type": "integer", "minimum": 1, "maximum": 16},
+        "params": _map_of(True),
+        "blocks": _map_of(BLOCK_DEF),
+        "networks": _map_of(NETWORK, minProperties=1),
+        "graph": _map_of(GRAPH_NODE, minProperties=1),
+        "optimizers": _map_of(OPTIMIZER, minProperties=1),
+        "train": TRAIN,
+        "data": _obj({"train": DATASET, "val": DATASET}, ("train",)),
+        "validation": _obj(
+            {
+                "every": POS_INT,
+                "output": REF_STR,
+                "input": REF_STR,
+                "target": REF_STR,
+                "metrics": {"type": "array", "items": {"enum": ["psnr", "ssim", "lpips"]}},
+                "y_channel": {"type": "boolean"},
+                "crop_border": {"anyOf": [NONNEG_INT, {"type": "null"}]},
+                "tile": {"anyOf": [POS_INT, {"type": "null"}]},
+                "samples": NONNEG_INT,
+            },
+            ("every", "output"),
+        ),
+        "logging": _obj({"every": POS_INT, "tensorboard": {"type": "boolean"}}),
+        "checkpoints": _obj({"every": POS_INT, "keep": POS_INT}),
+    },
+    "required": ["spec", "name", "networks"],
+    "additionalProperties": False,
+}
+
+#: Top-level sections a *library* file (``specs/lib/*.yaml``) may have.
+LIBRARY = {
+    "type": "object",
+    "properties": {
+        "spec": {"const": 1},
+        "description": {"type": "string"},
+        "imports": SPEC["properties"]["imports"],
+        "blocks": SPEC["properties"]["blocks"],
+    },
+    "required": ["blocks"],
+    "additionalProperties": False,
+}
+
+
+def editor_schema(block_schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The skeleton plus dispatch of built-in nodes to their block schemas, for editors."""
+    import copy
+
+    schema = copy.deepcopy(SPEC)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "spec.schema.json"
+    rules = [
+        {
+            "if": {"properties": {key: {"const": name}}, "required": [key]},
+            "then": {"$ref": f"blocks/{name}.json"},
+        }
+        for name, block in sorted(block_schemas.items())
+        for key in _dispatch_keys(block["x-loom"]["kind"])
+    ]
+    node_rules = [r for r in rules if "block" in r["if"]["required"]]
+    graph_rules = [r for r in rules if "block" not in r["if"]["required"]]
+    for section in ("networks", "blocks"):
+        nodes = schema["properties"][section]["additionalProperties"]["properties"]["nodes"]
+        nodes["additionalProperties"] = {**NODE, "allOf": node_rules}
+    schema["properties"]["graph"]["additionalProperties"] = {**GRAPH_NODE, "allOf": graph_rules}
+    return schema
+
+
+def _dispatch_keys(kind: str) -> tuple[str, ...]:
+    return {"module": ("block", "op"), "op": ("block", "op"), "loss": ("loss",)}[kind]
