@@ -127,9 +127,13 @@ class Registry:
 def _check_keyword_only(name: str, factory: Callable[..., Any]) -> None:
     for p in inspect.signature(factory).parameters.values():
         if p.kind is not inspect.Parameter.KEYWORD_ONLY:
-            raise RegistryError(f"block {name!r}: constructor parameter {p.name!r} must be keyword-only")
+            raise RegistryError(
+                f"block {name!r}: constructor parameter {p.name!r} must be keyword-only"
+            )
         if p.annotation is inspect.Parameter.empty:
-            raise RegistryError(f"block {name!r}: constructor parameter {p.name!r} needs a type hint")
+            raise RegistryError(
+                f"block {name!r}: constructor parameter {p.name!r} needs a type hint"
+            )
 
 
 REGISTRY = Registry()

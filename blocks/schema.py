@@ -57,7 +57,10 @@ def type_schema(annotation: Any) -> dict[str, Any]:
         return {"type": "array", "items": type_schema(args[0])} if args else {"type": "array"}
     if origin is dict or annotation is dict:
         value = type_schema(args[1]) if args else {}
-        return {"type": "object", "additionalProperties": value}
+        schema = {"type": "object", "additionalProperties": value}
+        if args and get_origin(args[0]) is Literal:
+            schema["propertyNames"] = {"enum": list(get_args(args[0]))}
+        return schema
     simple = {bool: "boolean", int: "integer", float: "number", str: "string"}
     if annotation in simple:
         return {"type": simple[annotation]}
@@ -115,7 +118,9 @@ def block_schema(info: BlockInfo) -> dict[str, Any]:
         else:
             default = param.default
             schema["default"] = list(default) if isinstance(default, tuple) else default
-        properties[name] = {"anyOf": [schema, EXPRESSION]} if _accepts_expression(schema) else schema
+        properties[name] = (
+            {"anyOf": [schema, EXPRESSION]} if _accepts_expression(schema) else schema
+        )
     return {
         "$schema": SCHEMA_DIALECT,
         "$id": f"blocks/{info.name}.json",

@@ -185,6 +185,8 @@ class Expander:
         outputs_spec = self._declared_outputs(body, nodes)
         used_inputs = self._check_reachability(deps, outputs_spec, nodes, bindings, doc, owner)
         del used_inputs
+        for name in nodes:
+            local.setdefault(name, None)  # nodes in cycles stay None: already reported
         for name in order:
             node = nodes[name]
             if isinstance(node, dict):

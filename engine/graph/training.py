@@ -204,7 +204,9 @@ class TrainingGraphBuilder:
                 )
         for i, (port, ref, path) in enumerate(refs):
             source = self._resolve(ref, doc.loc(path), g, outputs)
-            if source is not None:
+            if source is None:
+                attrs["broken"] = True  # later checks stay quiet about this node
+            else:
                 g.add_edge(
                     source, name, port=port or (ports[min(i, len(ports) - 1)] if ports else None)
                 )

@@ -65,9 +65,10 @@ def _report(
     if kind == "additionalProperties" and isinstance(error.instance, dict):
         allowed = list(error.schema.get("properties", {}))
         extras = [k for k in error.instance if k not in allowed]
+        preposition = "for" if key_word == "parameter" else "in"
         for key in extras:
-            where = namer(path) if path else "the spec"
-            msg = f"unknown {key_word} '{key}' in {where}{did_you_mean(key, allowed)}"
+            where = namer(path)
+            msg = f"unknown {key_word} '{key}' {preposition} {where}{did_you_mean(key, allowed)}"
             if not did_you_mean(key, allowed):
                 msg += f"; allowed: {quote_list(a for a in allowed if a not in _HIDDEN)}"
             diags.error(doc.key_loc((*path, key)), msg)
@@ -75,10 +76,15 @@ def _report(
     if kind == "required":
         missing = [k for k in error.validator_value if k not in error.instance]
         for key in missing:
-            where = namer(path) if path else "the spec"
-            diags.error(doc.key_loc(path), f"missing required {key_word} '{key}' in {where}")
+            diags.error(doc.key_loc(path), f"missing required {key_word} '{key}' in {namer(path)}")
         return len(missing)
-    if kind == "propertyNames":
+    if "propertyNames" in error.relative_schema_path and "enum" in error.schema:
+        name = error.instance
+        choices = [str(c) for c in error.schema["enum"]]
+        hint = did_you_mean(str(name), choices) or f"; allowed: {quote_list(choices)}"
+        diags.error(doc.key_loc((*path, name)), f"'{name}' is not allowed in {namer(path)}{hint}")
+        return 1
+    if "propertyNames" in error.relative_schema_path:
         name = error.instance
         diags.error(
             doc.key_loc((*path, name)),
@@ -89,10 +95,32 @@ def _report(
     if kind in ("minProperties", "minItems") and not error.instance:
         diags.error(doc.loc(path), f"{namer(path)} must not be empty")
         return 1
+    if kind in ("anyOf", "oneOf") and error.context:
+        deeper = _matching_branch(error)
+        if deeper:
+            return sum(_report(e, data, doc, diags, base, namer, key_word) for e in deeper)
     expected = describe(error.schema)
     got = _show(error.instance)
     diags.error(doc.loc(path), f"{namer(path)} must be {expected}, got {got}")
     return 1
+
+
+def _matching_branch(error: ValidationError) -> list[ValidationError]:
+    """The errors of the one alternative whose type fit, when there is exactly one.
+
+    ``layers: {conv5_5: 1}`` fails ``mapping of known names | $expression``; the useful
+    message is about the mapping's bad key, not "must be a mapping or an expression".
+    """
+    shallow = ("type", "const", "enum", "pattern")
+    branches: dict[object, list[ValidationError]] = {}
+    for sub in error.context or []:
+        branches.setdefault(sub.schema_path[0], []).append(sub)
+    fitting = [
+        errs
+        for errs in branches.values()
+        if all(len(e.schema_path) > 2 or e.validator not in shallow for e in errs)
+    ]
+    return fitting[0] if len(fitting) == 1 else []
 
 
 _HIDDEN = {"block", "op", "loss", "in", "repeat"}

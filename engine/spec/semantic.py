@@ -12,6 +12,8 @@ from __future__ import annotations
 import fnmatch
 from typing import Any
 
+import networkx as nx
+
 from engine.graph.model import Network, TrainingGraph
 from engine.graph.training import gradient_networks
 from engine.spec.diagnostics import Diagnostics, Loc, did_you_mean, quote_list
@@ -308,6 +310,11 @@ def _check_step(
         if graph.nodes[loss]["kind"] != "loss":
             diags.error(at, f"{label}: '{loss}' is a {graph.nodes[loss]['kind']} node, not a loss")
             continue
+        upstream = nx.ancestors(graph, loss) | {loss}
+        if any(
+            graph.nodes[n].get("broken") or graph.nodes[n]["kind"] == "invalid" for n in upstream
+        ):
+            continue  # an input of this loss is already reported as wrong
         if known_opt and opt_name in opt_networks:
             targets = opt_networks[opt_name]
             if targets and not reach.get(loss, set()) & targets:
@@ -318,6 +325,10 @@ def _check_step(
                     f"of optimizer '{opt_name}' (networks {nets}); minimizing it there "
                     "changes nothing",
                 )
+
+
+def _is_broken(attrs: dict[str, Any]) -> bool:
+    return bool(attrs.get("broken")) or attrs["kind"] == "invalid"
 
 
 def check_references(
@@ -358,8 +369,6 @@ def unused_graph_nodes(
     if tg is None:
         return
     g = tg.graph
-    import networkx as nx
-
     used: set[str] = set()
     train = spec.get("train") if isinstance(spec.get("train"), dict) else {}
     for phase in train.get("phases") or []:

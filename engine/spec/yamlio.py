@@ -96,6 +96,10 @@ def parse_yaml(
             else Loc(file)
         )
         problem = (exc.problem or exc.context or "invalid YAML").strip()
+        context = exc.context_mark
+        if exc.context and context is not None and context is not mark:
+            line = context.line + 1 + line_offset
+            problem += f" ({exc.context.strip()} at line {line}, column {context.column + 1})"
         if "duplicate key" in problem or "found duplicate key" in str(exc):
             key = _duplicate_key_name(str(exc))
             problem = f"duplicate key '{key}'" if key else "duplicate key"
@@ -106,8 +110,9 @@ def parse_yaml(
         return None
     doc = Doc(None)
     doc.values[()] = Loc(file, 1 + line_offset, 1 + col_offset)
+    before = len(diagnostics.errors)
     doc.data = _plain(raw, (), doc, file, diagnostics, line_offset, col_offset)
-    return doc
+    return doc if len(diagnostics.errors) == before else None
 
 
 def _duplicate_key_name(message: str) -> str | None:

@@ -1,0 +1,9 @@
+"""The built-in blocks; importing this package registers all of them.
+
+One module per concern: ``layers`` holds the shared norm/activation factories (not
+blocks), the others each register a family of blocks.
+"""
+
+from blocks.builtin import arith, attention, conv, losses, shape
+
+__all__ = ["arith", "attention", "conv", "losses", "shape"]

@@ -1,0 +1,255 @@
+"""Loss blocks: each returns a scalar tensor (a mean over the batch).
+
+Pixel losses (l1, mse, charbonnier), the GAN losses and the VGG perceptual loss.
+Weights between losses belong to the spec's training steps, not to the blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from blocks.builtin.vgg import IMAGENET_MEAN, IMAGENET_STD, VGG19_LAYERS, VGG19Features, VGGLayer
+from blocks.registry import Range, register
+
+PAIR = ("pred", "target")
+
+
+def _check_same_shape(block: str, pred: torch.Tensor, target: torch.Tensor) -> None:
+    # Broadcasting a (N, 3, H, W) target against (N, 1, H, W) would give a wrong loss silently.
+    if pred.shape != target.shape:
+        raise ValueError(
+            f"{block}: pred has shape {tuple(pred.shape)} but target {tuple(target.shape)}"
+        )
+
+
+@register("l1", kind="loss", inputs=PAIR)
+class L1Loss(nn.Module):
+    """Mean absolute error between pred and target."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_same_shape("l1", pred, target)
+        return F.l1_loss(pred, target)
+
+
+@register("mse", kind="loss", inputs=PAIR)
+class MSELoss(nn.Module):
+    """Mean squared error between pred and target."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_same_shape("mse", pred, target)
+        return F.mse_loss(pred, target)
+
+
+@register("charbonnier", kind="loss", inputs=PAIR)
+class CharbonnierLoss(nn.Module):
+    """Charbonnier loss, a smooth L1: ``mean(sqrt((pred − target)² + eps²))``.
+
+    Args:
+        eps: smoothing; the loss is quadratic for differences well below eps.
+    """
+
+    def __init__(self, *, eps: Annotated[float, Range(gt=0)] = 1e-3) -> None:
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_same_shape("charbonnier", pred, target)
+        return torch.sqrt((pred - target).square() + self.eps**2).mean()
+
+
+# For each GAN type, the two terms of a discriminator loss: `up(x)` is small when the
+# logits x are high ("judged real"), `down(x)` when they are low. Named functions, not
+# lambdas, so the loss modules stay picklable.
+def _softplus_up(x: torch.Tensor) -> torch.Tensor:
+    return F.softplus(-x).mean()
+
+
+def _softplus_down(x: torch.Tensor) -> torch.Tensor:
+    return F.softplus(x).mean()
+
+
+def _square_up(x: torch.Tensor) -> torch.Tensor:
+    return (x - 1).square().mean()
+
+
+def _square_down(x: torch.Tensor) -> torch.Tensor:
+    return x.square().mean()
+
+
+def _hinge_up(x: torch.Tensor) -> torch.Tensor:
+    return F.relu(1 - x).mean()
+
+
+def _hinge_down(x: torch.Tensor) -> torch.Tensor:
+    return F.relu(1 + x).mean()
+
+
+def _linear_up(x: torch.Tensor) -> torch.Tensor:
+    return -x.mean()
+
+
+def _linear_down(x: torch.Tensor) -> torch.Tensor:
+    return x.mean()
+
+
+Term = Callable[[torch.Tensor], torch.Tensor]
+_GAN_TERMS: dict[str, tuple[Term, Term]] = {
+    "vanilla": (_softplus_up, _softplus_down),
+    "lsgan": (_square_up, _square_down),
+    "hinge": (_hinge_up, _hinge_down),
+    "wgan": (_linear_up, _linear_down),
+}
+
+
+@register("gan", kind="loss", inputs=("fake", "real"), min_inputs=1)
+class GANLoss(nn.Module):
+    """Adversarial loss on discriminator logits, for the discriminator or the generator.
+
+    With r = D(real) and f = D(fake) as logits, per type the terms ``up`` (small when
+    logits are high) and ``down`` (small when low) are: vanilla up = softplus(−x),
+    down = softplus(x) (binary cross-entropy on logits); lsgan up = (x − 1)²,
+    down = x²; hinge up = relu(1 − x), down = relu(1 + x); wgan up = −x, down = x;
+    each averaged over all elements (patch logits included).
+
+    Standard: discriminator ½·[up(r) + down(f)]; generator up(f), except hinge, where
+    the generator uses −mean(f) (SAGAN, BigGAN). ``real`` is needed only by the
+    discriminator.
+
+    Relativistic average (ESRGAN's RaGAN): each side is judged against the other's mean,
+    r̃ = r − mean(f) and f̃ = f − mean(r); discriminator ½·[up(r̃) + down(f̃)], generator
+    ½·[down(r̃) + up(f̃)] (BasicSR's form; ESRGAN uses vanilla). Both inputs are needed.
+
+    Averaging the discriminator's two terms (pix2pix, CycleGAN, BasicSR's ESRGAN) keeps
+    its scale that of the generator's loss. Detach ``fake`` for the discriminator step.
+
+    Args:
+        target: whose loss this is: the discriminator (real up, fake down) or the
+            generator (fake up).
+        type: the GAN objective.
+        relativistic: use the relativistic average form.
+    """
+
+    def __init__(
+        self,
+        *,
+        target: Literal["discriminator", "generator"],
+        type: Literal["vanilla", "lsgan", "hinge", "wgan"] = "vanilla",
+        relativistic: bool = False,
+    ) -> None:
+        super().__init__()
+        self.for_discriminator = target == "discriminator"
+        self.relativistic = relativistic
+        self.up, self.down = _GAN_TERMS[type]
+        self.generator_term = _linear_up if type == "hinge" else self.up
+        self.needs_real = relativistic or self.for_discriminator
+        self.description = f"{type}, {'relativistic, ' if relativistic else ''}{target}"
+
+    def forward(self, fake: torch.Tensor, real: torch.Tensor | None = None) -> torch.Tensor:
+        if real is None:
+            if self.needs_real:
+                raise ValueError(f"gan ({self.description}) needs both inputs: fake and real")
+            return self.generator_term(fake)
+        if self.relativistic:
+            real, fake = real - fake.mean(), fake - real.mean()
+            if not self.for_discriminator:
+                return 0.5 * (self.down(real) + self.up(fake))
+        if self.for_discriminator:
+            return 0.5 * (self.up(real) + self.down(fake))
+        return self.generator_term(fake)
+
+    def extra_repr(self) -> str:
+        return self.description
+
+
+#: ESRGAN's perceptual layer: conv5_4 before its activation, weight 1.
+ESRGAN_LAYERS = {"conv5_4": 1.0}
+
+
+def _cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """1 − cosine similarity of the channel vectors, averaged over positions."""
+    return (1 - F.cosine_similarity(a, b, dim=1)).mean()
+
+
+_FEATURE_CRITERIA: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "l1": F.l1_loss,
+    "l2": F.mse_loss,
+    "cosine": _cosine_distance,
+}
+
+
+@register("perceptual", kind="loss", inputs=PAIR)
+class PerceptualLoss(nn.Module):
+    """Distance between VGG19 features of pred and target: Σ weight · criterion.
+
+    Inputs are RGB images in [0, 1]. The VGG19 trunk is frozen and built only up to the
+    deepest layer asked for. A conv layer name (conv5_4) means that conv's output,
+    before its ReLU when before_act is true (ESRGAN) or after it otherwise; relu and
+    pool names (relu4_4, pool3) mean those outputs whatever before_act says.
+
+    Weights are read, never downloaded: "imagenet" is torchvision's vgg19-dcbb9e9d.pth
+    in torch's hub cache (``torch.hub.get_dir()``/checkpoints/, honouring $TORCH_HOME);
+    a path names a torchvision-layout file (.pth or .safetensors); "random" keeps random
+    weights, for tests and demos only, with a warning.
+
+    Args:
+        layers: VGG19 layer name → weight; the loss sums the weighted distances.
+        criterion: distance between feature maps: l1, l2 (mean squared) or cosine
+            (1 − cosine similarity of channel vectors, averaged over positions).
+        before_act: conv layer names take the conv output before its ReLU.
+        normalize: subtract ImageNet's mean and divide by its std first.
+        weights: imagenet, a file path, or random.
+    """
+
+    def __init__(
+        self,
+        *,
+        layers: dict[VGGLayer, float] = ESRGAN_LAYERS,
+        criterion: Literal["l1", "l2", "cosine"] = "l1",
+        before_act: bool = True,
+        normalize: bool = True,
+        weights: str = "imagenet",
+    ) -> None:
+        super().__init__()
+        if not layers:
+            raise ValueError("perceptual: layers is empty; give at least one, e.g. {conv5_4: 1.0}")
+        self.layer_weights = dict(layers)  # a copy: the default dict is shared
+        # Requested name → the layer whose output is compared.
+        self.taps = {name: self._tap(name, before_act) for name in self.layer_weights}
+        self.vgg = VGG19Features(sorted(set(self.taps.values())))
+        self.vgg.load_weights(weights)
+        self.criterion = _FEATURE_CRITERIA[criterion]
+        self.normalize = normalize
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    @staticmethod
+    def _tap(name: str, before_act: bool) -> str:
+        if name.startswith("conv") and not before_act and name in VGG19_LAYERS:
+            return name.replace("conv", "relu", 1)
+        return name
+
+    def _features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.normalize:
+            x = (x - self.mean) / self.std
+        return self.vgg(x)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_same_shape("perceptual", pred, target)
+        pred_features = self._features(pred)
+        target_features = self._features(target)
+        total = pred.new_zeros(())
+        for name, weight in self.layer_weights.items():
+            tap = self.taps[name]
+            total = total + weight * self.criterion(pred_features[tap], target_features[tap])
+        return total

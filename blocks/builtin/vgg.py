@@ -1,0 +1,162 @@
+"""A frozen VGG19 feature trunk for perceptual losses, in torchvision's key layout.
+
+The trunk is built here (no torchvision dependency) with the module indices of
+torchvision's ``vgg19().features`` so its state dicts load as they are
+(``features.0.weight`` … ``features.34.bias``). Weights are never downloaded: they are
+read from torch's hub cache, from a given file, or left random on request.
+"""
+
+from __future__ import annotations
+
+import difflib
+import warnings
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+#: torchvision's ImageNet VGG19 weights, as torch.hub names them in its cache.
+IMAGENET_FILE = "vgg19-dcbb9e9d.pth"
+IMAGENET_URL = f"https://download.pytorch.org/models/{IMAGENET_FILE}"
+
+# Output channels of each conv, "M" for a 2×2 max pool: VGG19's configuration "E".
+_CONFIG: tuple[int | str, ...] = (
+    *(64, 64, "M"),
+    *(128, 128, "M"),
+    *(256, 256, 256, 256, "M"),
+    *(512, 512, 512, 512, "M"),
+    *(512, 512, 512, 512, "M"),
+)
+
+
+def _layer_names() -> list[str]:
+    """The name of each module of ``features``, in order: conv1_1, relu1_1, …, pool5."""
+    names: list[str] = []
+    stage, conv = 1, 1
+    for item in _CONFIG:
+        if item == "M":
+            names.append(f"pool{stage}")
+            stage, conv = stage + 1, 1
+        else:
+            names += [f"conv{stage}_{conv}", f"relu{stage}_{conv}"]
+            conv += 1
+    return names
+
+
+#: Index in ``features`` of every named layer (conv5_4 → 34, relu5_4 → 35, pool5 → 36).
+VGG19_LAYERS: dict[str, int] = {name: i for i, name in enumerate(_layer_names())}
+
+#: A VGG19 layer name, as a type: schemas list every name, so ``validate`` catches typos.
+VGGLayer = Literal[tuple(VGG19_LAYERS)]  # type: ignore[valid-type]
+
+#: ImageNet statistics torchvision's VGG was trained with (inputs in [0, 1]).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def layer_index(name: str) -> int:
+    """The ``features`` index of a layer name, with a did-you-mean error."""
+    try:
+        return VGG19_LAYERS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, VGG19_LAYERS, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ValueError(
+            f"unknown VGG19 layer {name!r}{hint}; layers are conv1_1 … conv5_4, "
+            "relu1_1 … relu5_4 and pool1 … pool5"
+        ) from None
+
+
+def _build_features(depth: int) -> nn.Sequential:
+    """The first ``depth`` modules of VGG19's ``features``."""
+    layers: list[nn.Module] = []
+    ch = 3
+    for item in _CONFIG:
+        if item == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            # Not in-place (unlike torchvision): a tap before a ReLU must keep its value.
+            layers += [nn.Conv2d(ch, int(item), 3, padding=1), nn.ReLU()]
+            ch = int(item)
+    return nn.Sequential(*layers[:depth])
+
+
+class VGG19Features(nn.Module):
+    """Frozen VGG19 ``features``, truncated after the deepest requested layer.
+
+    ``forward`` returns the requested layers' outputs by name. The module stays in eval
+    mode and its parameters never require gradients (inputs still get gradients).
+    """
+
+    def __init__(self, layers: list[str]) -> None:
+        super().__init__()
+        self.taps = {layer_index(name): name for name in layers}
+        self.features = _build_features(max(self.taps) + 1)
+        self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> VGG19Features:
+        # A feature extractor: a parent's .train() must not switch it.
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i in self.taps:
+                out[self.taps[i]] = x
+        return out
+
+    def load_weights(self, weights: str) -> None:
+        """Load "imagenet" (torch's hub cache), a file path, or keep "random" weights."""
+        if weights == "random":
+            warnings.warn(
+                "VGG19 weights are RANDOM (weights: random): perceptual features are "
+                "meaningless; use this for tests and demos only",
+                stacklevel=3,
+            )
+            return
+        path = imagenet_path() if weights == "imagenet" else Path(weights).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(_missing_message(weights, path))
+        state = _read_state_dict(path)
+        needed = self.state_dict().keys()
+        missing = [key for key in needed if key not in state]
+        if missing:
+            raise ValueError(
+                f"{path} is not a torchvision VGG19 state dict: it lacks {missing[:3]}"
+                f"{' …' if len(missing) > 3 else ''}"
+            )
+        # The file holds the whole network (deeper layers, classifier); take our part.
+        self.load_state_dict({key: state[key] for key in needed})
+
+
+def imagenet_path() -> Path:
+    """Where torch.hub caches torchvision's VGG19 weights."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_FILE
+
+
+def _missing_message(weights: str, path: Path) -> str:
+    if weights == "imagenet":
+        return (
+            f"VGG19 ImageNet weights not found: expected {path}. Loom never downloads; "
+            f"put torchvision's {IMAGENET_FILE} ({IMAGENET_URL}) in {path.parent}, or "
+            "set the loss's weights to a file path, or to random for tests and demos"
+        )
+    return (
+        f"VGG19 weights file not found: {path}. Give a torchvision-layout VGG19 file, "
+        "weights: imagenet (torch's hub cache), or weights: random for tests and demos"
+    )
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors only: pickled code in the file is never executed."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path, device="cpu")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} does not hold a state dict (found {type(state).__name__})")
+    return state
