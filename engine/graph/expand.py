@@ -70,6 +70,12 @@ class Expander:
     def network(self, name: str, data: dict[str, Any], doc: Doc) -> Network | None:
         """Expand one entry of ``networks:`` (``doc`` is rooted at it)."""
         self.graph = nx.DiGraph()
+        try:
+            return self._network(name, data, doc)
+        except _TooBig:
+            return None
+
+    def _network(self, name: str, data: dict[str, Any], doc: Doc) -> Network | None:
         loc = doc.loc(())
         trainable = data.get("trainable", True) is not False
         use = data.get("use")
@@ -148,12 +154,9 @@ class Expander:
         scope = self._composite_scope(block, params, doc, ("params",), dict(self.global_scope))
         if scope is None:
             return None
-        try:
-            outputs = self._body(
-                "", block.data, block.doc, scope, bindings, (block.name,), f"block '{block.name}'"
-            )
-        except _TooBig:
-            return None
+        outputs = self._body(
+            "", block.data, block.doc, scope, bindings, (block.name,), f"block '{block.name}'"
+        )
         if outputs is None:
             return None
         return Network(name, self.graph, channels, outputs, trainable, doc.loc(()))
@@ -525,7 +528,9 @@ class Expander:
         args: dict[str, list[Value]],
         node_doc: Doc,
     ) -> Outputs:
-        errors = check_schema(
+        # A node with bad parameters is still wired up, so that later checks can find the
+        # other mistakes of the same spec; the spec as a whole is already invalid.
+        check_schema(
             entry.validator,
             params,
             node_doc,
@@ -535,8 +540,6 @@ class Expander:
             ),
             key_word="parameter",
         )
-        if errors:
-            return None
         if self.graph.number_of_nodes() >= MAX_NODES:
             self.diags.error(node_doc.loc(()), f"the network has more than {MAX_NODES} nodes")
             raise _TooBig

@@ -70,7 +70,7 @@ def names_in(text: str) -> list[str]:
 
 def evaluate(text: str, scope: Mapping[str, Any]) -> Any:
     """Evaluate the expression ``text`` (with its leading ``$``) in ``scope``."""
-    source = _NAME.sub(r"\1", text).strip()
+    source = _NAME.sub(r"\1", text[1:] if text.startswith("$") else text).strip()
     if not source:
         raise ExprError("empty expression")
     try:
