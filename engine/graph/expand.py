@@ -9,6 +9,7 @@ the diagnostics; expansion carries on past them so that one run reports everythi
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any
@@ -65,6 +66,8 @@ class Expander:
         self.global_scope = global_scope
         self.spec_dir = spec_dir
         self.graph = nx.DiGraph()
+        self._structures: dict[int, tuple[list[str], dict[str, tuple[str, tuple]]]] = {}
+        self._valid_params: set[tuple[str, str]] = set()
 
     # ----------------------------------------------------------------- networks
     def network(self, name: str, data: dict[str, Any], doc: Doc) -> Network | None:
@@ -177,17 +180,7 @@ class Expander:
         if not isinstance(nodes, dict):
             return None
         local: dict[str, Outputs] = {k: {"out": v} for k, v in bindings.items()}
-        for name in nodes:
-            if name in bindings:
-                self.diags.error(
-                    doc.key_loc(("nodes", name)),
-                    f"node '{name}' has the same name as an input of {owner}",
-                )
-        deps = self._local_dependencies(nodes, set(local), doc)
-        order = self._order(deps, nodes, doc, owner)
-        outputs_spec = self._declared_outputs(body, nodes)
-        used_inputs = self._check_reachability(deps, outputs_spec, nodes, bindings, doc, owner)
-        del used_inputs
+        order, outputs_spec = self._structure(body, nodes, doc, bindings, owner)
         for name in nodes:
             local.setdefault(name, None)  # nodes in cycles stay None: already reported
         for name in order:
@@ -203,6 +196,30 @@ class Expander:
                 return None
             result[port] = value
         return result
+
+    def _structure(
+        self,
+        body: dict[str, Any],
+        nodes: dict[str, Any],
+        doc: Doc,
+        bindings: dict[str, Value],
+        owner: str,
+    ) -> tuple[list[str], dict[str, tuple[str, tuple]]]:
+        """Order and outputs of a definition: checked once, reused by every instance."""
+        key = id(body)
+        if key not in self._structures:
+            for name in nodes:
+                if name in bindings:
+                    self.diags.error(
+                        doc.key_loc(("nodes", name)),
+                        f"node '{name}' has the same name as an input of {owner}",
+                    )
+            deps = self._local_dependencies(nodes, set(bindings), doc)
+            order = self._order(deps, nodes, doc, owner)
+            outputs_spec = self._declared_outputs(body, nodes)
+            self._check_reachability(deps, outputs_spec, nodes, bindings, doc, owner)
+            self._structures[key] = (order, outputs_spec)
+        return self._structures[key]
 
     @staticmethod
     def _declared_outputs(
@@ -530,7 +547,9 @@ class Expander:
     ) -> Outputs:
         # A node with bad parameters is still wired up, so that later checks can find the
         # other mistakes of the same spec; the spec as a whole is already invalid.
-        check_schema(
+        # Instances of one definition mostly share parameters: check each set once.
+        key = (entry.name, json.dumps(params, sort_keys=True, default=str))
+        if key not in self._valid_params and not check_schema(
             entry.validator,
             params,
             node_doc,
@@ -539,7 +558,8 @@ class Expander:
                 f"parameter '{p[0]}' of block '{entry.name}'" if p else f"block '{entry.name}'"
             ),
             key_word="parameter",
-        )
+        ):
+            self._valid_params.add(key)
         if self.graph.number_of_nodes() >= MAX_NODES:
             self.diags.error(node_doc.loc(()), f"the network has more than {MAX_NODES} nodes")
             raise _TooBig
