@@ -140,10 +140,10 @@ def cmd_schema(ns: argparse.Namespace) -> int:
     if ns.check:
         problems = schema_files.stale()
         for rel in problems:
-            print(f"schemas/{rel} is stale; run: python cli.py schema")
+            print(f"{rel} is stale; run: python cli.py schema")
         return EXIT_FAILED if problems else EXIT_OK
     written = schema_files.write()
-    print(f"wrote {len(written)} schema files under schemas/")
+    print(f"wrote {len(written)} files (schemas/ and docs/blocks.md)")
     return EXIT_OK
 
 
