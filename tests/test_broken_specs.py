@@ -55,9 +55,11 @@ def test_broken_spec_reports_exactly_what_it_expects(path: Path) -> None:
     spec, diags = check_spec(path, overrides)
     errors = [(_where(d.loc.file), d.loc.line, d.loc.col, d.message) for d in diags.errors]
     for severity, where, row, col, gist in expected:
-        pool = errors if severity == "error" else [
-            (_where(d.loc.file), d.loc.line, d.loc.col, d.message) for d in diags.warnings
-        ]
+        pool = (
+            errors
+            if severity == "error"
+            else [(_where(d.loc.file), d.loc.line, d.loc.col, d.message) for d in diags.warnings]
+        )
         hits = [e for e in pool if e[:3] == (where, row, col) and gist in e[3]]
         assert hits, f"expected {severity} at {where}:{row}:{col} containing {gist!r}; got {pool}"
     want_errors = [e for e in expected if e[0] == "error"]

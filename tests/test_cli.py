@@ -16,8 +16,13 @@ BROKEN = ROOT / "tests" / "broken"
 
 
 def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
@@ -43,7 +48,10 @@ def test_validate_from_another_directory_finds_libraries(tmp_path: Path) -> None
 def test_validate_reports_errors_gcc_style_and_exits_2() -> None:
     result = cli("validate", str(BROKEN / "unknown_train_key.yaml"))
     assert result.returncode == 2
-    assert "unknown_train_key.yaml:3:3: error: unknown key 'itrations' in 'train' (did you mean 'iterations'?)" in result.stderr
+    assert (
+        "unknown_train_key.yaml:3:3: error: unknown key 'itrations' in 'train' (did you mean 'iterations'?)"
+        in result.stderr
+    )
 
 
 def test_validate_several_specs_fails_if_any_fails() -> None:
@@ -80,7 +88,10 @@ def test_misspelling_a_key_in_a_shipped_spec_names_the_place(tmp_path: Path) -> 
     result = cli("validate", str(tmp_path / "esrgan.yaml"))
     assert result.returncode == 2
     col = lines[row].index("fkae") + 1
-    assert f"esrgan.yaml:{row + 1}:{col}: error: unknown reference 'fkae' (did you mean 'fake'?)" in result.stderr
+    assert (
+        f"esrgan.yaml:{row + 1}:{col}: error: unknown reference 'fkae' (did you mean 'fake'?)"
+        in result.stderr
+    )
 
 
 def test_graph_tree_dot_and_mermaid() -> None:
@@ -88,7 +99,10 @@ def test_graph_tree_dot_and_mermaid() -> None:
     tree = cli("graph", esrgan, "--net", "G")
     assert tree.returncode == 0
     assert "conv_first: conv(out=64)" in tree.stdout
-    assert "conv2: conv(out=32, act=lrelu, slope=0.2)  ← cat(conv_first, body.0.rdb1.conv1)" in tree.stdout
+    assert (
+        "conv2: conv(out=32, act=lrelu, slope=0.2)  ← cat(conv_first, body.0.rdb1.conv1)"
+        in tree.stdout
+    )
     dot = cli("graph", esrgan, "--net", "D", "--format", "dot")
     assert dot.stdout.startswith('digraph "D" {')
     assert '"conv0_0" -> "conv0_1";' in dot.stdout
@@ -124,13 +138,23 @@ def test_editor_schema_dispatches_builtin_blocks() -> None:
     from referencing import Registry, Resource
 
     folder = ROOT / "schemas"
-    resources = [(f"blocks/{p.name}", Resource.from_contents(json.loads(p.read_text())))
-                 for p in (folder / "blocks").glob("*.json")]
+    resources = [
+        (f"blocks/{p.name}", Resource.from_contents(json.loads(p.read_text())))
+        for p in (folder / "blocks").glob("*.json")
+    ]
     spec_schema = json.loads((folder / "spec.schema.json").read_text())
     registry = Registry().with_resources(resources)
     validator = Draft202012Validator(spec_schema, registry=registry)
-    node = {"spec": 1, "name": "x", "networks": {"G": {"inputs": {"x": 3}, "nodes": {
-        "c": {"block": "conv", "in": "x", "out": 8, "kernal": 3}}}}}
+    node = {
+        "spec": 1,
+        "name": "x",
+        "networks": {
+            "G": {
+                "inputs": {"x": 3},
+                "nodes": {"c": {"block": "conv", "in": "x", "out": 8, "kernal": 3}},
+            }
+        },
+    }
     messages = [e.message for e in validator.iter_errors(node)]
     assert any("kernal" in m for m in messages)
     node["networks"]["G"]["nodes"]["c"].pop("kernal")

@@ -71,6 +71,31 @@ class CharbonnierLoss(nn.Module):
 # For each GAN type, the two terms of a discriminator loss: `up(x)` is small when the
 # logits x are high ("judged real"), `down(x)` when they are low. Named functions, not
 # lambdas, so the loss modules stay picklable.
+@register("tv", kind="loss", inputs=("x",))
+class TVLoss(nn.Module):
+    """Total variation: how much neighbouring pixels differ (a smoothness regularizer).
+
+    The mean over the batch of |x[i+1, j] − x[i, j]|^p and |x[i, j+1] − x[i, j]|^p,
+    vertical and horizontal differences averaged separately and summed. p = 2 is the
+    squared form White-box Cartoonization regularizes its output with; p = 1 is the
+    anisotropic L1 form.
+
+    Args:
+        power: the exponent p of each difference, 1 or 2.
+    """
+
+    def __init__(self, *, power: Literal[1, 2] = 2) -> None:
+        super().__init__()
+        self.power = power
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dy = (x[..., 1:, :] - x[..., :-1, :]).abs()
+        dx = (x[..., :, 1:] - x[..., :, :-1]).abs()
+        if self.power == 2:
+            dy, dx = dy.square(), dx.square()
+        return dy.mean() + dx.mean()
+
+
 def _softplus_up(x: torch.Tensor) -> torch.Tensor:
     return F.softplus(-x).mean()
 

@@ -99,6 +99,7 @@ def _expand_all(
             table.import_file(name, path.parent, doc.loc(("imports", i)))
     table.add_from(doc)
     scope = _global_scope(data, doc, diags)
+    _substitute_globals(data, doc, scope, diags)
     expander = Expander(catalog, table, diags, scope, path.parent)
     networks: dict[str, Network | None] = {}
     for name, net in (
@@ -143,6 +144,34 @@ def _global_scope(data: dict[str, Any], doc: Doc, diags: Diagnostics) -> dict[st
             except ExprError as exc:
                 diags.error(doc.loc(("params", key)), str(exc))
     return scope
+
+
+def _substitute_globals(
+    data: dict[str, Any], doc: Doc, scope: dict[str, Any], diags: Diagnostics
+) -> None:
+    """Evaluate ``$expressions`` in graph-node parameters and loss weights, in place.
+
+    Networks keep theirs: they are evaluated per instance during expansion.
+    """
+    from engine.spec.expr import ExprError, substitute
+
+    def visit(container: dict[str, Any] | list[Any], key: Any, path: tuple) -> None:
+        try:
+            container[key] = substitute(container[key], scope)  # type: ignore[index]
+        except ExprError as exc:
+            diags.error(doc.loc(path), str(exc))
+
+    graph = data.get("graph")
+    for name, node in graph.items() if isinstance(graph, dict) else ():
+        if isinstance(node, dict):
+            for key in [k for k in node if k not in ("call", "op", "loss", "in")]:
+                visit(node, key, ("graph", name, key))
+    train = data.get("train") if isinstance(data.get("train"), dict) else {}
+    for p, phase in enumerate(train.get("phases") or []):
+        for s, step in enumerate((phase.get("steps") or []) if isinstance(phase, dict) else []):
+            minimize = step.get("minimize") if isinstance(step, dict) else None
+            for loss in minimize if isinstance(minimize, dict) else ():
+                visit(minimize, loss, ("train", "phases", p, "steps", s, "minimize", loss))
 
 
 def _data_keys(data: dict[str, Any]) -> tuple[str, ...] | None:

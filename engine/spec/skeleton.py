@@ -222,11 +222,14 @@ OPTIMIZER = _obj(
     ("type", "params", "lr"),
 )
 
+NUMBER_OR_EXPRESSION = {"anyOf": [{"type": "number"}, EXPRESSION]}
+
 WEIGHT = {
     "anyOf": [
         {"type": "number"},
+        EXPRESSION,
         _obj(
-            {"from": {"type": "number"}, "to": {"type": "number"}, "over": ITER_OR_FRACTION},
+            {"from": NUMBER_OR_EXPRESSION, "to": NUMBER_OR_EXPRESSION, "over": ITER_OR_FRACTION},
             ("from", "to", "over"),
             description="a weight ramped linearly from the start of the phase",
         ),
