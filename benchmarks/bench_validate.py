@@ -65,7 +65,8 @@ def median_time(fn, runs: int = 5) -> float:  # type: ignore[no-untyped-def]
 
 
 def cold_validate() -> float:
-    command = [sys.executable, str(ROOT / "cli.py"), "validate", str(ROOT / "specs" / "esrgan.yaml")]
+    spec = ROOT / "specs" / "esrgan.yaml"
+    command = [sys.executable, str(ROOT / "cli.py"), "validate", str(spec)]
     subprocess.run(command, check=True, capture_output=True)  # warm the OS file cache
     return median_time(lambda: subprocess.run(command, check=True, capture_output=True))
 

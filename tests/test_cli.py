@@ -48,10 +48,8 @@ def test_validate_from_another_directory_finds_libraries(tmp_path: Path) -> None
 def test_validate_reports_errors_gcc_style_and_exits_2() -> None:
     result = cli("validate", str(BROKEN / "unknown_train_key.yaml"))
     assert result.returncode == 2
-    assert (
-        "unknown_train_key.yaml:3:3: error: unknown key 'itrations' in 'train' (did you mean 'iterations'?)"
-        in result.stderr
-    )
+    expected = "unknown key 'itrations' in 'train' (did you mean 'iterations'?)"
+    assert f"unknown_train_key.yaml:3:3: error: {expected}" in result.stderr
 
 
 def test_validate_several_specs_fails_if_any_fails() -> None:
