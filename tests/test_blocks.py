@@ -37,6 +37,7 @@ EXAMPLES: dict[str, Example] = {
     "channel_attention": Example({"reduction": 2}, [IMG], [IMG]),
     "charbonnier": Example({"eps": 1e-3}, PAIR, [()]),
     "clamp": Example({"min": -0.5, "max": 0.5}, [IMG], [IMG]),
+    "color_shift": Example({"mode": "uniform", "r_range": [0.2, 0.4]}, PAIR, [(2, 1, 8, 8)] * 2),
     "concat": Example({"dim": 1}, [(2, 3, 5, 5), (2, 2, 5, 5)], [(2, 5, 5, 5)]),
     # Two inputs on conv's single port: the compiler concatenates them, in_ch = 3 + 1.
     "conv": Example(
@@ -59,7 +60,11 @@ EXAMPLES: dict[str, Example] = {
         [(4, 1, 3, 3), (4, 1, 3, 3)],
         [()],
     ),
+    "guided_filter": Example(
+        {"radius": 2, "eps": 0.05}, [(2, 3, 8, 8), (2, 1, 8, 8)], [(2, 3, 8, 8)]
+    ),
     "identity": Example({}, [IMG], [IMG]),
+    "image_pool": Example({"size": 3}, [IMG], [IMG]),
     "l1": Example({}, PAIR, [()]),
     "linear": Example({"out": 5}, [(2, 4, 3, 3)], [(2, 5, 3, 3)]),
     "mse": Example({}, PAIR, [()]),
@@ -81,6 +86,12 @@ EXAMPLES: dict[str, Example] = {
     "scale": Example({"factor": -0.5}, [IMG], [IMG]),
     "self_attention": Example({"heads": 2, "reduction": 2}, [(2, 8, 4, 4)], [(2, 8, 4, 4)]),
     "split": Example({"sizes": [1, 3]}, [IMG], [(2, 1, 6, 6), (2, 3, 6, 6)]),
+    "superpixel": Example(
+        {"method": "felzenszwalb", "min_size": 4, "coloring": "adaptive"},
+        [(2, 3, 6, 6)],
+        [(2, 3, 6, 6)],
+    ),
+    "tv": Example({"power": 1}, [IMG], [()]),
     "upsample": Example(
         {"scale": 2, "mode": "bicubic", "align_corners": True}, [IMG], [(2, 4, 12, 12)]
     ),
@@ -407,6 +418,14 @@ def test_pixel_losses() -> None:
         ValueError, match=r"pred has shape \(1, 1, 2, 2\) but target \(1, 3, 2, 2\)"
     ):
         REGISTRY.get("l1").factory()(pred, torch.zeros(1, 3, 2, 2))
+
+
+def test_tv_loss_measures_neighbour_differences() -> None:
+    x = torch.tensor([[[[0.0, 1.0], [2.0, 4.0]]]])
+    # vertical differences 2 and 3, horizontal 1 and 2
+    assert REGISTRY.get("tv").factory(power=1)(x).item() == pytest.approx(2.5 + 1.5)
+    assert REGISTRY.get("tv").factory(power=2)(x).item() == pytest.approx(6.5 + 2.5)
+    assert REGISTRY.get("tv").factory()(torch.ones(1, 3, 4, 4)).item() == 0
 
 
 def perceptual(**params: Any) -> Any:
