@@ -20,7 +20,7 @@ from engine.spec.diagnostics import Diagnostics, Loc
 from engine.spec.resolve import display_name, find_file
 from engine.spec.schema_check import check_schema
 from engine.spec.skeleton import LIBRARY
-from engine.spec.yamlio import Doc, load_yaml
+from engine.spec.yamlio import Doc, as_list, load_yaml
 
 _LIBRARY_VALIDATOR = Draft202012Validator(LIBRARY)
 
@@ -102,7 +102,7 @@ class BlockTable:
             self.diags.error(doc.loc(()), "a library must be a mapping with a 'blocks:' section")
             return None
         check_schema(_LIBRARY_VALIDATOR, doc.data, doc, self.diags)
-        for i, sub in enumerate(doc.data.get("imports") or []):
+        for i, sub in enumerate(as_list(doc.data.get("imports"))):
             if isinstance(sub, str):
                 self.import_file(sub, path.parent, doc.loc(("imports", i)))
         found = self.add_from(doc)

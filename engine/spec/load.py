@@ -24,7 +24,7 @@ from engine.spec.library import BlockTable
 from engine.spec.resolve import apply_overrides, find_file, load_with_extends, strip_replace_markers
 from engine.spec.schema_check import check_schema
 from engine.spec.skeleton import DATASET_PROVIDES, SPEC
-from engine.spec.yamlio import Doc
+from engine.spec.yamlio import Doc, as_dict, as_list
 
 _SPEC_VALIDATOR = Draft202012Validator(SPEC)
 
@@ -94,7 +94,7 @@ def _expand_all(
     data: dict[str, Any], doc: Doc, path: FsPath, catalog: Catalog, diags: Diagnostics
 ) -> tuple[dict[str, Network | None], TrainingGraph | None]:
     table = BlockTable(catalog, diags)
-    for i, name in enumerate(data.get("imports") or []):
+    for i, name in enumerate(as_list(data.get("imports"))):
         if isinstance(name, str):
             table.import_file(name, path.parent, doc.loc(("imports", i)))
     table.add_from(doc)
@@ -102,9 +102,7 @@ def _expand_all(
     _substitute_globals(data, doc, scope, diags)
     expander = Expander(catalog, table, diags, scope, path.parent)
     networks: dict[str, Network | None] = {}
-    for name, net in (
-        (data.get("networks") or {}).items() if isinstance(data.get("networks"), dict) else ()
-    ):
+    for name, net in as_dict(data.get("networks")).items():
         networks[name] = (
             expander.network(name, net, doc.subtree(("networks", name)))
             if isinstance(net, dict)
@@ -114,7 +112,7 @@ def _expand_all(
     graph = data.get("graph")
     if isinstance(graph, dict):
         builder = TrainingGraphBuilder(
-            catalog, networks, list(data.get("networks") or {}), _data_keys(data), diags
+            catalog, networks, list(as_dict(data.get("networks"))), _data_keys(data), diags
         )
         training = builder.build(graph, doc.subtree(("graph",)))
     elif isinstance(data.get("train"), dict):
@@ -167,8 +165,8 @@ def _substitute_globals(
             for key in [k for k in node if k not in ("call", "op", "loss", "in")]:
                 visit(node, key, ("graph", name, key))
     train = data.get("train") if isinstance(data.get("train"), dict) else {}
-    for p, phase in enumerate(train.get("phases") or []):
-        for s, step in enumerate((phase.get("steps") or []) if isinstance(phase, dict) else []):
+    for p, phase in enumerate(as_list(train.get("phases"))):
+        for s, step in enumerate(as_list(as_dict(phase).get("steps"))):
             minimize = step.get("minimize") if isinstance(step, dict) else None
             for loss in minimize if isinstance(minimize, dict) else ():
                 visit(minimize, loss, ("train", "phases", p, "steps", s, "minimize", loss))

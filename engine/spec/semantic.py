@@ -18,7 +18,7 @@ from engine.graph.model import Network, TrainingGraph
 from engine.graph.training import gradient_networks
 from engine.spec.diagnostics import Diagnostics, Loc, did_you_mean, quote_list
 from engine.spec.skeleton import OPTIMIZERS
-from engine.spec.yamlio import Doc
+from engine.spec.yamlio import Doc, as_dict, as_list
 
 
 def parameter_nodes(networks: dict[str, Network | None]) -> dict[str, list[str]]:
@@ -63,7 +63,7 @@ def check_optimizers(
     """Check parameter ownership; return each optimizer's networks."""
     optimizers = spec.get("optimizers")
     params = parameter_nodes(networks)
-    all_networks = set(spec.get("networks") or {})
+    all_networks = set(as_dict(spec.get("networks")))
     owner: dict[str, str] = {}
     opt_networks: dict[str, set[str]] = {}
     if not isinstance(optimizers, dict):
@@ -208,19 +208,19 @@ def check_phases(
         previous_end = _check_until(
             phase, p, len(phases), base, label, total, previous_end, doc, diags
         )
-        for i, glob in enumerate(phase.get("frozen") or []):
+        for i, glob in enumerate(as_list(phase.get("frozen"))):
             if isinstance(glob, str) and not select(glob, params):
                 diags.error(
                     doc.loc((*base, "frozen", i)),
                     f"{label}: 'frozen' entry '{glob}' matches no trainable parameters",
                 )
-        for opt_name in (phase.get("lr") or {}) if isinstance(phase.get("lr"), dict) else {}:
+        for opt_name in as_dict(phase.get("lr")):
             if opt_name not in optimizers:
                 diags.error(
                     doc.key_loc((*base, "lr", opt_name)),
                     f"{label}: unknown optimizer '{opt_name}'{did_you_mean(opt_name, optimizers)}",
                 )
-        for s, step in enumerate(phase.get("steps") or []):
+        for s, step in enumerate(as_list(phase.get("steps"))):
             if isinstance(step, dict):
                 _check_step(
                     step,
@@ -336,9 +336,9 @@ def check_references(
 ) -> None:
     """``validation:`` and ``train.ema`` name things that exist."""
     networks = spec.get("networks") if isinstance(spec.get("networks"), dict) else {}
-    ema = (spec.get("train") or {}).get("ema") if isinstance(spec.get("train"), dict) else None
+    ema = as_dict(spec.get("train")).get("ema")
     if isinstance(ema, dict):
-        for i, name in enumerate(ema.get("networks") or []):
+        for i, name in enumerate(as_list(ema.get("networks"))):
             if isinstance(name, str) and name not in networks:
                 diags.error(
                     doc.loc(("train", "ema", "networks", i)),
@@ -371,8 +371,8 @@ def unused_graph_nodes(
     g = tg.graph
     used: set[str] = set()
     train = spec.get("train") if isinstance(spec.get("train"), dict) else {}
-    for phase in train.get("phases") or []:
-        for step in (phase.get("steps") or []) if isinstance(phase, dict) else []:
+    for phase in as_list(train.get("phases")):
+        for step in as_list(as_dict(phase).get("steps")):
             if isinstance(step, dict) and isinstance(step.get("minimize"), dict):
                 used.update(k for k in step["minimize"] if k in g)
     validation = spec.get("validation") if isinstance(spec.get("validation"), dict) else {}

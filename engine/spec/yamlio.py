@@ -76,6 +76,16 @@ class Doc:
                     table[path + p] = loc
 
 
+def as_list(value: Any) -> list[Any]:
+    """``value`` if it is a list, else ``[]`` (the schema check reports the wrong type)."""
+    return value if isinstance(value, list) else []
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    """``value`` if it is a mapping, else ``{}`` (the schema check reports the wrong type)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _yaml() -> YAML:
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
