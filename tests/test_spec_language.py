@@ -254,3 +254,41 @@ def test_validation_does_not_import_torch() -> None:
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_when_false_leaves_a_node_out_and_passes_its_input_through(tmp_path: Path) -> None:
+    path = spec_with_nodes(
+        tmp_path,
+        """
+        pre: {block: pixel_unshuffle, in: lr, scale: 2, when: $scale < 2}
+        head: {block: conv, in: pre, out: 12}
+        extra: {block: conv, in: head, out: 12, when: $scale == 2}
+        up: {block: pixel_shuffle, in: extra, scale: 2}
+        """,
+    )
+    g = load_spec(path).networks["G"]
+    assert "pre" not in g.graph and "extra" in g.graph
+    assert g.node("head")["ports"]["x"] == [[Source("lr")]]
+    g1 = load_spec(path, ["scale=1"]).networks["G"]
+    assert "pre" in g1.graph and "extra" not in g1.graph
+    assert g1.node("up")["ports"]["x"] == [[Source("head")]]
+
+
+def test_digit_node_names_give_torch_sequential_style_keys(tmp_path: Path) -> None:
+    path = spec_with_nodes(
+        tmp_path,
+        """
+        head: {block: conv, in: lr, out: 12}
+        body: {block: Seq, in: head}
+        up: {block: pixel_shuffle, in: body, scale: 2}
+        """,
+        extra="""blocks:
+  Seq:
+    inputs: [x]
+    nodes:
+      0: {block: conv, in: x, out: 12}
+      1: {block: act, in: "0", type: prelu}
+""",
+    )
+    g = load_spec(path).networks["G"]
+    assert {"body.0", "body.1"} <= set(g.leaves())

@@ -25,7 +25,7 @@ from engine.spec.schema_check import check_schema
 from engine.spec.yamlio import Doc
 
 #: Keys of a node that are not parameters of its block.
-NODE_KEYS = ("block", "in", "repeat")
+NODE_KEYS = ("block", "in", "repeat", "when")
 MAX_REPEAT = 100_000
 MAX_NODES = 2_000_000
 
@@ -339,6 +339,12 @@ class Expander:
             return None
         raw_params = {k: v for k, v in node.items() if k not in NODE_KEYS}
         node_doc = doc.subtree(path)
+        if "when" in node:
+            enabled = self._when(node["when"], node_doc, scope)
+            if enabled is None:
+                return None
+            if not enabled:
+                return self._bypass(node, ports, local, node_doc, name)
         outputs: Outputs = None
         previous: Outputs = None
         for i in range(repeat):
@@ -369,6 +375,40 @@ class Expander:
                 return None
             previous = outputs
         return outputs
+
+    def _when(self, raw: Any, node_doc: Doc, scope: dict[str, Any]) -> bool | None:
+        at = node_doc.loc(("when",))
+        try:
+            value = substitute(raw, scope)
+        except ExprError as exc:
+            self.diags.error(at, str(exc))
+            return None
+        if not isinstance(value, bool):
+            if is_expression(raw):  # a plain wrong value is reported by the schema check
+                self.diags.error(at, f"'when' must be true or false, got {value!r} from '{raw}'")
+            return None
+        return value
+
+    def _bypass(
+        self,
+        node: dict[str, Any],
+        ports: _Ports,
+        local: dict[str, Outputs],
+        node_doc: Doc,
+        name: str,
+    ) -> Outputs:
+        """A node switched off by ``when: false`` passes its first input through."""
+        args = self._inputs(node.get("in"), ports, local, node_doc, name)
+        if args is None:
+            return None
+        first = next((value for values in args.values() for value in values), None)
+        if first is None:
+            self.diags.error(
+                node_doc.loc(("when",)),
+                f"node '{name}' is switched off by 'when' but has no input to pass through",
+            )
+            return None
+        return {"out": first}
 
     def _repeat(
         self, node: dict[str, Any], doc: Doc, path: tuple, scope: dict[str, Any]

@@ -88,8 +88,7 @@ def _report(
         name = error.instance
         diags.error(
             doc.key_loc((*path, name)),
-            f"invalid name '{name}' in {namer(path)}: names start with a letter or '_' and "
-            "hold only letters, digits and '_'",
+            f"invalid name '{name}' in {namer(path)}: names hold only letters, digits and '_'",
         )
         return 1
     if kind in ("minProperties", "minItems") and not error.instance:
@@ -142,8 +141,8 @@ def _show(value: Any) -> str:
 
 _PATTERNS = {
     r"^\$": "an expression starting with '$'",
-    r"^[A-Za-z_][A-Za-z0-9_]*$": "a name (letters, digits, '_')",
-    r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$": "a reference like 'node' or 'node.port'",
+    r"^[A-Za-z0-9_]+$": "a name (letters, digits, '_')",
+    r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$": "a reference like 'node' or 'node.port'",
 }
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
-REF = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z0-9_]+)*$"
+NAME = r"^[A-Za-z0-9_]+$"
+REF = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"
 GLOB = r"^[A-Za-z0-9_.*?\[\]-]+$"
 
 #: Keys of the ``data:`` section's datasets → the ``data.<key>`` tensors they provide.
@@ -125,6 +125,10 @@ NODE = {
         "block": {"type": "string", "minLength": 1},
         "in": INPUTS,
         "repeat": {"anyOf": [{"type": "integer"}, EXPRESSION]},
+        "when": {
+            "anyOf": [{"type": "boolean"}, EXPRESSION],
+            "description": "false: the node is left out and passes its first input through",
+        },
     },
     "required": ["block"],
     "additionalProperties": True,
