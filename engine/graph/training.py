@@ -12,7 +12,7 @@ from typing import Any
 
 import networkx as nx
 
-from engine.graph.model import Network, TrainingGraph
+from engine.graph.model import Network, PortBindings, Source, TrainingGraph
 from engine.spec.catalog import Catalog, CatalogEntry
 from engine.spec.diagnostics import Diagnostics, did_you_mean, quote_list
 from engine.spec.schema_check import check_schema
@@ -175,6 +175,8 @@ class TrainingGraphBuilder:
                 )
             return
         refs: list[tuple[str | None, Any, tuple]] = []
+        variadic = entry is not None and entry.variadic
+        single_concat = len(ports) == 1 and not variadic
         if isinstance(raw, dict):
             for port, value in raw.items():
                 if port not in ports:
@@ -193,23 +195,28 @@ class TrainingGraphBuilder:
             for i, ref in enumerate(items):
                 path = (name, "in", i) if isinstance(raw, list) else (name, "in")
                 refs.append((None, ref, path))
-            variadic = entry is not None and entry.variadic
             minimum = entry.min_inputs if entry is not None else len(ports)
-            single_concat = entry is not None and len(ports) == 1 and not variadic
             if not variadic and not single_concat and not minimum <= len(items) <= len(ports):
                 count = str(len(ports)) if minimum == len(ports) else f"{minimum} to {len(ports)}"
                 self.diags.error(
                     doc.loc((name, "in")),
                     f"{what} takes {count} inputs ({', '.join(ports)}), got {len(items)}",
                 )
+        bindings: PortBindings = {}
         for i, (port, ref, path) in enumerate(refs):
             source = self._resolve(ref, doc.loc(path), g, outputs)
             if source is None:
                 attrs["broken"] = True  # later checks stay quiet about this node
+                continue
+            g.add_edge(source.node, name)
+            if port is None:  # positional
+                port = ports[0] if (variadic or single_concat) else ports[min(i, len(ports) - 1)]
+            groups = bindings.setdefault(port, [])
+            if variadic or not groups:
+                groups.append([source])
             else:
-                g.add_edge(
-                    source, name, port=port or (ports[min(i, len(ports) - 1)] if ports else None)
-                )
+                groups[0].append(source)  # several sources on one port: concatenated
+        attrs["ports"] = bindings
         if isinstance(raw, dict):
             required = ports[: entry.min_inputs] if entry is not None else ports
             missing = [p for p in required if p not in raw]
@@ -221,7 +228,7 @@ class TrainingGraphBuilder:
 
     def _resolve(
         self, ref: Any, at: Any, g: nx.DiGraph, outputs: dict[str, list[str] | None]
-    ) -> str | None:
+    ) -> Source | None:
         if not isinstance(ref, str):
             return None
         base, _, port = ref.partition(".")
@@ -237,7 +244,7 @@ class TrainingGraphBuilder:
                 )
                 return None
             g.add_node(ref, kind="data", loc=None)
-            return ref
+            return Source(ref)
         if base not in outputs:
             self.diags.error(at, f"unknown reference '{base}'{did_you_mean(base, outputs)}")
             return None
@@ -258,7 +265,7 @@ class TrainingGraphBuilder:
                     f"'{base}.{ports[0]}'",
                 )
                 return None
-            return base
+            return Source(base, "out" if "out" in ports else ports[0])
         if port not in ports:
             self.diags.error(
                 at,
@@ -266,7 +273,7 @@ class TrainingGraphBuilder:
                 f"outputs: {quote_list(ports)}",
             )
             return None
-        return base
+        return Source(base, port)
 
     def _check_cycles(self, g: nx.DiGraph, doc: Doc) -> None:
         for component in nx.strongly_connected_components(g):

@@ -1,0 +1,1 @@
+"""Compilation: expanded networks into ``torch.fx.GraphModule``s (imports torch)."""

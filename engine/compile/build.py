@@ -1,0 +1,48 @@
+"""``build``: a spec into its networks, as ``nn.Module``s ready to train or run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import fx
+
+from engine.compile.network import materialize
+from engine.compile.shapes import SpecShapes, infer_spec
+from engine.spec.diagnostics import Diagnostics, SpecError
+from engine.spec.load import Spec, load_spec
+
+
+def resolve(spec_or_path: Spec | str | Path, overrides: Sequence[str] = ()) -> Spec:
+    if isinstance(spec_or_path, Spec):
+        if overrides:
+            raise ValueError("overrides apply when loading; pass a path, or load_spec(...) first")
+        return spec_or_path
+    return load_spec(spec_or_path, tuple(overrides))
+
+
+def check_shapes(spec: Spec, batch: int | None = None) -> SpecShapes:
+    """Shape inference of the whole spec; :class:`SpecError` on any shape problem."""
+    diags = Diagnostics()
+    shapes = infer_spec(spec, diags, batch)
+    if diags.errors:
+        raise SpecError(diags)
+    return shapes
+
+
+def build(
+    spec_or_path: Spec | str | Path,
+    overrides: Sequence[str] = (),
+    *,
+    device: torch.device | str = "cpu",
+) -> dict[str, fx.GraphModule]:
+    """Compile every network of a spec into a ``torch.fx.GraphModule``.
+
+    Input channels of every layer come from shape inference over the training graph
+    (a discriminator after a flatten gets the linear size of the configured crop).
+    Raises :class:`SpecError` for an invalid spec or a shape problem, with places.
+    """
+    spec = resolve(spec_or_path, overrides)
+    shapes = check_shapes(spec, batch=1)
+    return {name: materialize(shapes.networks[name], device) for name in spec.networks}

@@ -1,0 +1,194 @@
+"""Shape inference over the whole spec, before any data is read.
+
+The data section says what a batch looks like (``data.lr`` is ``(B, 3, 32, 32)`` for
+an x4 SR dataset with 128 crops); the training graph says which network sees what.
+Walking the graph in order on meta tensors gives every network its input shapes and
+checks every call, op and loss against the shapes that reach it. Problems become
+diagnostics at the spec location of the offending node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+import torch
+
+from blocks.registry import REGISTRY
+from engine.compile.network import Inference, ShapeError, infer, report
+from engine.graph.model import Source
+from engine.spec.diagnostics import Diagnostics
+from engine.spec.load import Spec
+
+Shape = tuple[int, ...]
+DEFAULT_SIZE = 64
+
+
+@dataclass
+class SpecShapes:
+    """Shapes of the data, of every graph value, and each network's meta pass."""
+
+    data: dict[str, Shape] = field(default_factory=dict)
+    values: dict[Source, Shape] = field(default_factory=dict)
+    networks: dict[str, Inference] = field(default_factory=dict)
+
+
+def data_shapes(spec: Spec, diags: Diagnostics, batch: int | None = None) -> dict[str, Shape]:
+    """The tensors of one training batch, from ``data.train``."""
+    section = spec.data.get("data")
+    train = section.get("train") if isinstance(section, dict) else None
+    if not isinstance(train, dict):
+        return {}
+    scale = int(spec.data.get("scale", 1))
+    size = int(train.get("crop_size") or DEFAULT_SIZE * scale)
+    channels = int(train.get("channels") or 3)
+    n = batch or int(train.get("batch_size") or 1)
+    kind = train.get("type")
+    if kind in ("sr", "frames"):
+        lr_size = train.get("lr_crop_size")
+        if lr_size is None:
+            if size % scale:
+                diags.error(
+                    spec.doc.loc(("data", "train", "crop_size")),
+                    f"crop_size {size} is not a multiple of scale {scale}; the LR crop would be "
+                    f"{size / scale:g} pixels (use {size - size % scale} or set lr_crop_size)",
+                )
+            lr_size = size // scale
+        return {"data.lr": (n, channels, lr_size, lr_size), "data.hr": (n, channels, size, size)}
+    if kind in ("paired", "unpaired"):
+        return {"data.A": (n, channels, size, size), "data.B": (n, channels, size, size)}
+    if kind == "single":
+        return {"data.x": (n, channels, size, size)}
+    return {}
+
+
+def infer_spec(spec: Spec, diags: Diagnostics, batch: int | None = None) -> SpecShapes:
+    """Walk the training graph on meta tensors; networks not called get a default input."""
+    shapes = SpecShapes(data=data_shapes(spec, diags, batch))
+    g = spec.training.graph
+    values: dict[Source, Shape] = {Source(k): v for k, v in shapes.data.items()}
+    for name in nx.topological_sort(g) if nx.is_directed_acyclic_graph(g) else []:
+        attrs = g.nodes[name]
+        if attrs["kind"] in ("data", "invalid") or attrs.get("broken"):
+            continue
+        args = _args(attrs.get("ports", {}), values)
+        if args is None:
+            continue
+        if attrs["kind"] == "call":
+            _call(spec, name, attrs, args, values, shapes, diags)
+        elif attrs["kind"] == "op":
+            _op(name, attrs, args, values, diags)
+        else:
+            _loss(name, attrs, args, diags)
+    n = batch or 1
+    for name, net in spec.networks.items():
+        if name not in shapes.networks:
+            inputs = {k: (n, c, DEFAULT_SIZE, DEFAULT_SIZE) for k, c in net.inputs.items()}
+            try:
+                shapes.networks[name] = infer(net, inputs)
+            except ShapeError as exc:
+                report(exc, diags)
+    shapes.values = values
+    return shapes
+
+
+def _args(
+    ports: dict[str, list[list[Source]]], values: dict[Source, Shape]
+) -> dict[str, list[Shape]] | None:
+    """Per port, the shape of each argument (concatenated groups joined on channels)."""
+    out: dict[str, list[Shape]] = {}
+    for port, groups in ports.items():
+        for group in groups:
+            if any(s not in values for s in group):
+                return None  # an upstream node already failed
+            parts = [values[s] for s in group]
+            joined = (
+                parts[0]
+                if len(parts) == 1
+                else (*parts[0][:1], sum(p[1] for p in parts), *parts[0][2:])
+            )
+            out.setdefault(port, []).append(joined)
+    return out
+
+
+def _call(
+    spec: Spec,
+    name: str,
+    attrs: dict[str, Any],
+    args: dict[str, list[Shape]],
+    values: dict[Source, Shape],
+    shapes: SpecShapes,
+    diags: Diagnostics,
+) -> None:
+    target = attrs["target"]
+    net = spec.networks[target]
+    inputs = {}
+    for port, channels in net.inputs.items():
+        if port not in args:
+            return
+        shape = args[port][0]
+        if len(shape) < 2 or shape[1] != channels:
+            got = shape[1] if len(shape) > 1 else "no"
+            diags.error(
+                attrs["loc"],
+                f"graph node '{name}': network '{target}' input '{port}' "
+                f"takes {channels} channels, but gets {got} (shape {shape})",
+            )
+            return
+        inputs[port] = shape
+    try:
+        inference = infer(net, inputs)
+    except ShapeError as exc:
+        report(exc, diags)
+        diags.error(
+            attrs["loc"],
+            f"graph node '{name}': network '{target}' cannot run on "
+            f"{', '.join(f'{k} {v}' for k, v in inputs.items())}",
+        )
+        return
+    shapes.networks.setdefault(target, inference)
+    for port, shape in inference.outputs.items():
+        values[Source(name, port)] = shape
+
+
+def _op(
+    name: str,
+    attrs: dict[str, Any],
+    args: dict[str, list[Shape]],
+    values: dict[Source, Shape],
+    diags: Diagnostics,
+) -> None:
+    block = attrs["target"]
+    tensors = [torch.empty(s, device="meta") for shapes in args.values() for s in shapes]
+    kwargs = dict(attrs["params"])
+    if "in_ch" in REGISTRY.get(block).signature.parameters and tensors:
+        kwargs["in_ch"] = int(tensors[0].shape[1])
+    try:
+        with torch.device("meta"):
+            module = REGISTRY.get(block).factory(**kwargs)
+        out = module(*tensors)
+    except (RuntimeError, ValueError, TypeError) as exc:
+        shapes_text = ", ".join(str(tuple(t.shape)) for t in tensors)
+        diags.error(
+            attrs["loc"],
+            f"graph node '{name}' ({block}) cannot run on inputs "
+            f"{shapes_text}: {str(exc).strip().splitlines()[0]}",
+        )
+        return
+    outs = list(out) if isinstance(out, tuple | list) else [out]
+    for port, tensor in zip(REGISTRY.get(block).outputs, outs, strict=False):
+        values[Source(name, port)] = tuple(tensor.shape)
+
+
+def _loss(
+    name: str, attrs: dict[str, Any], args: dict[str, list[Shape]], diags: Diagnostics
+) -> None:
+    """Pixel-wise losses need pred and target of the same shape; say so before training."""
+    if "pred" in args and "target" in args:
+        pred, target = args["pred"][0], args["target"][0]
+        if pred != target:
+            diags.error(
+                attrs["loc"],
+                f"loss '{name}' ({attrs['target']}): pred has shape {pred} but target {target}",
+            )
