@@ -24,12 +24,26 @@ examples:
 
 GRAPH_HELP = """\
 Show the expanded graph of a network (every composite block and repeat unrolled, with
-hierarchical names) or, without --net, the training graph.
+hierarchical names) or, without --net, the training graph. --format code compiles the
+network and prints the generated PyTorch code of its forward.
 
 examples:
   python cli.py graph specs/esrgan.yaml --net G
   python cli.py graph specs/esrgan.yaml --net D --format dot | dot -Tsvg > d.svg
   python cli.py graph specs/esrgan.yaml --format mermaid
+  python cli.py graph specs/esrgan.yaml --net G --format code
+"""
+
+INSPECT_HELP = """\
+A dry run on the meta device (no memory, no data): per node the output shape,
+parameters, MACs per sample and activation memory at the configured batch and crop;
+totals per network; the smallest input each network accepts and the size multiple it
+needs. Shape problems are reported at the node's place in the spec.
+
+examples:
+  python cli.py inspect specs/esrgan.yaml
+  python cli.py inspect specs/esrgan.yaml --net G --depth 2
+  python cli.py inspect specs/esrgan.yaml data.train.batch_size=4 --json
 """
 
 SCHEMA_HELP = """\
@@ -99,6 +113,14 @@ def cmd_graph(ns: argparse.Namespace) -> int:
         )
         return EXIT_INVALID
     net = spec.networks[ns.net] if ns.net else None
+    if ns.format == "code":
+        if net is None:
+            print("graph: --format code needs --net NAME", file=sys.stderr)
+            return EXIT_INVALID
+        from engine.compile.build import build
+
+        print(build(spec)[net.name].code.strip())
+        return EXIT_OK
     if ns.format == "dot":
         print(render.network_dot(net) if net else render.training_dot(spec.training))
     elif ns.format == "mermaid":
@@ -132,6 +154,39 @@ def _rich_tree(spec, net) -> None:  # type: ignore[no-untyped-def]
 
     walk(tree, render.network_tree(net))
     console.print(tree)
+
+
+def cmd_inspect(ns: argparse.Namespace) -> int:
+    from engine.spec.diagnostics import SpecError, did_you_mean
+    from engine.spec.load import check_spec
+
+    paths, overrides = _split([ns.spec, *ns.overrides])
+    spec, diags = check_spec(paths[0], overrides)
+    if spec is None:
+        for d in diags.sorted():
+            print(d, file=sys.stderr)
+        return EXIT_INVALID
+    if ns.net is not None and ns.net not in spec.networks:
+        print(
+            f"inspect: no network '{ns.net}'{did_you_mean(ns.net, spec.networks)}", file=sys.stderr
+        )
+        return EXIT_INVALID
+    from engine.compile import inspect as report
+
+    try:
+        reports = report.inspect_spec(spec, probe_sizes=not ns.no_probe)
+    except SpecError as exc:
+        for d in exc.diagnostics.sorted():
+            print(d, file=sys.stderr)
+        return EXIT_INVALID
+    reports = [r for r in reports if ns.net in (None, r.name)]
+    if ns.depth is not None:
+        reports = [report.grouped(r, ns.depth) for r in reports]
+    if ns.json:
+        print(json.dumps(report.as_json(reports), indent=2))
+    else:
+        print("\n\n".join("\n".join(report.text_lines(r)) for r in reports))
+    return EXIT_OK
 
 
 def cmd_schema(ns: argparse.Namespace) -> int:
@@ -181,8 +236,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("spec", help="the spec file")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides")
     p.add_argument("--net", help="the network to show (default: the training graph)")
-    p.add_argument("--format", choices=["tree", "dot", "mermaid"], default="tree")
+    p.add_argument("--format", choices=["tree", "dot", "mermaid", "code"], default="tree")
     p.set_defaults(func=cmd_graph)
+
+    p = sub.add_parser(
+        "inspect",
+        help="shapes, parameters, MACs and memory per node",
+        description=INSPECT_HELP,
+        formatter_class=fmt,
+    )
+    p.add_argument("spec", help="the spec file")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides")
+    p.add_argument("--net", help="only this network")
+    p.add_argument("--depth", type=int, help="sum nodes by the first N parts of their names")
+    p.add_argument("--no-probe", action="store_true", help="skip probing accepted input sizes")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser(
         "schema",

@@ -54,6 +54,7 @@ def data_shapes(spec: Spec, diags: Diagnostics, batch: int | None = None) -> dic
                     f"crop_size {size} is not a multiple of scale {scale}; the LR crop would be "
                     f"{size / scale:g} pixels (use {size - size % scale} or set lr_crop_size)",
                 )
+                return {}  # every later shape would be off by this; report the cause only
             lr_size = size // scale
         return {"data.lr": (n, channels, lr_size, lr_size), "data.hr": (n, channels, size, size)}
     if kind in ("paired", "unpaired"):

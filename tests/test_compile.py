@@ -1,0 +1,176 @@
+"""Compilation: specs into fx.GraphModules that behave like hand-written modules."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+import engine
+from engine import SpecError, load_spec
+from engine.compile.build import check_shapes
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = ROOT / "tests" / "broken" / "_base.yaml"
+SPECS = sorted((ROOT / "specs").glob("*.yaml"))
+SMALL = {
+    "esrgan.yaml": [
+        "networks.G.params.nb=2",
+        "networks.G.params.nf=8",
+        "networks.G.params.gc=4",
+        "networks.D.params.nf=4",
+    ]
+}
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "s.yaml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def tiny_esrgan() -> dict[str, torch.nn.Module]:
+    return engine.build(ROOT / "specs" / "esrgan.yaml", SMALL["esrgan.yaml"])
+
+
+def test_state_dict_keys_follow_node_names() -> None:
+    g = tiny_esrgan()["G"]
+    keys = list(g.state_dict())
+    assert keys[:2] == ["conv_first.weight", "conv_first.bias"]
+    assert "body.1.rdb3.conv5.weight" in keys
+    assert {
+        "conv_body.weight",
+        "conv_up1.weight",
+        "conv_up2.weight",
+        "conv_hr.weight",
+        "conv_last.weight",
+    } <= set(keys)
+    assert not any("out" in k.split(".") for k in keys)  # parameter-free nodes add no keys
+
+
+def test_generated_code_is_readable_and_frees_values() -> None:
+    code = tiny_esrgan()["G"].code
+    assert "def forward(self, x):" in code
+    assert "conv_first = self.conv_first(x);  x = None" in code
+    assert "torch.cat([conv_first, body_0_rdb1_conv1], 1)" in code
+
+
+def test_compiled_network_trains(tmp_path: Path) -> None:
+    g = tiny_esrgan()["G"]
+    opt = torch.optim.Adam(g.parameters(), lr=1e-3)
+    torch.manual_seed(0)
+    lr, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+    losses = []
+    for _ in range(15):
+        loss = torch.nn.functional.l1_loss(g(lr), hr)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] * 0.9
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
+def test_inference_agrees_with_a_real_forward(path: Path) -> None:
+    spec = load_spec(path, [*SMALL.get(path.name, []), "data.train.batch_size=1"])
+    shapes = check_shapes(spec, batch=1)
+    nets = engine.build(spec)
+    for name, inference in shapes.networks.items():
+        inputs = {k: torch.rand(v) for k, v in inference.input_shapes.items()}
+        with torch.no_grad():
+            out = nets[name].eval()(**inputs)
+        outs = out if isinstance(out, dict) else {next(iter(inference.outputs)): out}
+        assert {k: tuple(v.shape) for k, v in outs.items()} == inference.outputs
+        params = sum(p.numel() for p in nets[name].parameters())
+        assert params == inference.params
+
+
+def test_compiles_identically_twice_with_a_seed() -> None:
+    torch.manual_seed(3)
+    a = tiny_esrgan()["G"].state_dict()
+    torch.manual_seed(3)
+    b = tiny_esrgan()["G"].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_works_under_torch_compile() -> None:
+    g = tiny_esrgan()["G"].eval()
+    x = torch.rand(1, 3, 8, 8)
+    compiled = torch.compile(g, backend="aot_eager", fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), g(x))
+
+
+def test_exports_to_onnx_with_dynamic_height_and_width(tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    g = engine.build(BASE)["G"].eval()
+    path = tmp_path / "g.onnx"
+    dim = torch.export.Dim
+    torch.onnx.export(
+        g,
+        (torch.rand(1, 3, 16, 16),),
+        str(path),
+        input_names=["lr"],
+        output_names=["sr"],
+        dynamic_shapes={"lr": {2: dim("h", min=2, max=2048), 3: dim("w", min=2, max=2048)}},
+        dynamo=True,
+        verbose=False,
+    )
+    session = ort.InferenceSession(str(path))
+    for h, w in [(16, 16), (20, 36)]:
+        x = torch.rand(1, 3, h, w)
+        [y] = session.run(None, {"lr": x.numpy()})
+        with torch.no_grad():
+            torch.testing.assert_close(torch.from_numpy(y), g(x), atol=1e-5, rtol=1e-4)
+
+
+# --------------------------------------------------------------------- shape errors
+def shape_error(path: Path, overrides: list[str] | None = None) -> list[str]:
+    with pytest.raises(SpecError) as info:
+        engine.build(path, overrides or [])
+    return [str(d) for d in info.value.diagnostics.errors]
+
+
+def test_channel_mismatch_is_reported_at_the_node(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"""\
+        extends: {BASE}
+        networks:
+          G:
+            nodes:
+              mix: {{block: add, in: [head, up]}}
+            outputs: {{sr: tail, mix: mix}}
+    """,
+    )
+    [message, *_] = shape_error(path)
+    assert "s.yaml:5:" in message and "node 'mix' (add) cannot run on inputs" in message
+    assert "(1, 12, 16, 16), (1, 3, 32, 32)" in message
+
+
+def test_network_fed_the_wrong_channels_is_reported_at_the_call(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        f"""\
+        extends: {BASE}
+        graph:
+          fake: {{call: G, in: [data.lr, data.lr]}}
+    """,
+    )
+    [message] = shape_error(path)
+    assert "s.yaml:3:3" in message
+    assert "network 'G' input 'lr' takes 3 channels, but gets 6" in message
+
+
+def test_scale_mismatch_between_output_and_target_is_reported_at_the_loss() -> None:
+    [message] = shape_error(BASE, ["scale=4"])
+    assert "_base.yaml:15:3" in message
+    assert "loss 'pix' (l1): pred has shape (1, 3, 16, 16) but target (1, 3, 32, 32)" in message
+
+
+def test_crop_not_a_multiple_of_the_scale(tmp_path: Path) -> None:
+    [message] = shape_error(BASE, ["data.train.crop_size=33"])
+    assert "crop_size 33 is not a multiple of scale 2" in message
