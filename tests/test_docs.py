@@ -81,3 +81,27 @@ def test_wbc_example_has_representations_and_a_gradient_free_superpixel_target(
     assert reach["surface_d"] == {"D_surface"}
     weights = spec.data["train"]["phases"][1]["steps"][1]["minimize"]
     assert weights["surface_g"] == pytest.approx(0.2 * 0.02)  # $surface * $gan_weight
+
+
+def test_writing_blocks_example_compiles_and_learns(tmp_path: Path) -> None:
+    import torch
+
+    import engine
+
+    spec = _example("rcan_lite", tmp_path)
+    g = engine.build(spec)["G"]
+    assert {"groups.1.blocks.0.ca.squeeze.weight", "groups.1.blocks.1.conv2.weight"} <= set(
+        g.state_dict()
+    )
+    torch.manual_seed(0)
+    hr = torch.rand(4, 3, 32, 32)
+    lr = torch.nn.functional.avg_pool2d(hr, 2)
+    opt = torch.optim.Adam(g.parameters(), lr=1e-3)
+    losses = []
+    for _ in range(20):
+        loss = torch.nn.functional.l1_loss(g(lr), hr)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]

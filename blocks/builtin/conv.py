@@ -92,13 +92,20 @@ class Conv(nn.Conv2d):
         self.conv_last = order == "nac"
         self.norm = make_norm(norm, in_ch if self.conv_last else out, groups=norm_groups)
         self.act = make_act(act, slope=slope)
+        # Skip the identity layers in forward: hundreds of convs make the calls add up.
+        self._post = [m for m in (self.norm, self.act) if not isinstance(m, nn.Identity)]
         if spectral_norm:
             nn.utils.parametrizations.spectral_norm(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.conv_last:
-            return super().forward(self.act(self.norm(x)))
-        return self.act(self.norm(super().forward(x)))
+            for layer in self._post:
+                x = layer(x)
+            return self._conv_forward(x, self.weight, self.bias)
+        x = self._conv_forward(x, self.weight, self.bias)
+        for layer in self._post:
+            x = layer(x)
+        return x
 
 
 def transposed_padding(kernel: int, stride: int) -> tuple[int, int]:

@@ -62,6 +62,8 @@ def check_optimizers(
 ) -> dict[str, set[str]]:
     """Check parameter ownership; return each optimizer's networks."""
     optimizers = spec.get("optimizers")
+    if optimizers is None and "train" not in spec:
+        return {}  # nothing trains: a spec of networks only (inference, export, a library test)
     params = parameter_nodes(networks)
     all_networks = set(as_dict(spec.get("networks")))
     owner: dict[str, str] = {}
