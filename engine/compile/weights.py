@@ -47,6 +47,8 @@ import torch
 from torch import nn
 
 Layout = Literal["loom", "esrgan", "esrgan_old", "compact"]
+#: The layouts a file can be read in: the network's own names, or an older ESRGAN one.
+SourceLayout = Literal["loom", "esrgan_old", "bsrgan"]
 StateDict = dict[str, torch.Tensor]
 Shape = tuple[int, ...]
 
@@ -67,6 +69,8 @@ class WeightsError(Exception):
 
 
 class ShapePair(NamedTuple):
+    """A key's shape in the network and in the file (``()`` for a value not a tensor)."""
+
     network: Shape
     file: Shape
 
@@ -76,7 +80,7 @@ class LoadReport:
     """What :func:`load_weights` did, key by key (keys in the network's names)."""
 
     source: str
-    layout: str  # the layout the file was read in: "loom", "esrgan_old", "bsrgan"
+    layout: SourceLayout  # the names the file was written in
     loaded: list[str] = field(default_factory=list)
     missing: dict[str, Shape] = field(default_factory=dict)  # network keys not in the file
     unexpected: dict[str, Shape] = field(default_factory=dict)  # file keys not in the network
@@ -96,11 +100,11 @@ class LoadReport:
         lines = [head + "; " + self.summary()]
         lines += _section(
             "missing (in the network, not in the file)",
-            [f"{k} {str(s)}" for k, s in self.missing.items()],
+            [f"{k} {s}" for k, s in self.missing.items()],
         )
         lines += _section(
             "unexpected (in the file, not in the network)",
-            [f"{k} {str(s)}" for k, s in self.unexpected.items()],
+            [f"{k} {s}" for k, s in self.unexpected.items()],
         )
         lines += _section(
             "other shape (network vs file)",
@@ -130,7 +134,7 @@ def read_state_dict(path: str | Path) -> StateDict:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in SAFETENSORS:
-        return safetensors.torch.load_file(path, device="cpu")
+        return _unwrap(safetensors.torch.load_file(path, device="cpu"), str(path))
     if suffix not in PICKLED:
         raise WeightsError(
             f"{path}: unknown weight file type '{suffix}'; "
@@ -244,7 +248,7 @@ def esrgan_from_bsrgan(state: StateDict) -> StateDict:
     return out
 
 
-def _source_layout(state: Mapping[str, Any], target: Mapping[str, Any]) -> str:
+def _source_layout(state: Mapping[str, Any], target: Mapping[str, Any]) -> SourceLayout:
     """The layout a file's keys are in; only an RRDBNet has older layouts to convert."""
     if not all(k in target for k in RRDBNET_KEYS):
         return "loom"
@@ -255,7 +259,10 @@ def _source_layout(state: Mapping[str, Any], target: Mapping[str, Any]) -> str:
     return "loom"
 
 
-_FROM = {"esrgan_old": esrgan_from_old, "bsrgan": esrgan_from_bsrgan}
+_TO_ESRGAN: dict[str, Callable[[StateDict], StateDict]] = {
+    "esrgan_old": esrgan_from_old,
+    "bsrgan": esrgan_from_bsrgan,
+}
 
 
 # --------------------------------------------------------------------- loading
@@ -266,7 +273,9 @@ def load_weights(
 
     ``strict=True`` loads nothing unless every key fits, and raises :class:`WeightsError`
     listing the missing, unexpected and mis-shaped keys. ``strict=False`` loads the keys
-    that fit and reports the rest.
+    that fit and reports the rest. A file that cannot be read, holds pickled objects
+    other than tensors, or is in the old ESRGAN layout with layers in no known order
+    raises :class:`WeightsError` either way.
     """
     if isinstance(path_or_state_dict, Mapping):
         source = "state dict"
@@ -276,8 +285,8 @@ def load_weights(
         state = read_state_dict(path_or_state_dict)
     target = module.state_dict()
     layout = _source_layout(state, target)
-    if layout in _FROM:
-        state = _FROM[layout](state)
+    if layout in _TO_ESRGAN:
+        state = _TO_ESRGAN[layout](state)
     report = _match(source, layout, state, target)
     if strict and not report.ok:
         raise WeightsError(
@@ -290,7 +299,7 @@ def load_weights(
 
 
 def _match(
-    source: str, layout: str, state: Mapping[str, Any], target: Mapping[str, torch.Tensor]
+    source: str, layout: SourceLayout, state: Mapping[str, Any], target: Mapping[str, torch.Tensor]
 ) -> LoadReport:
     report = LoadReport(source, layout)
     for key, want in target.items():
