@@ -46,6 +46,19 @@ examples:
   python cli.py inspect specs/esrgan.yaml data.train.batch_size=4 --json
 """
 
+RUN_HELP = """\
+Train a spec with Hugging Face Accelerate: CPU, one GPU, or several GPUs and machines
+through `accelerate launch` / `torchrun` with no change to the spec. The run folder
+gets spec.resolved.yaml, metrics.jsonl, train.log, checkpoints/, models/ and samples/.
+Ctrl-C saves a checkpoint and exits 0; --resume auto continues the newest one.
+
+examples:
+  python cli.py run specs/quickstart.yaml
+  python cli.py run specs/esrgan.yaml train.iterations=2000 --out runs/esrgan
+  python cli.py run specs/esrgan.yaml --out runs/esrgan --resume auto
+  accelerate launch --num_processes 2 cli.py run specs/esrgan.yaml --out runs/ddp
+"""
+
 SCHEMA_HELP = """\
 Regenerate the JSON Schemas under schemas/ from the blocks' Python signatures (the
 spec skeleton, and one file per block). --check only reports stale files (exit 1).
@@ -189,6 +202,39 @@ def cmd_inspect(ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_run(ns: argparse.Namespace) -> int:
+    from engine.spec.diagnostics import SpecError
+    from engine.spec.load import check_spec
+
+    paths, overrides = _split([ns.spec, *ns.overrides])
+    spec, diags = check_spec(paths[0], overrides)
+    for d in diags.sorted():
+        print(d, file=sys.stderr if d.severity == "error" else sys.stdout)
+    if spec is None:
+        return EXIT_INVALID
+    from engine.data import DataError
+    from engine.train.checkpoint import CheckpointError
+    from engine.train.runner import TrainingError, run
+
+    try:
+        result = run(spec, out=ns.out, resume=ns.resume)
+    except SpecError as exc:
+        for d in exc.diagnostics.sorted():
+            print(d, file=sys.stderr)
+        return EXIT_INVALID
+    except (DataError, CheckpointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    print(
+        f"{'stopped' if result.interrupted else 'finished'} at iteration {result.iteration}; "
+        f"run folder: {result.run_dir}"
+    )
+    return EXIT_OK
+
+
 def cmd_schema(ns: argparse.Namespace) -> int:
     from engine.spec import schema_files
 
@@ -238,6 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--net", help="the network to show (default: the training graph)")
     p.add_argument("--format", choices=["tree", "dot", "mermaid", "code"], default="tree")
     p.set_defaults(func=cmd_graph)
+
+    p = sub.add_parser("run", help="train a spec", description=RUN_HELP, formatter_class=fmt)
+    p.add_argument("spec", help="the spec file")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides")
+    p.add_argument("--out", help="the run folder (default: runs/<spec name>)")
+    p.add_argument("--resume", help="'auto' (newest checkpoint in --out) or a checkpoint/run path")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
         "inspect",

@@ -158,6 +158,14 @@ NETWORK = _obj(
         "params": _map_of(True),
         "nodes": _map_of(NODE, minProperties=1),
         "trainable": {"type": "boolean", "default": True},
+        "pretrained": _obj(
+            {
+                "path": {"type": "string", "minLength": 1},
+                "strict": {"type": "boolean", "default": True},
+            },
+            ("path",),
+            description="weights to start from (.pth/.safetensors; old and new ESRGAN layouts)",
+        ),
         **_OUTPUTS,
     },
 )

@@ -1,0 +1,178 @@
+"""Where training tells what it does: metrics.jsonl, train.log, and the console.
+
+On a terminal the console is a rich Live dashboard (spec, phase, iteration / total,
+it/s, ETA, each loss with a small trend, learning rates, last validation and best,
+memory, last checkpoint). Elsewhere (CI, nohup, pipes) it prints plain ``key=value``
+lines with no control codes. Only the main process reports.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: list[float]) -> str:
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return ""
+    lo, hi = min(finite), max(finite)
+    span = hi - lo or 1.0
+    return "".join(
+        SPARK[min(int((v - lo) / span * (len(SPARK) - 1)), len(SPARK) - 1)]
+        if math.isfinite(v)
+        else "!"
+        for v in values
+    )
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def memory_text() -> str:
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB (GPU peak)"
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import resource
+
+        return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (RSS peak)"
+    except (ImportError, OSError):  # pragma: no cover
+        return "?"
+
+
+@dataclass
+class Reporter:
+    """Writes events to the run folder and shows progress."""
+
+    run_dir: Path
+    name: str
+    total: int
+    every: int
+    main: bool = True
+    stream: TextIO = field(default_factory=lambda: sys.stdout)
+    live: bool | None = None  # None: a rich dashboard when the stream is a terminal
+    trends: dict[str, deque[float]] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.started = time.perf_counter()
+        self.start_iter: int | None = None
+        self._dash = None
+        if not self.main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.metrics = (self.run_dir / "metrics.jsonl").open("a", encoding="utf-8")
+        self.log_file = (self.run_dir / "train.log").open("a", encoding="utf-8")
+        if self.live is None:
+            self.live = self.stream.isatty()
+        if self.live:
+            from engine.train.dashboard import Dashboard
+
+            self._dash = Dashboard(self, self.stream)
+
+    # ---------------------------------------------------------------- events
+    def event(self, record: dict[str, Any]) -> None:
+        """One JSON object per line in metrics.jsonl."""
+        if self.main:
+            self.metrics.write(json.dumps(record, allow_nan=True) + "\n")
+            self.metrics.flush()
+
+    def log(self, text: str, *, console: bool = True) -> None:
+        if not self.main:
+            return
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        self.log_file.write(f"{stamp} {text}\n")
+        self.log_file.flush()
+        if console:
+            if self._dash is not None:
+                self._dash.message(text)
+            else:
+                print(text, file=self.stream, flush=True)
+
+    def progress(
+        self, iteration: int, phase: str, losses: dict[str, float], lrs: dict[str, float]
+    ) -> None:
+        """Called every iteration; logs and renders every ``every`` iterations."""
+        if not self.main:
+            return
+        if self.start_iter is None:
+            self.start_iter = iteration - 1
+            self.started = time.perf_counter()
+        for key, value in losses.items():
+            self.trends.setdefault(key, deque(maxlen=24)).append(value)
+        done = iteration - self.start_iter
+        elapsed = time.perf_counter() - self.started
+        speed = done / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - iteration) / speed if speed > 0 else float("inf")
+        self.state.update(
+            iteration=iteration, phase=phase, losses=losses, lrs=lrs, speed=speed, eta=eta
+        )
+        if iteration % self.every == 0 or iteration == self.total:
+            record = {"iter": iteration, "phase": phase}
+            record.update({f"loss/{k}": v for k, v in losses.items()})
+            record.update({f"lr/{k}": v for k, v in lrs.items()})
+            self.event(record)
+            line = " ".join(
+                [
+                    f"iter={iteration}/{self.total}",
+                    f"phase={phase}",
+                    f"it/s={speed:.2f}",
+                    f"eta={_duration(eta)}",
+                ]
+                + [f"loss/{k}={_fmt(v)}" for k, v in losses.items()]
+                + [f"lr/{k}={v:.3g}" for k, v in lrs.items()]
+            )
+            self.log(line, console=self._dash is None)
+        if self._dash is not None:
+            self._dash.update()
+
+    def validation(
+        self, iteration: int, phase: str, values: dict[str, float], best: dict[str, float]
+    ) -> None:
+        if not self.main:
+            return
+        self.state.update(val=values, best=best)
+        self.event(
+            {"iter": iteration, "phase": phase, **{f"val/{k}": v for k, v in values.items()}}
+        )
+        text = " ".join(f"val/{k}={v:.4f}" for k, v in values.items())
+        self.log(
+            f"iter={iteration} {text} " + " ".join(f"best/{k}={v:.4f}" for k, v in best.items())
+        )
+
+    def checkpoint(self, path: Path) -> None:
+        self.state["checkpoint"] = path.name
+        self.log(f"checkpoint saved: {path}")
+
+    def close(self) -> None:
+        if not self.main:
+            return
+        if self._dash is not None:
+            self._dash.stop()
+        self.metrics.close()
+        self.log_file.close()
+
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

@@ -1,0 +1,288 @@
+"""The training runtime: phases, steps, checkpoints, resume, NaN guard, reporting."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from engine import load_spec
+from engine.train import checkpoint as ckpt
+from engine.train.runner import TrainingError, run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class SyntheticSR(torch.utils.data.Dataset):
+    """Smooth random images; LR is the 2x average-pooled HR. Deterministic per index."""
+
+    def __init__(
+        self, n: int = 16, size: int = 16, scale: int = 2, nan_after: int | None = None
+    ) -> None:
+        self.n, self.size, self.scale, self.nan_after = n, size, scale, nan_after
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        g = torch.Generator().manual_seed(index)
+        low = torch.rand(3, 4, 4, generator=g)
+        hr = F.interpolate(
+            low[None], size=(self.size, self.size), mode="bilinear", align_corners=False
+        )[0]
+        if self.nan_after is not None and index >= self.nan_after:
+            hr = hr * float("nan")
+        return {"hr": hr, "lr": F.avg_pool2d(hr[None], self.scale)[0]}
+
+
+SR_SPEC = """\
+spec: 1
+name: tiny
+scale: 2
+networks:
+  G:
+    inputs: {lr: 3}
+    nodes:
+      head: {block: conv, in: lr, out: 8, act: lrelu}
+      up: {block: conv, in: head, out: 12}
+      shuf: {block: pixel_shuffle, in: up, scale: 2}
+    outputs: {sr: shuf}
+graph:
+  fake: {call: G, in: data.lr}
+  pix: {loss: l1, in: [fake.sr, data.hr]}
+optimizers:
+  G: {type: adam, params: G, lr: 1.0e-2}
+train:
+  iterations: 12
+  seed: 3
+  phases:
+    - {name: main, steps: [{optimizer: G, minimize: {pix: 1.0}}]}
+data:
+  train: {type: sr, hr: "builtin:photos", crop_size: 16, batch_size: 4}
+logging: {every: 1}
+checkpoints: {every: 4, keep: 2}
+"""
+
+
+def spec_file(tmp_path: Path, text: str = SR_SPEC) -> Path:
+    path = tmp_path / "spec.yaml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def train(path: Path, out: Path, *overrides: str, resume: str | None = None, data=None):  # type: ignore[no-untyped-def]
+    datasets = {"train": data or SyntheticSR(), "val": SyntheticSR(2, 16)}
+    return run(
+        load_spec(path, list(overrides)),
+        out=out,
+        resume=resume,
+        stream=io.StringIO(),
+        live=False,
+        datasets=datasets,
+    )
+
+
+def records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    return {r["iter"]: r["loss/pix"] for r in records(run_dir) if "loss/pix" in r}
+
+
+def test_a_run_writes_the_run_folder_contract(tmp_path: Path) -> None:
+    result = train(spec_file(tmp_path), tmp_path / "run")
+    run_dir = result.run_dir
+    assert result.iteration == 12
+    assert (run_dir / "spec.resolved.yaml").read_text().startswith("# resolved from")
+    assert sorted(losses(run_dir)) == list(range(1, 13))
+    assert (run_dir / "checkpoints" / "latest").read_text().strip() == "iter_00000012"
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("iter_*")) == [
+        "iter_00000008",
+        "iter_00000012",
+    ]
+    assert (run_dir / "models" / "G_iter_00000012.safetensors").is_file()
+    assert (
+        "prepared with accelerate, in order: networks G; optimizers G"
+        in (run_dir / "train.log").read_text()
+    )
+    assert losses(run_dir)[12] < losses(run_dir)[1]
+
+
+def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path: Path) -> None:
+    path = spec_file(tmp_path)
+    straight = train(path, tmp_path / "a", "checkpoints.every=6")
+    # The same run, killed right after its checkpoint at iteration 6 ...
+    d = train(path, tmp_path / "d", "checkpoints.every=6").run_dir
+    shutil.rmtree(d / "checkpoints" / "iter_00000012")
+    (d / "checkpoints" / "latest").write_text("iter_00000006\n")
+    kept = [r for r in records(d) if r["iter"] <= 6]
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    # ... then resumed: it must continue exactly as the uninterrupted one did.
+    resumed = train(path, d, "checkpoints.every=6", resume="auto")
+    assert resumed.iteration == 12
+    assert losses(d) == losses(straight.run_dir)
+    a = torch.load(
+        straight.run_dir / "checkpoints" / "iter_00000012" / "state.pt", weights_only=True
+    )
+    c = torch.load(d / "checkpoints" / "iter_00000012" / "state.pt", weights_only=True)
+    for key, value in a["networks"]["G"].items():
+        assert torch.equal(value, c["networks"]["G"][key]), key
+
+
+def test_a_crash_while_saving_leaves_the_previous_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = spec_file(tmp_path)
+    calls = {"n": 0}
+    real_save = torch.save
+
+    def failing_save(obj, f, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 2:
+            real_save(obj, f, *args, **kwargs)
+            raise OSError("No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError, match="No space left"):
+        train(path, tmp_path / "run")
+    monkeypatch.setattr(torch, "save", real_save)
+    folder = tmp_path / "run" / "checkpoints"
+    assert (folder / "latest").read_text().strip() == "iter_00000004"
+    assert ckpt.find("auto", tmp_path / "run") == folder / "iter_00000004"
+    resumed = train(path, tmp_path / "run", resume="auto")
+    assert resumed.iteration == 12
+
+
+def test_resuming_with_another_spec_is_refused(tmp_path: Path) -> None:
+    path = spec_file(tmp_path)
+    train(path, tmp_path / "run")
+    with pytest.raises(ckpt.CheckpointError, match="written by a different spec"):
+        train(path, tmp_path / "run", "networks.G.nodes.head.out=16", resume="auto")
+
+
+def test_nan_losses_skip_steps_then_stop_with_the_last_good_state(tmp_path: Path) -> None:
+    path = spec_file(tmp_path)
+    data = SyntheticSR(n=16, nan_after=0)
+    with pytest.raises(TrainingError, match="NaN or infinite loss") as info:
+        train(path, tmp_path / "run", "+train.max_bad_steps=3", data=data)
+    assert "last good state is saved" in str(info.value)
+    state = torch.load(
+        tmp_path / "run" / "checkpoints" / "iter_00000003" / "state.pt", weights_only=True
+    )
+    assert all(torch.isfinite(v).all() for v in state["networks"]["G"].values())
+
+
+def test_plain_output_when_not_a_terminal(tmp_path: Path) -> None:
+    stream = io.StringIO()
+    run(
+        load_spec(spec_file(tmp_path)),
+        out=tmp_path / "run",
+        stream=stream,
+        live=False,
+        datasets={"train": SyntheticSR()},
+    )
+    text = stream.getvalue()
+    assert "\x1b[" not in text
+    assert "iter=12/12 phase=main" in text and "loss/pix=" in text
+
+
+GAN_SPEC = """\
+spec: 1
+name: tiny_gan
+scale: 2
+networks:
+  G:
+    inputs: {lr: 3}
+    nodes:
+      head: {block: conv, in: lr, out: 8, act: lrelu}
+      up: {block: conv, in: head, out: 12}
+      shuf: {block: pixel_shuffle, in: up, scale: 2}
+    outputs: {sr: shuf}
+  D:
+    inputs: {x: 3}
+    nodes:
+      c1: {block: conv, in: x, out: 4, stride: 2, act: lrelu}
+      c2: {block: conv, in: c1, out: 1}
+graph:
+  fake: {call: G, in: data.lr}
+  pix: {loss: l1, in: [fake.sr, data.hr]}
+  fake_d: {op: detach, in: fake.sr}
+  d_real: {call: D, in: data.hr}
+  d_fake: {call: D, in: fake_d}
+  d_fake_g: {call: D, in: fake.sr}
+  d_loss: {loss: gan, in: {fake: d_fake, real: d_real}, type: vanilla, relativistic: true,
+           target: discriminator}
+  g_gan: {loss: gan, in: {fake: d_fake_g, real: d_real}, type: vanilla, relativistic: true,
+          target: generator}
+optimizers:
+  G: {type: adam, params: G, lr: 1.0e-3}
+  D: {type: adam, params: D, lr: 1.0e-3}
+train:
+  iterations: 8
+  seed: 3
+  phases:
+    - {name: psnr, until: 4, steps: [{optimizer: G, minimize: {pix: 1.0}}]}
+    - name: gan
+      frozen: [G.head]
+      steps:
+        - {optimizer: D, minimize: {d_loss: 1.0}}
+        - {optimizer: G, minimize: {pix: 1.0, g_gan: {from: 0.0, to: 0.1, over: 4}}}
+data:
+  train: {type: sr, hr: "builtin:photos", crop_size: 16, batch_size: 4}
+logging: {every: 1}
+checkpoints: {every: 4, keep: 2}
+"""
+
+
+def gan_spec(tmp_path: Path) -> Path:
+    return spec_file(tmp_path, GAN_SPEC)
+
+
+def test_gan_phases_freeze_and_compute_the_generator_once(tmp_path: Path) -> None:
+    path = gan_spec(tmp_path)
+    spec = load_spec(path)
+    calls = {"G": 0}
+    import engine.compile.network as network
+
+    real = network.materialize
+
+    def counting(inference, device="cpu"):  # type: ignore[no-untyped-def]
+        module = real(inference, device)
+        if inference.network.name == "G":
+            module.register_forward_hook(lambda *a: calls.__setitem__("G", calls["G"] + 1))
+        return module
+
+    import engine.train.runner as runner
+
+    runner.materialize = counting
+    try:
+        result = run(
+            spec,
+            out=tmp_path / "run",
+            stream=io.StringIO(),
+            live=False,
+            datasets={"train": SyntheticSR()},
+        )
+    finally:
+        runner.materialize = real
+    assert result.iteration == 8
+    recs = [r for r in records(tmp_path / "run") if "loss/d_loss" in r]
+    assert [r["iter"] for r in recs] == [5, 6, 7, 8]
+    assert all(r["phase"] == "gan" for r in recs) and all(
+        math.isfinite(r["loss/g_gan"]) for r in recs
+    )
+    assert calls["G"] == 8  # one generator forward per iteration, shared by the D and G steps
+    folder = tmp_path / "run" / "checkpoints"
+    after = torch.load(folder / "iter_00000008" / "state.pt", weights_only=True)["networks"]["G"]
+    before = torch.load(folder / "iter_00000004" / "state.pt", weights_only=True)["networks"]["G"]
+    assert torch.equal(after["head.weight"], before["head.weight"])  # frozen in the gan phase
+    assert not torch.equal(after["up.weight"], before["up.weight"])
