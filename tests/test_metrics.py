@@ -33,13 +33,20 @@ def test_psnr_with_border_crop_and_y_channel() -> None:
     y = to_y(tensor(img))[0, 0].numpy()[4:-4, 4:-4]
     y_noisy = to_y(tensor(noisy))[0, 0].numpy()[4:-4, 4:-4]
     expected = peak_signal_noise_ratio(y, y_noisy, data_range=1.0)
-    assert psnr(tensor(noisy), tensor(img), crop=4, y_channel=True) == pytest.approx(expected, abs=1e-6)
+    assert psnr(tensor(noisy), tensor(img), crop=4, y_channel=True) == pytest.approx(
+        expected, abs=1e-6
+    )
 
 
 def test_ssim_matches_skimage_gaussian_variant() -> None:
     img, noisy = pair()
     expected = structural_similarity(
-        img, noisy, data_range=1.0, channel_axis=2, gaussian_weights=True, sigma=1.5,
+        img,
+        noisy,
+        data_range=1.0,
+        channel_axis=2,
+        gaussian_weights=True,
+        sigma=1.5,
         use_sample_covariance=False,
     )
     assert ssim(tensor(noisy), tensor(img)) == pytest.approx(expected, abs=2e-3)

@@ -153,7 +153,14 @@ class Expander:
         for input_name, count in channels.items():
             self.graph.add_node(input_name, kind="input", channels=count, loc=doc.loc(("use",)))
             bindings[input_name] = [Source(input_name)]
-        params = data.get("params") if isinstance(data.get("params"), dict) else {}
+        raw = data.get("params") if isinstance(data.get("params"), dict) else {}
+        params = {}
+        for key, value in raw.items():  # `use:` params may be expressions over the globals
+            try:
+                params[key] = substitute(value, self.global_scope)
+            except ExprError as exc:
+                self.diags.error(doc.loc(("params", key)), str(exc))
+                return None
         scope = self._composite_scope(block, params, doc, ("params",), dict(self.global_scope))
         if scope is None:
             return None
@@ -303,7 +310,17 @@ class Expander:
     ) -> Outputs:
         path = ("nodes", name)
         block_name = node.get("block")
+        if is_expression(block_name):  # e.g. block: $"norm" if $bn else "identity"
+            try:
+                block_name = substitute(block_name, scope)
+            except ExprError as exc:
+                self.diags.error(doc.loc((*path, "block")), str(exc))
+                return None
         if not isinstance(block_name, str):
+            if is_expression(node.get("block")):
+                self.diags.error(
+                    doc.loc((*path, "block")), f"'block' must name a block, got {block_name!r}"
+                )
             return None
         entry = self.catalog.get(block_name)
         composite = (
@@ -348,7 +365,9 @@ class Expander:
         outputs: Outputs = None
         previous: Outputs = None
         for i in range(repeat):
-            full = f"{prefix}{name}" if repeat == 1 else f"{prefix}{name}.{i}"
+            # A node with `repeat:` is always indexed, even when it repeats once, so
+            # weight keys do not change shape with the count (body.0 … body.N-1).
+            full = f"{prefix}{name}" if "repeat" not in node else f"{prefix}{name}.{i}"
             inst_scope = {**scope, "index": i}
             params = self._params(raw_params, inst_scope, node_doc)
             if params is None:

@@ -12,7 +12,9 @@ def to_y(img: torch.Tensor) -> torch.Tensor:
     return (16.0 + 65.481 * r + 128.553 * g + 24.966 * b) / 255.0
 
 
-def _prepare(pred: torch.Tensor, target: torch.Tensor, crop: int, y_channel: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _prepare(
+    pred: torch.Tensor, target: torch.Tensor, crop: int, y_channel: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     if pred.shape != target.shape:
         raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} differ")
     pred, target = pred.double().clamp(0, 1), target.double().clamp(0, 1)
@@ -23,7 +25,9 @@ def _prepare(pred: torch.Tensor, target: torch.Tensor, crop: int, y_channel: boo
     return pred, target
 
 
-def psnr(pred: torch.Tensor, target: torch.Tensor, *, crop: int = 0, y_channel: bool = False) -> float:
+def psnr(
+    pred: torch.Tensor, target: torch.Tensor, *, crop: int = 0, y_channel: bool = False
+) -> float:
     """Peak signal-to-noise ratio in dB of images in [0, 1] (mean over the batch)."""
     pred, target = _prepare(pred, target, crop, y_channel)
     mse = ((pred - target) ** 2).flatten(1).mean(1)
@@ -37,7 +41,9 @@ def _gaussian(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
     return (g[:, None] * g[None, :])[None, None]
 
 
-def ssim(pred: torch.Tensor, target: torch.Tensor, *, crop: int = 0, y_channel: bool = False) -> float:
+def ssim(
+    pred: torch.Tensor, target: torch.Tensor, *, crop: int = 0, y_channel: bool = False
+) -> float:
     """Structural similarity (Wang et al. 2004: 11×11 Gaussian σ 1.5, K1 0.01, K2 0.03),
     averaged over channels and the batch; the window is applied without padding."""
     pred, target = _prepare(pred, target, crop, y_channel)
@@ -52,7 +58,9 @@ def ssim(pred: torch.Tensor, target: torch.Tensor, *, crop: int = 0, y_channel: 
     var_x = blur(pred * pred) - mu_x**2
     var_y = blur(target * target) - mu_y**2
     cov = blur(pred * target) - mu_x * mu_y
-    value = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    value = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
+        (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
+    )
     return float(value.mean())
 
 

@@ -103,13 +103,14 @@ class Program:
         losses = {}
         for name in plan.needed:
             needs_grad = bool(self.reach.get(name, set()) & plan.trains)
-            keep_grad = needs_grad or name in grad_later
+            # Networks that some backward will reach through this very computation.
+            backprop = (set(plan.trains) if needs_grad else set()) | grad_later.get(name, set())
             entry = self.cache.get(name)
             if entry is not None and self._valid(name, entry, needs_grad):
                 outputs = entry.outputs
             else:
-                outputs = self._compute(name, plan.trains, keep_grad)
-                self.cache[name] = _Entry(outputs, self._versions(name), keep_grad)
+                outputs = self._compute(name, plan.trains, backprop)
+                self.cache[name] = _Entry(outputs, self._versions(name), bool(backprop))
             if name in plan.weights:
                 losses[name] = outputs["out"]
         return losses
@@ -127,14 +128,15 @@ class Program:
         later = self._grad_later(index, plans)
         return any(n in later and self.reach.get(n, set()) & plan.trains for n in plan.needed)
 
-    def _grad_later(self, index: int, plans: list[StepPlan]) -> set[str]:
-        """Nodes a later step will reuse (nothing they depend on changes before) with grad."""
-        found: set[str] = set()
+    def _grad_later(self, index: int, plans: list[StepPlan]) -> dict[str, set[str]]:
+        """Nodes a later step will reuse with gradients (nothing they depend on changes
+        before it), each with the networks that later step trains."""
+        found: dict[str, set[str]] = {}
         updated: set[str] = set(plans[index].trains)
         for later in plans[index + 1 :]:
             for name in later.needed:
                 if self.reach.get(name, set()) & later.trains and not self.depends[name] & updated:
-                    found.add(name)
+                    found.setdefault(name, set()).update(later.trains)
             updated |= later.trains
         return found
 
@@ -165,14 +167,17 @@ class Program:
                 )
         return args
 
-    def _compute(self, name: str, trains: frozenset[str], grad: bool) -> Values:
+    def _compute(self, name: str, trains: frozenset[str], backprop: set[str]) -> Values:
         attrs = self.training.graph.nodes[name]
         args = self._arguments(name, trains)
         kind = attrs["kind"]
-        with torch.enable_grad() if grad else torch.no_grad():
+        with torch.enable_grad() if backprop else torch.no_grad():
             if kind == "call":
                 net = self.networks[attrs["target"]]
-                with self.autocast():
+                # Under DDP, a network no backward will train through must not wait for
+                # its gradients to be reduced (a GAN's D inside the G step).
+                quiet = attrs["target"] not in backprop and hasattr(net, "no_sync")
+                with self.autocast(), net.no_sync() if quiet else nullcontext():
                     out = net(**{port: values[0] for port, values in args.items()})
                 ports = getattr(_unwrap(net), "output_ports", ("out",))
                 if isinstance(out, dict):

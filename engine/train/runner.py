@@ -44,6 +44,7 @@ class RunResult:
     iteration: int
     interrupted: bool = False
     best: dict[str, float] = field(default_factory=dict)
+    networks: dict[str, nn.Module] = field(default_factory=dict)  # trained (EMA when enabled)
 
 
 @dataclass
@@ -124,6 +125,7 @@ class _Run:
             self.train_cfg.get("precision", "fp32")
         ]
         self.accelerator = Accelerator(
+            cpu=not torch.cuda.is_available(),  # so torchrun on CPUs gives a gloo process group
             mixed_precision=precision,
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
@@ -235,13 +237,14 @@ class _Run:
                 if val
                 else None
             )
-        world, rank = self.accelerator.num_processes, self.accelerator.process_index
-        if world > 1:
-            train_ds = _Shard(train_ds, rank, world)
+        # Every process reads the same global batch (batch_size × processes) and keeps
+        # its own slice: the run then sees exactly the samples a single process with the
+        # global batch would, and every process resumes from the same data position.
+        self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
         train = section.get("train") or {}
         self.loader = make_loader(
             train_ds,
-            batch_size=int(train.get("batch_size", 1)),
+            batch_size=int(train.get("batch_size", 1)) * self.world,
             workers=int(train.get("workers", 0)),
             seed=self.seed,
             shuffle=True,
@@ -407,13 +410,13 @@ class _Run:
                     self.reporter.log(
                         f"interrupted: saved iteration {iteration}; continue with --resume auto"
                     )
-                    return RunResult(self.run_dir, iteration, interrupted=True, best=self.best)
+                    return self._result(iteration, interrupted=True)
                 current = phase_at(self.phases, iteration)
                 if current is not phase:
                     phase = current
                     self._enter_phase(phase)
                 batch = {
-                    k: v.to(self.accelerator.device, non_blocking=True)
+                    k: v[self.rank :: self.world].to(self.accelerator.device, non_blocking=True)
                     for k, v in next(batches).items()
                 }
                 losses = self._iteration(iteration, phase, batch)
@@ -435,7 +438,11 @@ class _Run:
                     self._validate(iteration, phase.name, validation)
                 if iteration % save_every == 0 or iteration == self.total:
                     self._save(iteration, ckpt.rng_state(), self.loader.state_dict())
-        return RunResult(self.run_dir, iteration, best=self.best)
+        return self._result(iteration)
+
+    def _result(self, iteration: int, interrupted: bool = False) -> RunResult:
+        trained = {n: self.ema.get(n, _unwrap(m)) for n, m in self.networks.items()}
+        return RunResult(self.run_dir, iteration, interrupted, dict(self.best), trained)
 
     def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
         while True:
@@ -445,6 +452,11 @@ class _Run:
         self.frozen = {
             id(self.params[n]) for glob in phase.frozen for n in select(glob, self.params)
         }
+        # Frozen parameters stop recording gradients, so DDP sees them as unused.
+        trainable = {n for n, net in self.spec.networks.items() if net.trainable}
+        for name, param in self.params.items():
+            if name.split(".", 1)[0] in trainable:
+                param.requires_grad_(id(param) not in self.frozen)
         self.phase_lr = {}
         for name, lr in phase.lr.items():
             self.phase_lr[name] = lr / float(self.data["optimizers"][name]["lr"])
@@ -578,19 +590,6 @@ class _Run:
                 better = max if key in ("psnr", "ssim") else min
                 self.best[key] = better(self.best.get(key, value), value)
         self.reporter.validation(iteration, phase, values, self.best)
-
-
-class _Shard(torch.utils.data.Dataset):
-    """This process's share of a dataset when several processes train together."""
-
-    def __init__(self, dataset: Any, rank: int, world: int) -> None:
-        self.dataset, self.rank, self.world = dataset, rank, world
-
-    def __len__(self) -> int:
-        return len(self.dataset) // self.world
-
-    def __getitem__(self, index: int) -> Any:
-        return self.dataset[index * self.world + self.rank]
 
 
 def _unwrap(module: nn.Module) -> nn.Module:

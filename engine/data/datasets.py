@@ -1,0 +1,533 @@
+"""The dataset types: ``sr``, ``paired``, ``unpaired``, ``single`` and ``frames``.
+
+Each item is a dict of float32 CxHxW tensors in [0, 1] keyed as the spec's
+``DATASET_PROVIDES`` says. Items are addressed by ``(epoch, index)`` (a plain index
+means epoch 0); all randomness of an item — which file when folders are weighted, the
+crop, flips, degradations — comes from a generator seeded by ``(seed, epoch, index)``,
+so a sample does not depend on the worker that made it or on what came before.
+
+Problems found by looking at the files' headers (unreadable files, images too small
+for the crop, unmatched pairs) are raised — or, with ``on_bad_image: skip``, skipped
+and listed in ``dataset.skipped`` — when the dataset is made, before training starts.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from engine.data import geometry
+from engine.data.degrade import Pipeline
+from engine.data.errors import DataError
+from engine.data.folders import Side, load_side, lr_stem, read_subset
+from engine.data.imageio import probe, read_image
+from engine.data.options import DataOptions, parse_options
+from engine.data.resize import resize
+
+Sample = dict[str, torch.Tensor]
+Key = int | tuple[int, int]
+
+#: Decoded images kept per process (bytes); helps small datasets such as builtin:photos.
+CACHE_BYTES = 256 * 2**20
+
+
+def make_dataset(
+    section: dict[str, Any],
+    *,
+    scale: int,
+    train: bool,
+    seed: int,
+    multiple: int = 1,
+    spec_dir: Path | None = None,
+) -> LoomDataset:
+    """The dataset a ``data.train`` / ``data.val`` section describes; see the module doc."""
+    opts = parse_options(section, train=train, scale=scale)
+    kinds: dict[str, Callable[..., LoomDataset]] = {
+        "sr": SRDataset,
+        "paired": PairedDataset,
+        "unpaired": UnpairedDataset,
+        "single": SingleDataset,
+        "frames": FramesDataset,
+    }
+    return kinds[opts.kind](
+        opts, scale=scale, train=train, seed=seed, multiple=multiple, spec_dir=spec_dir
+    )
+
+
+class LoomDataset(Dataset):
+    """What every dataset type shares: keys, seeding, loading, checks, skipping."""
+
+    provides: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        opts: DataOptions,
+        *,
+        scale: int,
+        train: bool,
+        seed: int,
+        multiple: int,
+        spec_dir: Path | None,
+    ) -> None:
+        self.opts, self.scale, self.train, self.seed = opts, scale, train, seed
+        self.multiple = multiple
+        self.spec_dir = spec_dir
+        self.skipped: list[str] = []  # "file: reason", found when the dataset was made
+        self.sizes: dict[Path, tuple[int, int]] = {}  # (height, width) of every file
+        self._cache: OrderedDict[Path, np.ndarray] = OrderedDict()
+        self._cached_bytes = 0
+        self.align = 1
+        self.degrade: Pipeline | None = None
+
+    # -- what subclasses provide ------------------------------------------------------
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def _sample(self, index: int, rng: np.random.Generator) -> Sample:
+        raise NotImplementedError
+
+    # -- addressing and seeding --------------------------------------------------------
+
+    def __getitem__(self, key: Key) -> Sample:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        n = len(self)
+        if index < 0:
+            raise IndexError(f"negative index {index}")
+        # An index past the end (a small dataset repeated within an epoch) reads item
+        # index % n, with its own random draws.
+        for attempt in range(min(n, 64) if self.opts.skip_bad else 1):
+            rng = np.random.default_rng([self.seed, epoch, index, attempt])
+            try:
+                return self._sample((index + attempt) % n, rng)
+            except DataError as exc:
+                if not self.opts.skip_bad:
+                    raise
+                self.skipped.append(str(exc))
+        raise DataError(f"{self.opts.where}: 64 images in a row could not be read; see above")
+
+    # -- files ---------------------------------------------------------------------------
+
+    def side(self, key: str) -> Side:
+        opts = self.opts
+        side = load_side(
+            key,
+            opts.folders[key],
+            opts.where,
+            self.spec_dir,
+            train=self.train,
+            weights=opts.weights,
+        )
+        if opts.subset:
+            wanted = read_subset(opts.subset, opts.where, self.spec_dir)
+            side.keep([s in wanted or Path(s).name in wanted for s in side.stems])
+            if not side.files:
+                raise DataError(f"{opts.where}.subset: no file of {side.label} is listed in it")
+        return side
+
+    def scan(self, side: Side) -> None:
+        """Read every file's header: unreadable files and their sizes, before training."""
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            results = list(pool.map(_probe_or_error, side.files))
+        ok = []
+        for file, result in zip(side.files, results, strict=True):
+            if isinstance(result, DataError):
+                self.reject(file, str(result), fatal=result)
+                ok.append(False)
+            else:
+                self.sizes[file] = (result[1], result[0])
+                ok.append(True)
+        side.keep(ok)
+        self.require(side)
+
+    def reject(self, file: Path, reason: str, *, fatal: DataError | None = None) -> None:
+        if not self.opts.skip_bad:
+            raise fatal or DataError(reason)
+        self.skipped.append(reason if str(file) in reason else f"{file}: {reason}")
+
+    def require(self, side: Side) -> None:
+        if not side.files:
+            raise DataError(
+                f"{side.label}: no usable images left ({len(self.skipped)} skipped, e.g. "
+                f"{self.skipped[0] if self.skipped else '-'})"
+            )
+
+    def check_size(self, side: Side, region: Callable[[Path], tuple[int, int]]) -> None:
+        ok = []
+        for file in side.files:
+            why = geometry.too_small(region(file), self.opts, self.align, self.multiple)
+            if why:
+                h, w = self.sizes[file]
+                self.reject(
+                    file,
+                    f"image '{file}' is {w}x{h}, {why}; lower the crop, or remove the image "
+                    "(on_bad_image: skip skips such images)",
+                )
+            ok.append(why is None)
+        side.keep(ok)
+        self.require(side)
+
+    def limit(self, side: Side) -> None:
+        if self.opts.max_size is not None and len(side) > self.opts.max_size:
+            side.keep([i < self.opts.max_size for i in range(len(side))])
+
+    def pick(self, side: Side, index: int, rng: np.random.Generator, *, random: bool) -> int:
+        """A file of ``side``: by weight of its folders, at random, or at ``index``."""
+        if self.train and side.weights:
+            weights = np.asarray(side.weights) / sum(side.weights)
+            folder = int(rng.choice(len(weights), p=weights))
+            start = sum(len(f.files) for f in side.folders[:folder])
+            return start + int(rng.integers(len(side.folders[folder].files)))
+        if random and self.train:
+            return int(rng.integers(len(side)))
+        return index % len(side)
+
+    def load(self, file: Path) -> np.ndarray:
+        cached = self._cache.get(file)
+        if cached is not None:
+            self._cache.move_to_end(file)
+            return cached
+        pixels = read_image(file, self.opts.channels)
+        if pixels.nbytes <= CACHE_BYTES // 4:
+            self._cache[file] = pixels
+            self._cached_bytes += pixels.nbytes
+            while self._cached_bytes > CACHE_BYTES:
+                _, old = self._cache.popitem(last=False)
+                self._cached_bytes -= old.nbytes
+        return pixels
+
+    def plan(self, region: tuple[int, int], rng: np.random.Generator) -> geometry.Plan:
+        return geometry.make_plan(
+            region,
+            self.opts,
+            align=self.align,
+            multiple=self.multiple,
+            train=self.train,
+            rng=rng,
+        )
+
+    def match(self, side: Side, found: dict[str, Path], names: tuple[str, str]) -> dict[Path, Path]:
+        """Pair ``side``'s files with ``found`` (stem → file); unmatched files either way
+        are an error, or skipped with ``on_bad_image: skip``."""
+        mine = side.by_stem()
+        missing = [s for s in mine if s not in found]
+        extra = [s for s in found if s not in mine]
+        for stems, have, lack in ((missing, *names), (extra, *names[::-1])):
+            if stems and not self.opts.skip_bad:
+                shown = ", ".join(f"'{s}'" for s in stems[:5]) + (", …" if len(stems) > 5 else "")
+                raise DataError(
+                    f"{self.opts.where}: {len(stems)} files in {have} have no match by stem in "
+                    f"{lack}: {shown}; add the missing files, or set on_bad_image: skip to "
+                    "leave unmatched files out"
+                )
+            self.skipped += [f"{self.opts.where}.{have} '{s}': no match in {lack}" for s in stems]
+        side.keep([s in found for s in side.stems])
+        self.require(side)
+        return {f: found[s] for s, f in zip(side.stems, side.files, strict=True)}
+
+    def check_partners(
+        self,
+        side: Side,
+        partner: dict[Path, Path],
+        check: Callable[[Path, Path], str | None],
+    ) -> None:
+        """Read the partners' headers and drop (or refuse) pairs that ``check`` faults."""
+        ok = []
+        for file in side.files:
+            other = partner[file]
+            if other not in self.sizes:
+                result = _probe_or_error(other)
+                if isinstance(result, DataError):
+                    self.reject(other, str(result), fatal=result)
+                    ok.append(False)
+                    continue
+                self.sizes[other] = (result[1], result[0])
+            why = check(file, other)
+            if why:
+                self.reject(other, why)
+            ok.append(why is None)
+        side.keep(ok)
+        self.require(side)
+
+    def make_lr(self, hr: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """The LR image of an HR crop: degraded (if the spec says so), then resized."""
+        size = (hr.shape[-2] // self.scale, hr.shape[-1] // self.scale)
+        out = self.degrade.run(hr, rng, final_size=size) if self.degrade else hr
+        if tuple(out.shape[-2:]) != size:
+            out = resize(out, size, self.opts.resize_kernel)
+        return out.contiguous()
+
+    def check_crop_multiple(self) -> None:
+        crop = self.opts.crop_size
+        unit = self.align * self.multiple
+        if crop and self.opts.preprocess.crop and crop % unit:
+            raise DataError(
+                f"{self.opts.where}.crop_size {crop} does not fit the network: the input "
+                f"must be a multiple of {self.multiple}, so crop_size must be a multiple of "
+                f"{unit}; use {max(crop // unit, 1) * unit}"
+            )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.opts.where}, {len(self)} items)"
+
+
+def _probe_or_error(file: Path) -> tuple[int, int] | DataError:
+    try:
+        return probe(file)
+    except DataError as exc:
+        return exc
+
+
+def _region_of(sizes: dict[Path, tuple[int, int]], unit: int) -> Callable[[Path], tuple[int, int]]:
+    def region(file: Path) -> tuple[int, int]:
+        h, w = sizes[file]
+        return h // unit * unit, w // unit * unit
+
+    return region
+
+
+class SRDataset(LoomDataset):
+    """HR images; LR from ``lr`` folders (matched by stem) or made from the HR crop."""
+
+    provides = ("lr", "hr")
+
+    def __init__(self, opts: DataOptions, **kw: Any) -> None:
+        super().__init__(opts, **kw)
+        self.align = self.scale
+        self.check_crop_multiple()
+        self.hr = self.side("hr")
+        self.lr_of: dict[Path, Path] = {}
+        if "lr" in opts.folders:
+            self._match(self.side("lr"))
+        self.scan(self.hr)
+        if self.lr_of:
+            self._check_lr_sizes()
+        self.check_size(self.hr, self.region)
+        self.limit(self.hr)
+        self.degrade = Pipeline.parse(opts.degradations, where=f"{opts.where}.degradations")
+
+    def _match(self, lr: Side) -> None:
+        found = {lr_stem(stem, self.scale): f for stem, f in lr.by_stem().items()}
+        self.lr_of = self.match(self.hr, found, ("hr", "lr"))
+
+    def _check_lr_sizes(self) -> None:
+        s = self.scale
+
+        def check(hr: Path, lr: Path) -> str | None:
+            (H, W), (h, w) = self.sizes[hr], self.sizes[lr]
+            if 0 <= H - h * s < s and 0 <= W - w * s < s:
+                return None
+            return (
+                f"lr image '{lr}' is {w}x{h} but its hr image '{hr}' is {W}x{H}; at scale {s} "
+                f"the lr image must be {W // s}x{H // s} (check scale and the lr folder)"
+            )
+
+        self.check_partners(self.hr, self.lr_of, check)
+
+    def region(self, file: Path) -> tuple[int, int]:
+        lr = self.lr_of.get(file)
+        if lr is not None:
+            h, w = self.sizes[lr]
+            return h * self.scale, w * self.scale
+        h, w = self.sizes[file]
+        return h // self.scale * self.scale, w // self.scale * self.scale
+
+    def __len__(self) -> int:
+        return len(self.hr)
+
+    def _sample(self, index: int, rng: np.random.Generator) -> Sample:
+        file = self.hr.files[self.pick(self.hr, index, rng, random=False)]
+        plan = self.plan(self.region(file), rng)
+        hr = geometry.apply(self.load(file), plan)
+        lr_file = self.lr_of.get(file)
+        if lr_file is not None:
+            return {"lr": geometry.apply(self.load(lr_file), plan, self.scale), "hr": hr}
+        return {"lr": self.make_lr(hr, rng), "hr": hr}
+
+
+class PairedDataset(LoomDataset):
+    """A and B images of the same size, matched by stem, or side-by-side AB images."""
+
+    provides = ("A", "B")
+
+    def __init__(self, opts: DataOptions, **kw: Any) -> None:
+        super().__init__(opts, **kw)
+        self.check_crop_multiple()
+        self.side_by_side = "folder" in opts.folders
+        self.a = self.side("folder" if self.side_by_side else "A")
+        self.b_of: dict[Path, Path] = {}
+        if not self.side_by_side:
+            self.b_of = self.match(self.a, self.side("B").by_stem(), ("A", "B"))
+        self.scan(self.a)
+        if not self.side_by_side:
+            self._check_b()
+        self.check_size(self.a, self.region)
+        self.limit(self.a)
+
+    def _check_b(self) -> None:
+        def check(a: Path, b: Path) -> str | None:
+            (ha, wa), (hb, wb) = self.sizes[a], self.sizes[b]
+            if (ha, wa) == (hb, wb):
+                return None
+            return (
+                f"B image '{b}' is {wb}x{hb} but its A image '{a}' is {wa}x{ha}; paired "
+                "images must have the same size"
+            )
+
+        self.check_partners(self.a, self.b_of, check)
+
+    def region(self, file: Path) -> tuple[int, int]:
+        h, w = self.sizes[file]
+        return (h, w // 2) if self.side_by_side else (h, w)
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    def _sample(self, index: int, rng: np.random.Generator) -> Sample:
+        file = self.a.files[self.pick(self.a, index, rng, random=False)]
+        plan = self.plan(self.region(file), rng)
+        if self.side_by_side:
+            pixels = self.load(file)
+            half = pixels.shape[1] // 2
+            a, b = pixels[:, :half], pixels[:, half : 2 * half]
+        else:
+            a, b = self.load(file), self.load(self.b_of[file])
+        return {"A": geometry.apply(a, plan), "B": geometry.apply(b, plan)}
+
+
+class UnpairedDataset(LoomDataset):
+    """A and B independent; in training, each item's B is drawn at random."""
+
+    provides = ("A", "B")
+
+    def __init__(self, opts: DataOptions, **kw: Any) -> None:
+        super().__init__(opts, **kw)
+        self.check_crop_multiple()
+        self.a, self.b = self.side("A"), self.side("B")
+        for side in (self.a, self.b):
+            self.scan(side)
+            self.check_size(side, _region_of(self.sizes, 1))
+            self.limit(side)
+
+    def __len__(self) -> int:
+        return max(len(self.a), len(self.b))
+
+    def _sample(self, index: int, rng: np.random.Generator) -> Sample:
+        out = {}
+        for key, side, random in (("A", self.a, False), ("B", self.b, True)):
+            file = side.files[self.pick(side, index, rng, random=random)]
+            plan = self.plan(self.sizes[file], rng)
+            out[key] = geometry.apply(self.load(file), plan)
+        return out
+
+
+class SingleDataset(LoomDataset):
+    """One folder of images (inference, or self-supervised targets)."""
+
+    provides = ("x",)
+
+    def __init__(self, opts: DataOptions, **kw: Any) -> None:
+        super().__init__(opts, **kw)
+        self.check_crop_multiple()
+        self.x = self.side("folder")
+        self.scan(self.x)
+        self.check_size(self.x, _region_of(self.sizes, 1))
+        self.limit(self.x)
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def _sample(self, index: int, rng: np.random.Generator) -> Sample:
+        file = self.x.files[self.pick(self.x, index, rng, random=False)]
+        return {"x": geometry.apply(self.load(file), self.plan(self.sizes[file], rng))}
+
+
+class FramesDataset(LoomDataset):
+    """Windows of ``frames`` consecutive frames: ``lr`` (T x C x h x w), ``hr`` the centre.
+
+    Each sub-folder holding images is one sequence, its frames in file-name order.
+    LR frames come from ``lr`` folders with the same layout, or are made from the HR
+    frames (each with the same degradation draws). In training a window is read
+    backwards half of the time (``reverse``) and with a random ``frame_skip``.
+    """
+
+    provides = ("lr", "hr")
+
+    def __init__(self, opts: DataOptions, **kw: Any) -> None:
+        super().__init__(opts, **kw)
+        self.align = self.scale
+        self.check_crop_multiple()
+        self.hr = self.side("hr")
+        self.scan(self.hr)
+        self.lr_of: dict[Path, Path] = {}
+        if "lr" in opts.folders:
+            found = {lr_stem(s, self.scale): f for s, f in self.side("lr").by_stem().items()}
+            self.lr_of = self.match(self.hr, found, ("hr", "lr"))
+            self.check_partners(self.hr, self.lr_of, lambda hr, lr: None)
+        self.check_size(self.hr, self.region)
+        self.sequences = self._sequences()
+        span = opts.frames
+        self.windows = [
+            (q, c) for q, seq in enumerate(self.sequences) for c in range(len(seq) - span + 1)
+        ]
+        if not self.windows:
+            raise DataError(
+                f"{opts.where}.hr: no sequence has {span} frames (frames: {span}); each "
+                "sub-folder of frames is one sequence"
+            )
+        if opts.max_size is not None:
+            self.windows = self.windows[: opts.max_size]
+        self.degrade = Pipeline.parse(opts.degradations, where=f"{opts.where}.degradations")
+
+    def _sequences(self) -> list[list[Path]]:
+        groups: dict[Path, list[Path]] = {}
+        for file in self.hr.files:
+            groups.setdefault(file.parent, []).append(file)
+        return [sorted(files, key=lambda f: f.name) for _, files in sorted(groups.items())]
+
+    def region(self, file: Path) -> tuple[int, int]:
+        lr = self.lr_of.get(file)
+        h, w = self.sizes[lr] if lr else self.sizes[file]
+        s = self.scale
+        return (h * s, w * s) if lr else (h // s * s, w // s * s)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def _sample(self, index: int, rng: np.random.Generator) -> Sample:
+        seq_index, start = self.windows[index]
+        seq, span = self.sequences[seq_index], self.opts.frames
+        lo, hi = self.opts.frame_skip
+        skip = int(rng.integers(lo, hi + 1)) if self.train else lo
+        skip = max(1, min(skip, (len(seq) - 1) // max(span - 1, 1)))
+        start = min(start, len(seq) - 1 - skip * (span - 1))
+        chosen = seq[start : start + skip * (span - 1) + 1 : skip]
+        if self.train and self.opts.reverse and rng.random() < 0.5:
+            chosen = chosen[::-1]
+        regions = {self.region(f) for f in chosen}
+        if len(regions) > 1:
+            raise DataError(f"frames of one sequence differ in size near '{chosen[0]}'")
+        plan = self.plan(regions.pop(), rng)
+        hr = [geometry.apply(self.load(f), plan) for f in chosen]
+        if self.lr_of:
+            lr = [geometry.apply(self.load(self.lr_of[f]), plan, self.scale) for f in chosen]
+        else:
+            state = rng.bit_generator.state
+            lr = []
+            for frame in hr:  # the same degradation draws for every frame of the window
+                rng.bit_generator.state = state
+                lr.append(self.make_lr(frame, rng))
+        return {"lr": torch.stack(lr), "hr": hr[len(hr) // 2]}
+
+
+def describe(dataset: LoomDataset) -> str:
+    """One line for the run log: type, size, what was skipped."""
+    skipped = f", {len(dataset.skipped)} files skipped" if dataset.skipped else ""
+    return f"{dataset.opts.where}: {dataset.opts.kind}, {len(dataset)} items{skipped}"

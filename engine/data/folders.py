@@ -1,0 +1,162 @@
+"""Folders of images: resolving a folder value, listing its images, matching by stem.
+
+A folder value is ``builtin:NAME`` (made by :mod:`engine.data.builtin`), an absolute
+path, or a path relative to the spec file's folder, then to the working directory.
+Folders are listed recursively in sorted order; a file's *stem* is its path relative
+to the folder without the extension (``sub/0001``), which is what pairs match on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.data.errors import DataError
+from engine.data.imageio import EXTENSIONS, is_image
+
+BUILTIN = "builtin:"
+
+
+@dataclass(frozen=True)
+class Folder:
+    """One listed folder: where it came from (``data.train.hr[1]``) and its images."""
+
+    label: str
+    value: str
+    path: Path
+    files: tuple[Path, ...]
+
+    def stem(self, file: Path) -> str:
+        return file.relative_to(self.path).with_suffix("").as_posix()
+
+
+@dataclass
+class Side:
+    """The images of one dataset key (``hr``, ``A``, …): one or more folders, concatenated."""
+
+    key: str
+    label: str
+    folders: list[Folder]
+    weights: tuple[float, ...] | None = None
+    files: list[Path] = field(default_factory=list)
+    stems: list[str] = field(default_factory=list)
+    origin: list[int] = field(default_factory=list)  # the folder each file came from
+
+    def __post_init__(self) -> None:
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.files, self.stems, self.origin = [], [], []
+        for i, folder in enumerate(self.folders):
+            self.files += folder.files
+            self.stems += [folder.stem(f) for f in folder.files]
+            self.origin += [i] * len(folder.files)
+
+    def keep(self, wanted: Sequence[bool]) -> None:
+        """Drop the files whose flag is False (bad images, unmatched, beyond max_size)."""
+        drop = {f for f, ok in zip(self.files, wanted, strict=True) if not ok}
+        self.folders = [
+            Folder(d.label, d.value, d.path, tuple(f for f in d.files if f not in drop))
+            for d in self.folders
+        ]
+        self.refresh()
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def by_stem(self) -> dict[str, Path]:
+        seen: dict[str, Path] = {}
+        for stem, file in zip(self.stems, self.files, strict=True):
+            if stem in seen:
+                raise DataError(
+                    f"{self.label}: two files share the stem '{stem}' ('{seen[stem]}' and "
+                    f"'{file}'); pairs are matched by stem, so rename one"
+                )
+            seen[stem] = file
+        return seen
+
+
+def resolve(value: str, label: str, spec_dir: Path | None, *, train: bool) -> Path:
+    """The folder a spec value names; raises DataError naming the places looked in."""
+    if value.startswith(BUILTIN):
+        from engine.data.builtin import materialize
+
+        return materialize(value[len(BUILTIN) :], train=train, label=label)
+    path = Path(os.path.expandvars(value)).expanduser()
+    candidates = [path] if path.is_absolute() else []
+    if not path.is_absolute():
+        candidates = [spec_dir / path] if spec_dir is not None else []
+        candidates.append(Path.cwd() / path)
+    for candidate in candidates:
+        if candidate.is_dir():
+            return candidate
+        if candidate.exists():
+            raise DataError(f"{label}: '{value}' is a file, not a folder of images")
+    looked = " and ".join(f"'{c}'" for c in dict.fromkeys(candidates))
+    raise DataError(f"{label}: folder '{value}' does not exist (looked in {looked})")
+
+
+def list_images(path: Path, label: str, value: str) -> tuple[Path, ...]:
+    """Every image under ``path`` (recursively, hidden entries skipped), sorted."""
+    found: list[Path] = []
+    others: list[str] = []
+    for root, dirs, names in os.walk(path, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in names:
+            file = Path(root) / name
+            if is_image(file):
+                found.append(file)
+            elif not name.startswith("."):
+                others.append(name)
+    if not found:
+        kinds = ", ".join(e.lstrip(".") for e in EXTENSIONS)
+        extra = (
+            f" (it holds {len(others)} other files, e.g. '{sorted(others)[0]}')" if others else ""
+        )
+        raise DataError(f"{label}: folder '{value}' has no images ({kinds}){extra}")
+    return tuple(sorted(found, key=lambda f: f.relative_to(path).as_posix()))
+
+
+def load_side(
+    key: str,
+    values: Sequence[str],
+    where: str,
+    spec_dir: Path | None,
+    *,
+    train: bool,
+    weights: tuple[float, ...] | None,
+) -> Side:
+    folders = []
+    for i, value in enumerate(values):
+        label = f"{where}.{key}" + (f"[{i}]" if len(values) > 1 else "")
+        path = resolve(value, label, spec_dir, train=train)
+        folders.append(Folder(label, value, path, list_images(path, label, value)))
+    use_weights = weights if len(values) > 1 else None
+    return Side(key, f"{where}.{key}", folders, use_weights)
+
+
+def read_subset(value: str, where: str, spec_dir: Path | None) -> set[str]:
+    """The stems a subset file lists (one per line; '#' comments; extensions ignored)."""
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        tried = [spec_dir / path] if spec_dir else []
+        path = next((p for p in [*tried, Path.cwd() / path] if p.is_file()), path)
+    if not path.is_file():
+        raise DataError(f"{where}.subset: file '{value}' does not exist")
+    stems = set()
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name = Path(line)
+            stems.add(
+                name.with_suffix("").as_posix() if name.suffix.lower() in EXTENSIONS else line
+            )
+    return stems
+
+
+def lr_stem(stem: str, scale: int) -> str:
+    """An LR file's stem without the DIV2K-style scale suffix: ``0001x4`` → ``0001``."""
+    return re.sub(rf"x{scale}$", "", stem) if scale > 1 else stem

@@ -1,0 +1,578 @@
+"""The data pipeline as a user meets it: folders in, exact tensors out, clear errors.
+
+Images are small and made in tmp_path; built-in data is made once per machine (cached).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageOps
+
+from engine.data import DataError, make_dataset, make_loader
+from engine.data.builtin import PHOTOS, VAL
+from engine.data.imageio import read_image, to_tensor
+from engine.data.resize import resize
+
+
+def noise_image(h: int, w: int, seed: int = 0, channels: int = 3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (h, w, channels), dtype=np.uint8).squeeze()
+
+
+def save(path: Path, pixels: np.ndarray, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).save(path, **kw)
+    return path
+
+
+def folder_of(tmp: Path, name: str, images: dict[str, np.ndarray]) -> Path:
+    for stem, pixels in images.items():
+        save(tmp / name / f"{stem}.png", pixels)
+    return tmp / name
+
+
+def sr(tmp: Path, **section):
+    opts = {"type": "sr", **section}
+    scale = opts.pop("scale", 2)
+    train = opts.pop("train", True)
+    multiple = opts.pop("multiple", 1)
+    return make_dataset(opts, scale=scale, train=train, seed=0, multiple=multiple, spec_dir=tmp)
+
+
+def as_uint8(t: torch.Tensor) -> np.ndarray:
+    return (t.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8).squeeze()
+
+
+# -- built-in data ---------------------------------------------------------------------
+
+
+def test_builtin_photos_split_into_train_and_val(tmp_path: Path) -> None:
+    train = make_dataset(
+        {"type": "single", "folder": "builtin:photos"}, scale=1, train=True, seed=0
+    )
+    val = make_dataset({"type": "single", "folder": "builtin:photos"}, scale=1, train=False, seed=0)
+    named = make_dataset(
+        {"type": "single", "folder": "builtin:photos/val"}, scale=1, train=True, seed=0
+    )
+    stems = lambda ds: {f.stem for f in ds.x.files}  # noqa: E731
+    assert stems(val) == stems(named) == set(VAL)
+    assert stems(train) == set(PHOTOS) - set(VAL)
+    photo = val[0]["x"]
+    assert photo.shape[0] == 3 and min(photo.shape[1:]) >= 256
+    assert photo.std() > 0.1  # a real photograph, not a placeholder
+
+
+def test_builtin_edges_pair_with_photos_by_stem() -> None:
+    ds = make_dataset(
+        {"type": "paired", "A": "builtin:edges", "B": "builtin:photos"},
+        scale=1,
+        train=False,
+        seed=0,
+    )
+    sample = ds[0]
+    edges, photo = sample["A"], sample["B"]
+    assert edges.shape == photo.shape
+    values = set(torch.unique(edges).tolist())
+    assert values == {0.0, 1.0}  # black lines on white
+    assert 0.02 < (edges == 0).float().mean() < 0.3
+
+
+def test_builtin_cartoon_is_flat_colours_with_dark_outlines() -> None:
+    photo = make_dataset(
+        {"type": "single", "folder": "builtin:photos_faces/val"}, scale=1, train=False, seed=0
+    )[0]["x"]
+    cartoon = make_dataset(
+        {"type": "single", "folder": "builtin:cartoon_faces/val"}, scale=1, train=False, seed=0
+    )[0]["x"]
+    assert cartoon.shape == photo.shape
+
+    def colours(t: torch.Tensor) -> int:
+        return len(np.unique(as_uint8(t).reshape(-1, 3), axis=0))
+
+    assert colours(cartoon) * 5 < colours(photo)
+    dark = cartoon.mean(0) < 0.2
+    assert dark.float().mean() > 0.02  # outlines
+
+
+def test_builtin_pans_are_exact_whole_pixel_camera_moves() -> None:
+    ds = make_dataset(
+        {"type": "frames", "hr": "builtin:pans", "frames": 7}, scale=1, train=False, seed=0
+    )
+    frames = ds[0]["lr"]  # scale 1: lr holds the window itself
+    a, b, c = frames[0], frames[1], frames[2]
+
+    def shift_between(x: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+        n = x.shape[-1]
+        for dy in range(-6, 7):
+            for dx in range(-6, 7):
+                xs = x[:, max(dy, 0) : n + min(dy, 0), max(dx, 0) : n + min(dx, 0)]
+                ys = y[:, max(-dy, 0) : n + min(-dy, 0), max(-dx, 0) : n + min(-dx, 0)]
+                if torch.equal(xs, ys):
+                    return dy, dx
+        raise AssertionError("no whole-pixel shift maps one frame onto the next")
+
+    assert shift_between(a, b) == shift_between(b, c) != (0, 0)
+    assert torch.equal(ds[0]["hr"], frames[3])  # the middle frame is exact
+
+
+def test_unknown_builtin_name_suggests_the_right_one() -> None:
+    with pytest.raises(DataError, match=r"unknown built-in data 'builtin:photo' \(did you mean"):
+        make_dataset({"type": "sr", "hr": "builtin:photo"}, scale=2, train=True, seed=0)
+
+
+# -- sr ---------------------------------------------------------------------------------
+
+
+def test_sr_lr_made_on_the_fly_is_the_bicubic_downscale_of_the_hr_crop(tmp_path: Path) -> None:
+    folder_of(tmp_path, "hr", {"a": noise_image(70, 90)})
+    ds = sr(tmp_path, hr="hr", crop_size=32, scale=4, flip=False)
+    s = ds[0]
+    assert s["hr"].shape == (3, 32, 32) and s["lr"].shape == (3, 8, 8)
+    expected = resize(s["hr"], (8, 8), "bicubic")
+    assert torch.allclose(s["lr"], expected, atol=1e-6)
+    pil = Image.fromarray(as_uint8(s["hr"])).resize((8, 8), Image.BICUBIC)
+    assert (
+        np.abs(np.asarray(pil, np.float32) / 255 - s["lr"].permute(1, 2, 0).numpy()).max() < 2 / 255
+    )
+
+
+def test_sr_lr_folder_crops_align_at_the_scale_under_flips_and_rotations(tmp_path: Path) -> None:
+    lr = noise_image(20, 20)
+    hr = np.kron(lr, np.ones((3, 3, 1), np.uint8))  # every LR pixel is a 3x3 HR block
+    folder_of(tmp_path, "hr", {"0001": hr, "0002": hr[::-1].copy()})
+    folder_of(tmp_path, "lr", {"0001x3": lr, "0002x3": lr[::-1].copy()})  # DIV2K names
+    ds = sr(tmp_path, hr="hr", lr="lr", scale=3, crop_size=30, flip=True, rotate=True)
+    seen = set()
+    for i in range(40):
+        s = ds[(i, i % 2)]
+        assert s["lr"].shape == (3, 10, 10) and s["hr"].shape == (3, 30, 30)
+        up = s["lr"].repeat_interleave(3, -1).repeat_interleave(3, -2)
+        assert torch.equal(up, s["hr"])  # same place, same flips
+        seen.add(tuple(s["hr"][0, :3, :3].flatten().tolist()))
+    assert len(seen) > 20  # crops and orientations vary
+
+
+def test_flips_and_rotations_apply_identically_to_paired_sides(tmp_path: Path) -> None:
+    img = noise_image(16, 16)
+    folder_of(tmp_path, "A", {"x": img})
+    folder_of(tmp_path, "B", {"x": 255 - img})
+    ds = make_dataset(
+        {"type": "paired", "A": "A", "B": "B", "flip": True, "rotate": True},
+        scale=1,
+        train=True,
+        seed=3,
+        spec_dir=tmp_path,
+    )
+    original = to_tensor(img)
+    dihedral = [original, original.flip(-1), original.flip(-2), original.transpose(-1, -2)]
+    dihedral += [t.flip(-1).flip(-2) for t in dihedral[:1]] + [original.flip(-1).transpose(-1, -2)]
+    found = set()
+    for i in range(30):
+        s = ds[(i, 0)]
+        assert torch.allclose(s["A"] + s["B"], torch.ones_like(s["A"]))
+        found.add(bytes(as_uint8(s["A"]).tobytes()))
+    assert len(found) >= 5  # of the 8 orientations
+
+
+def test_validation_is_deterministic_full_images_modcropped_to_scale_and_multiple(
+    tmp_path: Path,
+) -> None:
+    folder_of(tmp_path, "hr", {"a": noise_image(70, 90)})
+    ds = sr(tmp_path, hr="hr", crop_size=32, scale=2, train=False, multiple=8)
+    s = ds[0]
+    # the network's input (LR) must be a multiple of 8: LR 32x40 → HR 64x80
+    assert s["lr"].shape == (3, 32, 40) and s["hr"].shape == (3, 64, 80)
+    assert torch.equal(s["hr"], to_tensor(noise_image(70, 90)[:64, :80]))
+    assert torch.equal(ds[0]["lr"], s["lr"])
+
+
+def test_same_seed_epoch_and_index_give_the_same_sample(tmp_path: Path) -> None:
+    folder_of(tmp_path, "hr", {"a": noise_image(64, 64)})
+    ds = sr(tmp_path, hr="hr", crop_size=16, flip=True, rotate=True)
+    assert torch.equal(ds[(3, 0)]["hr"], ds[(3, 0)]["hr"])
+    crops = {as_uint8(ds[(e, 0)]["hr"]).tobytes() for e in range(10)}
+    assert len(crops) > 5
+
+
+# -- paired, unpaired, single -------------------------------------------------------------
+
+
+def test_side_by_side_ab_images_split_in_halves(tmp_path: Path) -> None:
+    a, b = noise_image(32, 32, 1), noise_image(32, 32, 2)
+    folder_of(tmp_path, "ab", {"x": np.concatenate([a, b], axis=1)})
+    ds = make_dataset(
+        {"type": "paired", "folder": "ab"}, scale=1, train=False, seed=0, spec_dir=tmp_path
+    )
+    s = ds[0]
+    assert torch.equal(s["A"], to_tensor(a)) and torch.equal(s["B"], to_tensor(b))
+
+
+def test_unpaired_draws_b_at_random_in_training_and_in_order_in_validation(tmp_path: Path) -> None:
+    folder_of(tmp_path, "A", {f"a{i}": np.full((8, 8, 3), i, np.uint8) for i in range(3)})
+    folder_of(tmp_path, "B", {f"b{i}": np.full((8, 8, 3), 100 + i, np.uint8) for i in range(5)})
+    section = {"type": "unpaired", "A": "A", "B": "B"}
+    train = make_dataset(section, scale=1, train=True, seed=0, spec_dir=tmp_path)
+    val = make_dataset(section, scale=1, train=False, seed=0, spec_dir=tmp_path)
+    assert len(train) == 5
+    b_of = lambda s: round(float(s["B"][0, 0, 0]) * 255) - 100  # noqa: E731
+    assert [b_of(val[i]) for i in range(5)] == [0, 1, 2, 3, 4]
+    assert len({b_of(train[(e, 0)]) for e in range(20)}) >= 4
+
+
+def test_weights_sample_folders_four_to_one(tmp_path: Path) -> None:
+    folder_of(tmp_path, "scenery", {f"s{i}": np.zeros((8, 8, 3), np.uint8) for i in range(2)})
+    folder_of(tmp_path, "faces", {f"f{i}": np.full((8, 8, 3), 255, np.uint8) for i in range(6)})
+    folder_of(tmp_path, "photos", {"p": np.zeros((8, 8, 3), np.uint8)})
+    ds = make_dataset(
+        {"type": "unpaired", "A": "photos", "B": ["scenery", "faces"], "weights": [4, 1]},
+        scale=1,
+        train=True,
+        seed=0,
+        spec_dir=tmp_path,
+    )
+    faces = sum(float(ds[(0, i % len(ds))]["B"].mean()) for i in range(0)) + sum(
+        float(ds[(e, 0)]["B"].mean()) for e in range(500)
+    )
+    assert 0.14 < faces / 500 < 0.26  # 1 in 5, although faces has 3x the files
+
+
+def test_single_folder_with_gray_channels_max_size_and_subset(tmp_path: Path) -> None:
+    folder_of(tmp_path, "x", {f"{i:02d}": noise_image(8, 8, i) for i in range(6)})
+    (tmp_path / "subset.txt").write_text("01\n03.png\n# comment\n05\n")
+    ds = make_dataset(
+        {"type": "single", "folder": "x", "channels": 1, "subset": "subset.txt", "max_size": 2},
+        scale=1,
+        train=False,
+        seed=0,
+        spec_dir=tmp_path,
+    )
+    assert [f.stem for f in ds.x.files] == ["01", "03"]
+    luma = noise_image(8, 8, 1).astype(np.float32) @ np.array([0.299, 0.587, 0.114])
+    assert ds[0]["x"].shape == (1, 8, 8)
+    assert np.abs(ds[0]["x"][0].numpy() * 255 - luma).max() <= 0.5 + 1e-3
+
+
+# -- preprocess modes ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "extra", "shape"),
+    [
+        ("crop", {"crop_size": 16}, (16, 16)),
+        ("center_crop", {"crop_size": 16}, (16, 16)),
+        ("resize_and_crop", {"load_size": 40, "crop_size": 32}, (32, 32)),
+        ("resize", {"load_size": 24}, (24, 24)),
+        ("scale_width", {"load_size": 30}, (20, 30)),
+        ("scale_width_and_crop", {"load_size": 30, "crop_size": 16}, (16, 16)),
+        ("scale_shortside_and_center_crop", {"load_size": 20, "crop_size": 20}, (20, 20)),
+        ("none", {}, (40, 56)),
+    ],
+)
+def test_preprocess_modes_give_the_documented_sizes(
+    tmp_path: Path, mode: str, extra: dict, shape: tuple[int, int]
+) -> None:
+    img = noise_image(42, 60)
+    folder_of(tmp_path, "x", {"a": img})
+    section = {"type": "single", "folder": "x", "preprocess": mode, "flip": False, **extra}
+    ds = make_dataset(section, scale=1, train=True, seed=0, multiple=8, spec_dir=tmp_path)
+    out = ds[0]["x"]
+    assert tuple(out.shape[1:]) == shape
+    if mode == "center_crop":
+        assert torch.equal(out, to_tensor(img[13:29, 22:38]))
+    if mode == "none":  # cropped to the network's multiple, not resampled
+        assert torch.equal(out, to_tensor(img[:40, :56]))
+    if mode == "resize":
+        assert torch.allclose(out, resize(to_tensor(img), (24, 24)), atol=1e-6)
+
+
+def test_lr_crop_size_sets_the_hr_crop(tmp_path: Path) -> None:
+    folder_of(tmp_path, "hr", {"a": noise_image(64, 64)})
+    s = sr(tmp_path, hr="hr", lr_crop_size=12, scale=4)[0]
+    assert s["lr"].shape == (3, 12, 12) and s["hr"].shape == (3, 48, 48)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"crop_size": 30}, r"crop_size 30 \(the HR crop\) is not a multiple of the scale 4"),
+        ({"crop_size": 32, "lr_crop_size": 4}, r"crop_size 32 \(HR\) and lr_crop_size 4 disagree"),
+        ({"A": "x"}, r"data.train.A: type 'sr' does not read 'A'"),
+        ({"preprocess": "resize_and_crop", "crop_size": 8}, r"set load_size"),
+        ({"preprocess": "zoom", "crop_size": 8}, r"unknown mode 'zoom'"),
+        ({"weights": [1, 2]}, r"every side has one folder"),
+        ({"crop_size": 8}, r"crop_size 8 does not fit the network.*multiple of 16; use 16"),
+    ],
+)
+def test_bad_settings_name_the_option(tmp_path: Path, section: dict, message: str) -> None:
+    folder_of(tmp_path, "hr", {"a": noise_image(64, 64)})
+    with pytest.raises(DataError, match=message):
+        sr(tmp_path, hr="hr", scale=4, multiple=4, **section)
+
+
+# -- image files ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("suffix", "kw", "tolerance"),
+    [
+        (".png", {}, 0),
+        (".bmp", {}, 0),
+        (".tif", {}, 0),
+        (".webp", {"lossless": True}, 0),
+        (".jpg", {"quality": 95}, 40),
+    ],
+)
+def test_formats_read_as_rgb(tmp_path: Path, suffix: str, kw: dict, tolerance: int) -> None:
+    img = np.kron(noise_image(4, 4), np.ones((4, 4, 1), np.uint8))
+    path = save(tmp_path / f"a{suffix}", img, **kw)
+    out = read_image(path, 3)
+    assert out.shape == (16, 16, 3) and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - img).max() <= tolerance
+
+
+def _png16(pixels: np.ndarray, filters: list[int]) -> bytes:
+    """A 16-bit PNG written with the given row filters (to test every unfilter path)."""
+    h, w, c = pixels.shape
+    raw = pixels.astype(">u2").tobytes()
+    stride, bpp = w * c * 2, c * 2
+    rows = np.frombuffer(raw, np.uint8).reshape(h, stride).astype(np.int32)
+    out = []
+    for y in range(h):
+        x = rows[y]
+        up = rows[y - 1] if y else np.zeros_like(x)
+        left = np.concatenate([np.zeros(bpp, np.int32), x[:-bpp]])
+        ul = np.concatenate([np.zeros(bpp, np.int32), up[:-bpp]])
+        p = left + up - ul
+        pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - ul)
+        paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, ul))
+        kind = filters[y % len(filters)]
+        pred = [0, left, up, (left + up) // 2, paeth][kind]
+        out.append(bytes([kind]) + ((x - pred) & 0xFF).astype(np.uint8).tobytes())
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    color = {1: 0, 2: 4, 3: 2, 4: 6}[c]
+    header = struct.pack(">IIBBBBB", w, h, 16, color, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"".join(out)))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_16_bit_png_keeps_full_precision(tmp_path: Path, channels: int) -> None:
+    pixels = np.random.default_rng(0).integers(0, 65536, (9, 11, channels), dtype=np.uint16)
+    path = tmp_path / "deep.png"
+    path.write_bytes(_png16(pixels, [0, 1, 2, 3, 4]))
+    out = read_image(path, channels)
+    assert out.dtype == np.uint16
+    assert np.array_equal(out, pixels)
+    assert torch.equal(to_tensor(out), torch.from_numpy(pixels.transpose(2, 0, 1)) / 65535.0)
+
+
+def test_16_bit_gray_png_and_rgb_tiff(tmp_path: Path) -> None:
+    import tifffile
+
+    gray = np.random.default_rng(1).integers(0, 65536, (6, 7), dtype=np.uint16)
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    assert np.array_equal(read_image(tmp_path / "g.png", 1)[:, :, 0], gray)
+    rgb = np.random.default_rng(2).integers(0, 65536, (6, 7, 3), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "c.tif", rgb, photometric="rgb")
+    assert np.array_equal(read_image(tmp_path / "c.tif", 3), rgb)
+    as_rgb = read_image(tmp_path / "g.png", 3)
+    assert as_rgb.shape == (6, 7, 3) and np.array_equal(as_rgb[:, :, 2], gray)
+
+
+def test_rgba_composites_on_white_or_keeps_alpha(tmp_path: Path) -> None:
+    rgba = np.zeros((2, 2, 4), np.uint8)
+    rgba[0, 0] = (255, 0, 0, 255)  # opaque red
+    rgba[0, 1] = (255, 0, 0, 0)  # transparent
+    rgba[1, 0] = (0, 0, 0, 128)  # half black
+    path = save(tmp_path / "a.png", rgba)
+    rgb = read_image(path, 3)
+    assert rgb[0, 0].tolist() == [255, 0, 0]
+    assert rgb[0, 1].tolist() == [255, 255, 255]
+    assert rgb[1, 0].tolist() == [127, 127, 127]
+    assert np.array_equal(read_image(path, 4), rgba)
+    opaque = read_image(save(tmp_path / "b.png", noise_image(2, 2)), 4)
+    assert opaque[:, :, 3].min() == 255
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_honoured(tmp_path: Path, orientation: int) -> None:
+    img = Image.fromarray(noise_image(5, 8))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "o.jpg"
+    img.save(path, exif=exif, quality=100, subsampling=0)
+    with Image.open(path) as im:
+        expected = np.asarray(ImageOps.exif_transpose(im))
+    assert np.array_equal(read_image(path, 3), expected)
+
+
+# -- bad data ---------------------------------------------------------------------------------
+
+
+def _corpus(tmp: Path) -> Path:
+    good = folder_of(tmp, "data", {f"good{i}": noise_image(40, 40, i) for i in range(3)})
+    return good
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: (d / "zero.png").write_bytes(b""), r"corrupt image '.*zero.png' \(empty file"),
+        (
+            lambda d: (d / "junk.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png"),
+            r"corrupt image '.*junk.png' \(cannot identify image file\); .*on_bad_image: skip",
+        ),
+        (
+            lambda d: save(d / "tiny.png", noise_image(10, 12)),
+            r"image '.*tiny.png' is 12x10, smaller than crop_size 16 \(data.train.crop_size\)",
+        ),
+    ],
+    ids=["zero_byte", "corrupt_png", "tiny"],
+)
+def test_bad_files_are_named_when_the_dataset_is_made(tmp_path: Path, make, message) -> None:
+    folder = _corpus(tmp_path)
+    make(folder)
+    with pytest.raises(DataError, match=message):
+        sr(tmp_path, hr="data", crop_size=16)
+    skipping = sr(tmp_path, hr="data", crop_size=16, on_bad_image="skip")
+    assert len(skipping) == 3 and len(skipping.skipped) == 1
+
+
+def test_truncated_jpeg_fails_on_reading_even_in_a_worker(tmp_path: Path) -> None:
+    folder = _corpus(tmp_path)
+    save(folder / "cut.jpg", noise_image(64, 64), quality=90)
+    data = (folder / "cut.jpg").read_bytes()
+    (folder / "cut.jpg").write_bytes(data[: len(data) // 2])
+    ds = sr(tmp_path, hr="data", crop_size=16)
+    with pytest.raises(DataError, match=r"corrupt image '.*cut.jpg' \(truncated file\)"):
+        ds[3]
+    loader = make_loader(ds, batch_size=4, workers=2, seed=0, shuffle=False, drop_last=True)
+    with pytest.raises(DataError) as info:
+        next(iter(loader))
+    assert str(info.value).startswith("corrupt image") and "Traceback" not in str(info.value)
+    skipping = sr(tmp_path, hr="data", crop_size=16, on_bad_image="skip")
+    assert skipping[3]["hr"].shape == (3, 16, 16) and len(skipping.skipped) == 1
+
+
+def test_missing_and_empty_folders(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match=r"data.train.hr: folder 'nowhere' does not exist"):
+        sr(tmp_path, hr="nowhere")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    with pytest.raises(DataError, match=r"folder 'empty' has no images .*'notes.txt'"):
+        sr(tmp_path, hr="empty")
+
+
+def test_relative_folders_resolve_against_the_spec_folder_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder_of(tmp_path / "spec", "hr", {"a": noise_image(8, 8)})
+    monkeypatch.chdir(tmp_path)
+    assert len(sr(tmp_path / "spec", hr="hr")) == 1
+
+
+def test_mismatched_pairs_are_listed(tmp_path: Path) -> None:
+    folder_of(tmp_path, "hr", {n: noise_image(16, 16) for n in ("a", "b", "c")})
+    folder_of(tmp_path, "lr", {n: noise_image(8, 8) for n in ("a", "b", "z")})
+    with pytest.raises(DataError, match=r"1 files in hr have no match by stem in lr: 'c'"):
+        sr(tmp_path, hr="hr", lr="lr")
+    ds = sr(tmp_path, hr="hr", lr="lr", on_bad_image="skip")
+    assert len(ds) == 2 and len(ds.skipped) == 2
+    save(tmp_path / "lr" / "c.png", noise_image(9, 8))
+    (tmp_path / "lr" / "z.png").unlink()
+    with pytest.raises(DataError, match=r"lr image '.*c.png' is 8x9 but its hr image .* 16x16"):
+        sr(tmp_path, hr="hr", lr="lr")
+
+
+def test_paired_sizes_must_agree(tmp_path: Path) -> None:
+    folder_of(tmp_path, "A", {"a": noise_image(16, 16)})
+    folder_of(tmp_path, "B", {"a": noise_image(16, 18)})
+    with pytest.raises(DataError, match=r"B image '.*a.png' is 18x16 but its A image"):
+        make_dataset(
+            {"type": "paired", "A": "A", "B": "B"}, scale=1, train=True, seed=0, spec_dir=tmp_path
+        )
+
+
+# -- loading -----------------------------------------------------------------------------------
+
+
+def _loader_data(tmp: Path):
+    folder_of(tmp, "hr", {f"{i}": noise_image(24, 24, i) for i in range(10)})
+    return sr(tmp, hr="hr", crop_size=8, flip=True, rotate=True)
+
+
+def _take(iterator, n: int) -> list[torch.Tensor]:
+    return [next(iterator)["hr"] for _ in range(n)]
+
+
+def test_resumed_loader_yields_the_same_next_batches(tmp_path: Path) -> None:
+    ds = _loader_data(tmp_path)
+    opts = dict(batch_size=4, workers=0, seed=7, shuffle=True, drop_last=False)
+    original = make_loader(ds, **opts)
+    it = iter(original)
+    _take(it, 5)  # 3 batches per epoch: into the second epoch
+    state = original.state_dict()
+    assert (state["epoch"], state["batch"]) == (1, 2)
+    expected = _take(it, 4)
+    resumed = make_loader(ds, **opts)
+    resumed.load_state_dict(state)
+    got = _take(iter(resumed), 4)
+    assert all(torch.equal(a, b) for a, b in zip(expected, got, strict=True))
+    assert [b.shape[0] for b in got] == [2, 4, 4, 2]  # the last batch of an epoch is short
+
+
+def test_batches_do_not_depend_on_the_number_of_workers(tmp_path: Path) -> None:
+    ds = _loader_data(tmp_path)
+    opts = dict(batch_size=3, seed=1, shuffle=True, drop_last=True)
+    serial = _take(iter(make_loader(ds, workers=0, **opts)), 7)
+    parallel_loader = make_loader(ds, workers=2, **opts)
+    parallel = _take(iter(parallel_loader), 7)
+    assert all(torch.equal(a, b) for a, b in zip(serial, parallel, strict=True))
+    # a persistent-worker loader resumes from its own state when iterated again
+    state = parallel_loader.state_dict()
+    again = _take(iter(parallel_loader), 2)
+    fresh = make_loader(ds, workers=0, **opts)
+    fresh.load_state_dict(state)
+    assert all(torch.equal(a, b) for a, b in zip(again, _take(iter(fresh), 2), strict=True))
+
+
+def test_a_dataset_smaller_than_a_batch_fills_it_with_distinct_crops(tmp_path: Path) -> None:
+    folder_of(tmp_path, "hr", {"a": noise_image(40, 40), "b": noise_image(40, 40, 1)})
+    ds = sr(tmp_path, hr="hr", crop_size=8)
+    batch = next(
+        iter(make_loader(ds, batch_size=5, workers=0, seed=0, shuffle=True, drop_last=True))
+    )
+    assert batch["hr"].shape == (5, 3, 8, 8)
+    assert len({as_uint8(t).tobytes() for t in batch["hr"]}) == 5
+
+
+def test_images_of_different_sizes_in_a_batch_get_a_clear_error(tmp_path: Path) -> None:
+    folder_of(tmp_path, "hr", {"a": noise_image(16, 16), "b": noise_image(16, 24)})
+    ds = sr(tmp_path, hr="hr", train=True)
+    loader = make_loader(ds, batch_size=2, workers=0, seed=0, shuffle=False, drop_last=True)
+    with pytest.raises(DataError, match=r"different sizes in one batch .*batch_size: 1"):
+        next(iter(loader))
+
+
+def test_resume_refuses_a_changed_dataset(tmp_path: Path) -> None:
+    ds = _loader_data(tmp_path)
+    state = make_loader(
+        ds, batch_size=4, workers=0, seed=0, shuffle=True, drop_last=True
+    ).state_dict()
+    other = make_loader(ds, batch_size=2, workers=0, seed=0, shuffle=True, drop_last=True)
+    with pytest.raises(DataError, match=r"batch_size 4 → 2"):
+        other.load_state_dict(state)
