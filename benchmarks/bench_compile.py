@@ -107,7 +107,9 @@ def memory(size: int) -> dict[str, float]:
     for which in ("compiled", "hand"):
         out = subprocess.run(
             [sys.executable, __file__, "--memory-child", which, "--size", str(size)],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         )
         found[which] = json.loads(out.stdout.strip().splitlines()[-1])["rise_mb"]
     found["ratio"] = found["compiled"] / found["hand"]
@@ -141,13 +143,19 @@ def main() -> None:
     c = compile_time()
     print(f"ESRGAN x4 generator (nf 64, nb 23), CPU, LR {args.size}x{args.size}, batch 1")
     print(f"  outputs: max abs diff {t['max_abs_diff']:.2e} (target ≤ 1e-6)")
-    print(f"  fwd+bwd: compiled {t['compiled_s']:.3f}s, hand-written {t['hand_s']:.3f}s, "
-          f"median ratio {t['ratio']:.3f} (target ≤ 1.02)")
-    print(f"  peak memory rise, LR {args.memory_size}x{args.memory_size}: compiled "
-          f"{m['compiled']:.0f} MB, hand-written {m['hand']:.0f} MB, ratio {m['ratio']:.3f} "
-          "(target ≤ 1.05)")
-    print(f"  compile (torch imported): first build {c['first_build_s']:.2f}s, "
-          f"second build {c['second_build_s']:.2f}s (target ≤ 1 s)")
+    print(
+        f"  fwd+bwd: compiled {t['compiled_s']:.3f}s, hand-written {t['hand_s']:.3f}s, "
+        f"median ratio {t['ratio']:.3f} (target ≤ 1.02)"
+    )
+    print(
+        f"  peak memory rise, LR {args.memory_size}x{args.memory_size}: compiled "
+        f"{m['compiled']:.0f} MB, hand-written {m['hand']:.0f} MB, ratio {m['ratio']:.3f} "
+        "(target ≤ 1.05)"
+    )
+    print(
+        f"  compile (torch imported): first build {c['first_build_s']:.2f}s, "
+        f"second build {c['second_build_s']:.2f}s (target ≤ 1 s)"
+    )
 
 
 if __name__ == "__main__":

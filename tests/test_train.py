@@ -31,7 +31,9 @@ class SyntheticSR(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.n
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        _, index = key if isinstance(key, tuple) else (0, key)  # loaders pass (epoch, index)
+        index %= self.n
         g = torch.Generator().manual_seed(index)
         low = torch.rand(3, 4, 4, generator=g)
         hr = F.interpolate(

@@ -186,7 +186,7 @@ def _meta_run(
     """Output shapes, parameter count and MACs of one block on meta tensors."""
     with torch.device("meta"):
         module = REGISTRY.get(block).factory(**kwargs)
-    module.train()
+    module.eval()  # shapes are the same; batch statistics would refuse a batch of one
     out, macs = _run_counting(module, inputs)
     outs = list(out) if isinstance(out, tuple | list) else [out]
     return [tuple(t.shape) for t in outs], sum(p.numel() for p in module.parameters()), macs

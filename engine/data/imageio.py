@@ -9,6 +9,7 @@ luma; alpha is composited on white when dropped and added as opaque when missing
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from engine.data.errors import DataError
-from engine.data.png16 import is_png16, read_png16
+from engine.data.png import SIGNATURE, damaged_chunk, is_png16, read_png16
 
 #: File extensions read as images (lower case); other files in a folder are ignored.
 EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -78,17 +79,20 @@ def to_tensor(pixels: np.ndarray):  # -> torch.Tensor
 
 
 def _decode(path: Path) -> tuple[np.ndarray, int]:
-    with path.open("rb") as f:
-        head = f.read(33)
-    if is_png16(head):
-        with Image.open(path) as im:
-            orientation = _orientation(im)
-        return read_png16(path), orientation
+    data = path.read_bytes()
+    if data.startswith(SIGNATURE):
+        damage = damaged_chunk(data)
+        if damage:
+            raise _bad(path, damage)
+        if is_png16(data[:33]):
+            with Image.open(io.BytesIO(data)) as im:
+                orientation = _orientation(im)
+            return read_png16(data), orientation
     if path.suffix.lower() in _TIFF:
         tiff = _read_tiff(path)
         if tiff is not None:
             return tiff
-    with Image.open(path) as im:
+    with Image.open(io.BytesIO(data)) as im:
         orientation = _orientation(im)
         im.load()
         return _pil_array(im), orientation

@@ -131,7 +131,22 @@ class Loader:
                 self._advance()
                 yield batch
         except DataError as exc:
+            self.close()
             raise DataError(clean_worker_message(str(exc))) from None
+        except GeneratorExit:  # the caller stopped iterating; keep the workers
+            raise
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the worker processes now (iterating again starts new ones)."""
+        # torch stops workers of an abandoned iterator only at garbage collection, and
+        # then waits seconds for each; stopping them explicitly is immediate.
+        iterator = getattr(self._loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self._loader._iterator = None
 
     def _advance(self) -> None:
         self.batch += 1

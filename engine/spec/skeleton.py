@@ -293,7 +293,138 @@ TRAIN = _obj(
     ("iterations", "phases"),
 )
 
-FOLDERS = _one_or_many({"type": "string", "minLength": 1})
+FOLDERS = _one_or_many(
+    {
+        "type": "string",
+        "minLength": 1,
+        "description": "a folder (relative to the spec's folder, then the working directory) "
+        "or builtin:NAME (photos, edges, cartoon, pans; _faces/_scenery; /train, /val, /all)",
+    }
+)
+
+# -- the data section's degradation steps (engine/data/degrade.py runs them) ------------
+_PROB = {"type": "number", "minimum": 0, "maximum": 1}
+_RANGE = {
+    "description": "a number, or [low, high] drawn uniformly per sample",
+    "anyOf": [
+        {"type": "number"},
+        {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+    ],
+}
+
+
+def _choice(names: tuple[str, ...]) -> dict[str, Any]:
+    """A name, or {name: weight} drawn by weight per sample."""
+    return {
+        "anyOf": [
+            {"enum": list(names)},
+            {
+                "type": "object",
+                "propertyNames": {"enum": list(names)},
+                "additionalProperties": POS_NUMBER,
+                "minProperties": 1,
+            },
+        ]
+    }
+
+
+_DEGRADATION_PARAMS: dict[str, dict[str, Any]] = {
+    "blur": {
+        "type": _choice(
+            (
+                "iso",
+                "aniso",
+                "generalized_iso",
+                "generalized_aniso",
+                "plateau_iso",
+                "plateau_aniso",
+                "box",
+                "motion",
+                "sinc",
+            )
+        ),  # fmt: skip
+        "size": _RANGE,
+        "sigma": _RANGE,
+        "angle": _RANGE,
+        "beta": _RANGE,
+        "cutoff": _RANGE,
+    },
+    "noise": {
+        "type": _choice(("gaussian", "poisson", "speckle", "salt_pepper")),
+        "sigma": _RANGE,
+        "poisson_scale": _RANGE,
+        "speckle": _RANGE,
+        "amount": _RANGE,
+        "gray_prob": _PROB,
+    },
+    "jpeg": {"quality": _RANGE},
+    "resize": {
+        "scale": _RANGE,
+        "updown": _obj(
+            {
+                "up": {"type": "number", "minimum": 0},
+                "down": {"type": "number", "minimum": 0},
+                "keep": {"type": "number", "minimum": 0},
+            }
+        ),  # fmt: skip
+        "kernel": _choice(("nearest", "bilinear", "bicubic", "lanczos", "area")),
+        "to": {"const": "lr", "description": "resize to the final LR size"},
+    },
+    "sharpen": {"amount": _RANGE, "sigma": _RANGE, "threshold": {"type": "number", "minimum": 0}},
+}
+_KIND_STEP = {
+    "properties": {"kind": {"enum": list(_DEGRADATION_PARAMS)}},
+    "allOf": [
+        {
+            "if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
+            "then": _obj({"kind": {"const": kind}, "prob": _PROB, **params}),
+        }
+        for kind, params in _DEGRADATION_PARAMS.items()
+    ],
+}
+_KINDS_STEP = _obj(
+    {
+        "kinds": {
+            "type": "object",
+            "propertyNames": {"enum": list(_DEGRADATION_PARAMS)},
+            "additionalProperties": POS_NUMBER,
+            "minProperties": 1,
+            "description": "{kind: weight}: one kind is drawn per sample",
+        },
+        "prob": _PROB,
+        **{kind: _obj(params) for kind, params in _DEGRADATION_PARAMS.items()},
+    },
+    ("kinds",),
+)
+
+
+def _degradation_step(*, nested: bool) -> dict[str, Any]:
+    rules: list[dict[str, Any]] = [
+        {"if": {"required": ["kind"]}, "then": _KIND_STEP},
+        {"if": {"required": ["kinds"]}, "then": _KINDS_STEP},
+    ]
+    forms = [{"required": ["kind"]}, {"required": ["kinds"]}]
+    if not nested:
+        option = _obj(
+            {
+                "weight": POS_NUMBER,
+                "steps": {"type": "array", "items": _degradation_step(nested=True)},
+            },
+            ("steps",),
+        )
+        rules.append(
+            {
+                "if": {"required": ["one_of"]},
+                "then": _obj(
+                    {"one_of": {"type": "array", "items": option, "minItems": 1}, "prob": _PROB},
+                    ("one_of",),
+                ),
+            }
+        )
+        forms.append({"required": ["one_of"]})
+    rules.append({"if": {"not": {"anyOf": forms}}, "then": {"required": ["kind"]}})
+    return {"type": "object", "allOf": rules}
+
 
 DATASET = _obj(
     {
@@ -303,17 +434,41 @@ DATASET = _obj(
         "A": FOLDERS,
         "B": FOLDERS,
         "folder": FOLDERS,
-        "weights": {"type": "array", "items": POS_NUMBER},
+        "weights": {
+            "type": "array",
+            "items": POS_NUMBER,
+            "description": "sampling weight of each folder of a side that lists several",
+        },
+        "subset": {"type": "string", "minLength": 1, "description": "a file listing stems"},
         "batch_size": POS_INT,
-        "preprocess": {"type": "string", "pattern": r"^[a-z_]+$"},
+        "preprocess": {
+            "enum": [
+                "none",
+                "crop",
+                "center_crop",
+                "resize",
+                "scale_width",
+                "scale_shortside",
+                *(
+                    f"{r}_and_{c}"
+                    for r in ("resize", "scale_width", "scale_shortside")
+                    for c in ("crop", "center_crop")
+                ),
+            ],  # fmt: skip
+            "description": "a resize mode and/or a crop mode, joined with _and_",
+        },
         "load_size": POS_INT,
-        "crop_size": POS_INT,
-        "lr_crop_size": POS_INT,
+        "crop_size": {**POS_INT, "description": "crop of the target (HR) side"},
+        "lr_crop_size": {**POS_INT, "description": "crop of the LR side (sr, frames)"},
         "flip": {"type": "boolean"},
         "rotate": {"type": "boolean"},
         "frames": POS_INT,
+        "frame_skip": {
+            "anyOf": [POS_INT, {"type": "array", "items": POS_INT, "minItems": 2, "maxItems": 2}]
+        },
+        "reverse": {"type": "boolean"},
         "resize_kernel": {"enum": ["nearest", "bilinear", "bicubic", "lanczos", "area"]},
-        "degradations": {"type": "array"},
+        "degradations": {"type": "array", "items": _degradation_step(nested=False)},
         "max_size": POS_INT,
         "workers": NONNEG_INT,
         "on_bad_image": {"enum": ["error", "skip"]},

@@ -586,7 +586,7 @@ class _Run:
         for op in self.ops.values():
             op.train()
         for key, value in values.items():
-            if math.isfinite(value):
+            if math.isfinite(value) and not key.endswith("_bicubic"):  # baselines do not improve
                 better = max if key in ("psnr", "ssim") else min
                 self.best[key] = better(self.best.get(key, value), value)
         self.reporter.validation(iteration, phase, values, self.best)

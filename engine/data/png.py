@@ -1,4 +1,8 @@
-"""A decoder for 16-bit PNG files, which Pillow reads only at 8 bits per channel.
+"""PNG specifics: chunk checksums, and a decoder for 16-bit files.
+
+Pillow does not verify the checksums of a PNG's image data, so a damaged file can
+decode to wrong pixels without a word; :func:`damaged_chunk` checks them. Pillow also
+reads 16-bit colour PNGs at 8 bits per channel; :func:`read_png16` keeps all 16.
 
 PNG stores each row filtered (None, Sub, Up, Average, Paeth); undoing Average and
 Paeth needs the already-decoded left, upper and upper-left bytes. A byte at (row y,
@@ -11,7 +15,6 @@ from __future__ import annotations
 
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 
@@ -27,9 +30,26 @@ def is_png16(head: bytes) -> bool:
     return depth == 16 and color in _CHANNELS and interlace == 0
 
 
-def read_png16(path: Path) -> np.ndarray:
+def damaged_chunk(data: bytes) -> str | None:
+    """Why the PNG ``data`` is damaged (a chunk's CRC or length is wrong), or None."""
+    pos = len(SIGNATURE)
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack(">I", data[pos : pos + 4])
+        end = pos + 8 + length
+        if end + 4 > len(data):
+            return None  # truncated: the decoder says so
+        (crc,) = struct.unpack(">I", data[end : end + 4])
+        if zlib.crc32(data[pos + 4 : end]) & 0xFFFFFFFF != crc:
+            kind = data[pos + 4 : pos + 8].decode("latin-1")
+            return f"damaged data: checksum mismatch in {kind} chunk"
+        if data[pos + 4 : pos + 8] == b"IEND":
+            return None
+        pos = end + 4
+    return None
+
+
+def read_png16(data: bytes) -> np.ndarray:
     """The image as uint16, HxWxC (C = 1, 2, 3 or 4); raises ValueError if corrupt."""
-    data = path.read_bytes()
     width, height = struct.unpack(">II", data[16:24])
     channels = _CHANNELS[data[25]]
     idat = bytearray()

@@ -1,0 +1,126 @@
+"""Every shipped spec trains a handful of iterations on the built-in data (tiny settings)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_GAN = [
+    "data.train.crop_size=64",
+    "data.train.batch_size=2",
+    "train.iterations=4",
+    "train.phases.0.until=2",
+    "+graph.fea.weights=random",
+    "validation.every=4",
+    "checkpoints.every=4",
+    "logging.every=1",
+    "networks.D.params.nf=4",
+]
+TINY = {
+    "quickstart.yaml": [
+        "train.iterations=4",
+        "validation.every=4",
+        "checkpoints.every=4",
+        "logging.every=1",
+        "data.train.crop_size=32",
+    ],
+    "esrgan.yaml": [
+        *TINY_GAN,
+        "networks.G.params.nf=8",
+        "networks.G.params.nb=1",
+        "networks.G.params.gc=4",
+    ],
+    "srgan.yaml": [*TINY_GAN, "networks.G.params.nf=8", "networks.G.params.nb=1"],
+}
+SPECS = sorted(p.name for p in (ROOT / "specs").glob("*.yaml"))
+
+
+def cli(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    return subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        **kwargs,
+    )
+
+
+def test_every_shipped_spec_has_tiny_settings() -> None:
+    assert set(SPECS) <= set(TINY), f"add tiny overrides for {set(SPECS) - set(TINY)}"
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_shipped_spec_trains_a_few_iterations(name: str, tmp_path: Path) -> None:
+    result = cli("run", str(ROOT / "specs" / name), *TINY[name], "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    losses = [r for r in records if any(k.startswith("loss/") for k in r)]
+    assert [r["iter"] for r in losses] == [1, 2, 3, 4]
+    val = [r for r in records if "val/psnr" in r]
+    assert val and math.isfinite(val[-1]["val/psnr"]) and val[-1]["val/psnr_bicubic"] > 20
+    assert (tmp_path / "samples").is_dir() and any((tmp_path / "samples").iterdir())
+    assert "\x1b[" not in result.stdout  # not a terminal: plain lines
+
+
+def test_ctrl_c_saves_and_resume_finishes(tmp_path: Path) -> None:
+    spec = str(ROOT / "specs" / "quickstart.yaml")
+    args = [
+        "train.iterations=100000",
+        "validation.every=100000",
+        "checkpoints.every=100000",
+        "data.train.crop_size=32",
+        "logging.every=1",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "cli.py"), "run", spec, *args, "--out", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 120
+    metrics = tmp_path / "metrics.jsonl"
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().strip()):
+        time.sleep(0.2)  # training has started once the first iteration is logged
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err[-2000:]
+    assert "interrupted: saved iteration" in out
+    latest = (tmp_path / "checkpoints" / "latest").read_text().strip()
+    stopped = int(latest.split("_")[1])
+    assert stopped > 0
+    result = cli(
+        "run",
+        spec,
+        f"train.iterations={stopped + 3}",
+        "validation.every=100000",
+        "checkpoints.every=100000",
+        "data.train.crop_size=32",
+        "--out",
+        str(tmp_path),
+        "--resume",
+        "auto",
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "resumed from" in result.stdout and f"at iteration {stopped}" in result.stdout
+    assert f"finished at iteration {stopped + 3}" in result.stdout
+
+
+@pytest.mark.slow
+def test_quickstart_beats_bicubic(tmp_path: Path) -> None:
+    result = cli("run", str(ROOT / "specs" / "quickstart.yaml"), "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in records if "val/psnr" in r][-1]
+    assert last["val/psnr"] > last["val/psnr_bicubic"] + 0.3
+    first_loss = next(r["loss/pix"] for r in records if "loss/pix" in r)
+    last_loss = [r["loss/pix"] for r in records if "loss/pix" in r][-1]
+    assert last_loss < first_loss
