@@ -288,3 +288,25 @@ def test_gan_phases_freeze_and_compute_the_generator_once(tmp_path: Path) -> Non
     before = torch.load(folder / "iter_00000004" / "state.pt", weights_only=True)["networks"]["G"]
     assert torch.equal(after["head.weight"], before["head.weight"])  # frozen in the gan phase
     assert not torch.equal(after["up.weight"], before["up.weight"])
+
+
+def test_schedules_are_functions_of_the_iteration() -> None:
+    from engine.train.optim import build_schedule
+
+    multistep = build_schedule({"type": "multistep", "milestones": [0.5, 8], "gamma": 0.5}, 10)
+    assert [multistep(i) for i in (0, 4, 5, 7, 8, 9)] == [1, 1, 0.5, 0.5, 0.25, 0.25]
+    decay = build_schedule({"type": "linear_decay", "start": 0.5}, 10)
+    assert [decay(i) for i in (0, 4, 5, 10)] == [1.0, 1.0, 1.0, 0.0]
+    warm = build_schedule({"type": "cosine", "warmup": 4}, 100)
+    assert warm(0) == pytest.approx(0.25 * 1.0) and warm(3) < 1.0 and warm(99) < 0.01
+    ours = build_schedule({"type": "step", "step_size": 3, "gamma": 0.5}, 100)
+    theirs = build_schedule({"type": "torch", "name": "StepLR", "options": {"step_size": 3, "gamma": 0.5}}, 100)
+    assert [ours(i) for i in range(10)] == [theirs(i) for i in range(10)]
+    restarts = build_schedule({"type": "cosine_restarts", "periods": [4, 4]}, 8)
+    assert restarts(0) == restarts(4) == 1.0 and restarts(3) < 0.2
+
+
+def test_bf16_autocast_trains(tmp_path: Path) -> None:
+    result = train(spec_file(tmp_path), tmp_path / "run", "+train.precision=bf16")
+    assert result.iteration == 12
+    assert all(math.isfinite(v) for v in losses(result.run_dir).values())

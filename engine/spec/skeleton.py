@@ -42,7 +42,23 @@ OPTIMIZERS = (
     "sparseadam",
 )
 
+#: torch.optim.lr_scheduler classes usable as ``{type: torch, name: ..., options: {...}}``
+#: (the ones driven by the step count alone).
+TORCH_SCHEDULERS = (
+    "ConstantLR",
+    "CosineAnnealingLR",
+    "CosineAnnealingWarmRestarts",
+    "CyclicLR",
+    "ExponentialLR",
+    "LinearLR",
+    "MultiStepLR",
+    "OneCycleLR",
+    "PolynomialLR",
+    "StepLR",
+)
+
 SCHEDULERS = (
+    "torch",
     "constant",
     "multistep",
     "multistep_restarts",
@@ -196,6 +212,8 @@ SCHEDULER = _obj(
         "mode": {"enum": ["min", "max"]},
         "patience": NONNEG_INT,
         "max_lr": POS_NUMBER,
+        "name": {"enum": list(TORCH_SCHEDULERS), "description": "with type: torch"},
+        "options": {"type": "object", "description": "keyword arguments of the torch scheduler"},
     },
     ("type",),
 )

@@ -107,6 +107,8 @@ def build_schedule(section: dict[str, Any] | None, total: int) -> Schedule:
     if not section:
         return Schedule(lambda it: 1.0)
     kind = section["type"]
+    if kind == "torch":
+        return _torch_schedule(section)
     gamma = float(section.get("gamma", 0.5 if kind.startswith("multistep") else 0.1))
 
     def at(value: Any, default: int) -> int:
@@ -157,6 +159,28 @@ def build_schedule(section: dict[str, Any] | None, total: int) -> Schedule:
         return value
 
     return Schedule(factor, metric=section.get("metric") if kind == "plateau" else None)
+
+
+def _torch_schedule(section: dict[str, Any]) -> Schedule:
+    """A torch.optim.lr_scheduler class, replayed on a dummy optimizer of lr 1.
+
+    The multiplier at iteration N is what the scheduler gives after N steps, so it is a
+    pure function of the iteration (resume recomputes it) like the built-in schedules.
+    """
+    import torch.optim.lr_scheduler as schedulers
+
+    dummy = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    scheduler = getattr(schedulers, section["name"])(dummy, **(section.get("options") or {}))
+    values: list[float] = []
+
+    def factor(it: int) -> float:
+        while len(values) <= it:
+            values.append(float(dummy.param_groups[0]["lr"]))
+            dummy.step()
+            scheduler.step()
+        return values[it]
+
+    return Schedule(factor)
 
 
 def _cycle(it: int, periods: list[int], weights: list[float]) -> tuple[int, int, float]:

@@ -195,4 +195,8 @@ class Program:
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
-    return getattr(module, "module", module)
+    while True:
+        inner = getattr(module, "module", None) or getattr(module, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return module
+        module = inner

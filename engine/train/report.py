@@ -69,6 +69,7 @@ class Reporter:
     live: bool | None = None  # None: a rich dashboard when the stream is a terminal
     trends: dict[str, deque[float]] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
+    tracker: Any = None  # accelerate's log(values, step) when TensorBoard is on
 
     def __post_init__(self) -> None:
         self.started = time.perf_counter()
@@ -92,6 +93,11 @@ class Reporter:
         if self.main:
             self.metrics.write(json.dumps(record, allow_nan=True) + "\n")
             self.metrics.flush()
+            if self.tracker is not None:
+                numbers = {
+                    k: v for k, v in record.items() if isinstance(v, float | int) and k != "iter"
+                }
+                self.tracker(numbers, step=record["iter"])
 
     def log(self, text: str, *, console: bool = True) -> None:
         if not self.main:

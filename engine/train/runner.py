@@ -124,8 +124,20 @@ class _Run:
         precision = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[
             self.train_cfg.get("precision", "fp32")
         ]
+        logging = self.data.get("logging") or {}
+        tensorboard = bool(logging.get("tensorboard"))
+        if tensorboard:
+            try:
+                import tensorboard as _  # noqa: F401
+            except ImportError:
+                raise TrainingError(
+                    "logging.tensorboard is true but the tensorboard package is not installed: "
+                    "pip install tensorboard (or set logging.tensorboard: false)"
+                ) from None
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(),  # so torchrun on CPUs gives a gloo process group
+            log_with="tensorboard" if tensorboard else None,
+            project_dir=str(run_dir),
             mixed_precision=precision,
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
@@ -135,7 +147,6 @@ class _Run:
         if self.train_cfg.get("tf32"):
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
-        logging = self.data.get("logging") or {}
         self.reporter = Reporter(
             run_dir,
             spec.name,
@@ -145,6 +156,9 @@ class _Run:
             stream=stream or sys.stdout,
             live=live,
         )
+        if tensorboard:
+            self.accelerator.init_trackers(spec.name)
+            self.reporter.tracker = self.accelerator.log
         self.resume = resume
         self.datasets = datasets
         self.best: dict[str, float] = {}
@@ -170,6 +184,8 @@ class _Run:
                 module.requires_grad_(False).eval()
             if self.train_cfg.get("channels_last"):
                 module = module.to(memory_format=torch.channels_last)
+            if self.train_cfg.get("compile"):
+                module = torch.compile(module)
             self.networks[name] = module
         self.multiple = 1
         for inference in shapes.networks.values():
@@ -199,10 +215,22 @@ class _Run:
     def _optimizers(self) -> None:
         params = named_parameters(self.networks)
         self.params = params
+        self.plateau: dict[str, dict[str, Any]] = {}
         self.optimizers: dict[str, _Optimizer] = {}
         for name, section in (self.data.get("optimizers") or {}).items():
             optimizer, owned = build_optimizer(name, section, params)
             networks = frozenset(n.split(".", 1)[0] for n in owned)
+            scheduler = section.get("scheduler") or {}
+            if scheduler.get("type") == "plateau":
+                self.plateau[name] = {
+                    "factor": 1.0,
+                    "best": None,
+                    "bad": 0,
+                    "metric": scheduler.get("metric", "psnr"),
+                    "mode": scheduler.get("mode", "max"),
+                    "patience": int(scheduler.get("patience", 2)),
+                    "gamma": float(scheduler.get("gamma", 0.5)),
+                }
             self.optimizers[name] = _Optimizer(
                 name,
                 optimizer,
@@ -294,6 +322,7 @@ class _Run:
             "data": data_state,
             "best": dict(self.best),
             "bad": self.bad,
+            "plateau": {n: dict(p) for n, p in self.plateau.items()},
         }
         scaler = getattr(self.accelerator, "scaler", None)
         if scaler is not None:
@@ -317,6 +346,8 @@ class _Run:
         ckpt.set_rng_state(state["rng"])
         self.best = dict(state["best"])
         self.bad = int(state["bad"])
+        for name, saved in state.get("plateau", {}).items():
+            self.plateau[name].update(saved)
         return int(state["iteration"])
 
     def _save(self, iteration: int, rng: dict[str, Any], data_state: Any) -> Path | None:
@@ -470,7 +501,10 @@ class _Run:
         self, iteration: int, phase: Phase, batch: dict[str, torch.Tensor]
     ) -> dict[str, float] | None:
         for opt in self.optimizers.values():
-            apply_lr(opt.optimizer, opt.schedule(iteration), self.phase_lr.get(opt.name, 1.0))
+            plateau = self.plateau.get(opt.name, {}).get("factor", 1.0)
+            apply_lr(
+                opt.optimizer, opt.schedule(iteration), self.phase_lr.get(opt.name, 1.0) * plateau
+            )
         active = tuple(i for i, s in enumerate(phase.steps) if s.active(iteration, phase.start))
         if active not in self.plans_cache:
             # A loss weighted by a constant 0 is not computed at all (CycleGAN's identity).
@@ -589,8 +623,34 @@ class _Run:
             if math.isfinite(value) and not key.endswith("_bicubic"):  # baselines do not improve
                 better = max if key in ("psnr", "ssim") else min
                 self.best[key] = better(self.best.get(key, value), value)
+        self._plateau(values)
         self.reporter.validation(iteration, phase, values, self.best)
+
+    def _plateau(self, values: dict[str, float]) -> None:
+        """ReduceLROnPlateau: scale the lr down when the metric stops improving."""
+        for name, p in self.plateau.items():
+            value = values.get(p["metric"])
+            if value is None:
+                continue
+            better = p["best"] is None or (
+                value > p["best"] if p["mode"] == "max" else value < p["best"]
+            )
+            if better:
+                p["best"], p["bad"] = value, 0
+                continue
+            p["bad"] += 1
+            if p["bad"] > p["patience"]:
+                p["factor"] *= p["gamma"]
+                p["bad"] = 0
+                self.reporter.log(
+                    f"optimizer {name}: {p['metric']} has not improved; lr × {p['gamma']}"
+                )
 
 
 def _unwrap(module: nn.Module) -> nn.Module:
-    return getattr(module, "module", module)
+    """The network itself, inside DDP's and torch.compile's wrappers."""
+    while True:
+        inner = getattr(module, "module", None) or getattr(module, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return module
+        module = inner
