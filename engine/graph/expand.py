@@ -28,6 +28,7 @@ from engine.spec.yamlio import Doc
 NODE_KEYS = ("block", "in", "repeat", "when")
 MAX_REPEAT = 100_000
 MAX_NODES = 2_000_000
+MAX_NESTING = 16
 
 #: A value flowing along the graph: sources concatenated along channels.
 Value = list[Source]
@@ -646,9 +647,17 @@ class Expander:
         node_doc: Doc,
         stack: tuple[str, ...],
     ) -> Outputs:
-        if block.name in stack:
-            cycle = " → ".join([*stack[stack.index(block.name) :], block.name])
-            self.diags.error(node_doc.loc(("block",)), f"recursive block definition: {cycle}")
+        # A block may contain itself when a parameter ends the recursion (a U-Net level
+        # holds the next level, switched off by `when:` at the innermost one); without
+        # such an end the nesting runs past MAX_NESTING and is reported with its cycle.
+        if stack.count(block.name) >= MAX_NESTING:
+            first = stack.index(block.name)
+            cycle = " → ".join([*stack[first : stack.index(block.name, first + 1) + 1]])
+            self.diags.error(
+                node_doc.loc(("block",)),
+                f"recursive block definition: {cycle} (nested more than {MAX_NESTING} levels; "
+                "end the recursion with 'when:')",
+            )
             return None
         scope = self._composite_scope(block, params, node_doc, (), dict(self.global_scope))
         if scope is None:
