@@ -50,7 +50,8 @@ class Dashboard:
             Text(f"{s.get('speed', 0):.2f} it/s"),
             Text(f"ETA {_duration(s.get('eta', float('inf')))}"),
         )
-        bar = ProgressBar(total=max(r.total, 1), completed=iteration, width=60)
+        bar = Table.grid()
+        bar.add_row(ProgressBar(total=max(r.total, 1), completed=iteration, width=60))
         losses = Table("loss", "value", "trend", box=None, padding=(0, 2))
         for key, value in s.get("losses", {}).items():
             losses.add_row(key, f"{value:.4g}", sparkline(list(r.trends.get(key, []))))
