@@ -114,6 +114,7 @@ class _Run:
         datasets: dict[str, Any] | None,
     ) -> None:
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
         from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
         self.spec = spec
@@ -134,6 +135,9 @@ class _Run:
                     "logging.tensorboard is true but the tensorboard package is not installed: "
                     "pip install tensorboard (or set logging.tensorboard: false)"
                 ) from None
+        # One run per Accelerator: forget an earlier run's settings in this process
+        # (precision, trackers); the process group, if any, is kept.
+        AcceleratorState._reset_state()
         self.accelerator = Accelerator(
             cpu=not torch.cuda.is_available(),  # so torchrun on CPUs gives a gloo process group
             log_with="tensorboard" if tensorboard else None,
