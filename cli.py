@@ -107,23 +107,37 @@ def cmd_validate(ns: argparse.Namespace) -> int:
     return EXIT_OK if all_ok else EXIT_INVALID
 
 
-def cmd_graph(ns: argparse.Namespace) -> int:
-    from engine.graph import render
+def _print_diagnostics(diags) -> None:  # type: ignore[no-untyped-def]
+    for d in diags.sorted():
+        print(d, file=sys.stderr if d.severity == "error" else sys.stdout)
+
+
+def _load(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The spec of a one-spec command (with its overrides), or None after printing why."""
     from engine.spec.diagnostics import did_you_mean
     from engine.spec.load import check_spec
 
     paths, overrides = _split([ns.spec, *ns.overrides])
     spec, diags = check_spec(paths[0], overrides)
+    _print_diagnostics(diags)
     if spec is None:
-        for d in diags.sorted():
-            print(d, file=sys.stderr)
-        return EXIT_INVALID
-    if ns.net is not None and ns.net not in spec.networks:
+        return None
+    net = getattr(ns, "net", None)
+    if net is not None and net not in spec.networks:
         print(
-            f"graph: no network '{ns.net}'{did_you_mean(ns.net, spec.networks)}; networks: "
+            f"{ns.command}: no network '{net}'{did_you_mean(net, spec.networks)}; networks: "
             f"{', '.join(spec.networks)}",
             file=sys.stderr,
         )
+        return None
+    return spec
+
+
+def cmd_graph(ns: argparse.Namespace) -> int:
+    from engine.graph import render
+
+    spec = _load(ns)
+    if spec is None:
         return EXIT_INVALID
     net = spec.networks[ns.net] if ns.net else None
     if ns.format == "code":
@@ -170,27 +184,17 @@ def _rich_tree(spec, net) -> None:  # type: ignore[no-untyped-def]
 
 
 def cmd_inspect(ns: argparse.Namespace) -> int:
-    from engine.spec.diagnostics import SpecError, did_you_mean
-    from engine.spec.load import check_spec
+    from engine.spec.diagnostics import SpecError
 
-    paths, overrides = _split([ns.spec, *ns.overrides])
-    spec, diags = check_spec(paths[0], overrides)
+    spec = _load(ns)
     if spec is None:
-        for d in diags.sorted():
-            print(d, file=sys.stderr)
-        return EXIT_INVALID
-    if ns.net is not None and ns.net not in spec.networks:
-        print(
-            f"inspect: no network '{ns.net}'{did_you_mean(ns.net, spec.networks)}", file=sys.stderr
-        )
         return EXIT_INVALID
     from engine.compile import inspect as report
 
     try:
         reports = report.inspect_spec(spec, probe_sizes=not ns.no_probe)
     except SpecError as exc:
-        for d in exc.diagnostics.sorted():
-            print(d, file=sys.stderr)
+        _print_diagnostics(exc.diagnostics)
         return EXIT_INVALID
     reports = [r for r in reports if ns.net in (None, r.name)]
     if ns.depth is not None:
@@ -204,12 +208,8 @@ def cmd_inspect(ns: argparse.Namespace) -> int:
 
 def cmd_run(ns: argparse.Namespace) -> int:
     from engine.spec.diagnostics import SpecError
-    from engine.spec.load import check_spec
 
-    paths, overrides = _split([ns.spec, *ns.overrides])
-    spec, diags = check_spec(paths[0], overrides)
-    for d in diags.sorted():
-        print(d, file=sys.stderr if d.severity == "error" else sys.stdout)
+    spec = _load(ns)
     if spec is None:
         return EXIT_INVALID
     from engine.data import DataError
@@ -219,8 +219,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     try:
         result = run(spec, out=ns.out, resume=ns.resume)
     except SpecError as exc:
-        for d in exc.diagnostics.sorted():
-            print(d, file=sys.stderr)
+        _print_diagnostics(exc.diagnostics)
         return EXIT_INVALID
     except (DataError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
