@@ -77,7 +77,7 @@ def _split(args: list[str]) -> tuple[list[str], list[str]]:
 
 
 def cmd_validate(ns: argparse.Namespace) -> int:
-    from engine.spec.load import check_spec
+    from engine.spec.load import check_library, check_spec, is_library
 
     paths, overrides = _split(ns.items)
     if not paths:
@@ -86,8 +86,12 @@ def cmd_validate(ns: argparse.Namespace) -> int:
     all_ok = True
     report = []
     for path in paths:
-        spec, diags = check_spec(path, overrides)
-        ok = spec is not None
+        if is_library(path) and not overrides:
+            spec, diags = None, check_library(path)
+            ok = not diags.errors
+        else:
+            spec, diags = check_spec(path, overrides)
+            ok = spec is not None
         all_ok &= ok
         if ns.json:
             report.append(

@@ -25,8 +25,8 @@ def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
-def test_every_shipped_spec_validates(path: Path) -> None:
+@pytest.mark.parametrize("path", SPECS + LIBS, ids=lambda p: p.name)
+def test_every_shipped_spec_and_library_validates(path: Path) -> None:
     result = cli("validate", str(path))
     assert result.returncode == 0, result.stderr
     assert "error" not in result.stdout + result.stderr
@@ -50,6 +50,12 @@ def test_validate_reports_errors_gcc_style_and_exits_2() -> None:
     assert result.returncode == 2
     expected = "unknown key 'itrations' in 'train' (did you mean 'iterations'?)"
     assert f"unknown_train_key.yaml:3:3: error: {expected}" in result.stderr
+
+
+def test_a_library_file_is_checked_on_its_own() -> None:
+    result = cli("validate", str(BROKEN / "lib" / "bad_lib.yaml"))
+    assert result.returncode == 2
+    assert "bad_lib.yaml:6:40: error: unknown parameter 'kernal' for block 'conv'" in result.stderr
 
 
 def test_validate_several_specs_fails_if_any_fails() -> None:

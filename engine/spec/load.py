@@ -82,6 +82,46 @@ def check_spec(
     return spec, diags
 
 
+def is_library(path: str | FsPath) -> bool:
+    """A block library (``blocks:`` and no ``networks:``) rather than a runnable spec."""
+    from ruamel.yaml import YAML
+
+    found = find_file(str(path), None)
+    if found is None:
+        return False
+    try:
+        data = YAML(typ="safe").load(found.read_text(encoding="utf-8"))
+    except Exception:  # a broken file is reported by the full check
+        return False
+    return (
+        isinstance(data, dict)
+        and "blocks" in data
+        and "networks" not in data
+        and "name" not in data
+    )
+
+
+def check_library(path: str | FsPath, catalog: Catalog | None = None) -> Diagnostics:
+    """Check a library file: its schema, then every block that needs no parameters,
+    expanded with its defaults (references, ports, cycles, parameter values)."""
+    diags = Diagnostics()
+    catalog = catalog or default_catalog()
+    table = BlockTable(catalog, diags)
+    found = table.import_file(str(path), None, Loc(str(path)))
+    if not found:
+        return diags
+    expander = Expander(catalog, table, diags, {}, FsPath(path).parent)
+    for name, block in found.items():
+        declared = block.data.get("params") if isinstance(block.data.get("params"), dict) else {}
+        if any(
+            isinstance(d, dict) and "type" in d and "default" not in d for d in declared.values()
+        ):
+            continue  # needs parameters from its user; checked where it is used
+        doc = Doc({"use": name}, {(): block.loc, ("use",): block.loc}, {})
+        expander.network(name, {"use": name}, doc)
+    return diags
+
+
 def load_spec(path: str | FsPath, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
     """Load, resolve and validate a spec; raise :class:`SpecError` listing every error."""
     spec, diags = check_spec(path, overrides)
