@@ -25,6 +25,7 @@ class Example:
     params: dict[str, Any]
     inputs: list[tuple[int, ...]]
     outputs: list[tuple[int, ...]] = field(default_factory=list)  # () for a loss
+    detached: tuple[int, ...] = ()  # inputs the block detaches on purpose: no gradient
 
 
 IMG = (2, 4, 6, 6)
@@ -38,6 +39,7 @@ EXAMPLES: dict[str, Example] = {
     "charbonnier": Example({"eps": 1e-3}, PAIR, [()]),
     "clamp": Example({"min": -0.5, "max": 0.5}, [IMG], [IMG]),
     "color_shift": Example({"mode": "uniform", "r_range": [0.2, 0.4]}, PAIR, [(2, 1, 8, 8)] * 2),
+    "color": Example({"sigma": 1.0}, PAIR, [()]),
     "concat": Example({"dim": 1}, [(2, 3, 5, 5), (2, 2, 5, 5)], [(2, 5, 5, 5)]),
     # Two inputs on conv's single port: the compiler concatenates them, in_ch = 3 + 1.
     "conv": Example(
@@ -52,9 +54,24 @@ EXAMPLES: dict[str, Example] = {
         [(2, 3, 8, 8), (2, 1, 8, 8)],
         [(2, 6, 8, 8)],
     ),
+    "contextual": Example(
+        {
+            "layers": {"conv1_2": 1.0, "relu2_1": 0.5},
+            "band_width": 0.2,
+            "max_patches": 32,
+            "weights": "random",
+        },
+        [(1, 3, 16, 16), (1, 3, 16, 16)],
+        [()],
+    ),
     "deconv": Example({"out": 3, "norm": "batch", "act": "relu"}, [IMG], [(2, 3, 12, 12)]),
     "detach": Example({}, [IMG], [IMG]),
     "dropout": Example({"p": 0.2, "channelwise": True}, [IMG], [IMG]),
+    # Fake features, then the real ones in the same order; the real ones are detached.
+    "feature_matching": Example(
+        {}, [(2, 4, 6, 6), (2, 1, 3, 3), (2, 4, 6, 6), (2, 1, 3, 3)], [()], detached=(2, 3)
+    ),
+    "fft": Example({"mode": "amplitude"}, PAIR, [()]),
     "gan": Example(
         {"target": "discriminator", "type": "vanilla", "relativistic": True},
         [(4, 1, 3, 3), (4, 1, 3, 3)],
@@ -67,7 +84,10 @@ EXAMPLES: dict[str, Example] = {
     "image_pool": Example({"size": 3}, [IMG], [IMG]),
     "l1": Example({}, PAIR, [()]),
     "linear": Example({"out": 5}, [(2, 4, 3, 3)], [(2, 5, 3, 3)]),
+    "luma": Example({}, PAIR, [()]),
+    "ms_ssim": Example({}, [(1, 3, 24, 24), (1, 3, 24, 24)], [()]),  # two scales
     "mse": Example({}, PAIR, [()]),
+    "multiscale_l1": Example({"scales": 3, "weights": [1.0, 0.5, 0.25]}, PAIR, [()]),
     "multiply": Example({}, [IMG, (2, 1, 6, 6)], [IMG]),
     "norm": Example({"type": "layer"}, [IMG], [IMG]),
     "pad": Example({"amount": [1, 2, 3, 4], "mode": "reflect"}, [IMG], [(2, 4, 13, 9)]),
@@ -86,6 +106,12 @@ EXAMPLES: dict[str, Example] = {
     "scale": Example({"factor": -0.5}, [IMG], [IMG]),
     "self_attention": Example({"heads": 2, "reduction": 2}, [(2, 8, 4, 4)], [(2, 8, 4, 4)]),
     "split": Example({"sizes": [1, 3]}, [IMG], [(2, 1, 6, 6), (2, 3, 6, 6)]),
+    "ssim": Example({}, [(2, 3, 12, 12), (2, 3, 12, 12)], [()]),
+    "style": Example(
+        {"layers": {"conv1_2": 1.0, "relu2_1": 0.5}, "criterion": "l2", "weights": "random"},
+        [(1, 3, 16, 16), (1, 3, 16, 16)],
+        [()],
+    ),
     "superpixel": Example(
         {"method": "felzenszwalb", "min_size": 4, "coloring": "adaptive"},
         [(2, 3, 6, 6)],
@@ -159,6 +185,9 @@ def test_block_runs_and_differentiates(name: str) -> None:
 
     sum((o * torch.randn_like(o)).sum() for o in outputs).backward()
     for i, x in enumerate(inputs):
+        if i in example_for(name).detached:
+            assert x.grad is None, f"input {i} should be detached by the block"
+            continue
         assert x.grad is not None and x.grad.isfinite().all(), f"input {i} gets no gradient"
     for pname, p in block.named_parameters():
         if p.requires_grad:

@@ -1,12 +1,15 @@
 """Loss blocks: each returns a scalar tensor (a mean over the batch).
 
-Pixel losses (l1, mse, charbonnier), the GAN losses and the VGG perceptual loss.
-Weights between losses belong to the spec's training steps, not to the blocks.
+Pixel losses (l1, mse, charbonnier, multiscale_l1, tv), the adversarial losses (gan,
+feature_matching) and the VGG perceptual loss with the trunk helpers that the other
+VGG losses share. Structure, colour, frequency and VGG-statistics losses live in
+``losses_extra``. Weights between losses belong to the spec's training steps, not to
+the blocks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Annotated, Literal
 
 import torch
@@ -19,11 +22,17 @@ from blocks.registry import Range, register
 PAIR = ("pred", "target")
 
 
-def _check_same_shape(block: str, pred: torch.Tensor, target: torch.Tensor) -> None:
+def _check_same_shape(
+    block: str,
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    names: tuple[str, str] = PAIR,
+) -> None:
     # Broadcasting a (N, 3, H, W) target against (N, 1, H, W) would give a wrong loss silently.
     if pred.shape != target.shape:
         raise ValueError(
-            f"{block}: pred has shape {tuple(pred.shape)} but target {tuple(target.shape)}"
+            f"{block}: {names[0]} has shape {tuple(pred.shape)} "
+            f"but {names[1]} {tuple(target.shape)}"
         )
 
 
@@ -66,6 +75,55 @@ class CharbonnierLoss(nn.Module):
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_same_shape("charbonnier", pred, target)
         return torch.sqrt((pred - target).square() + self.eps**2).mean()
+
+
+@register("multiscale_l1", kind="loss", inputs=PAIR)
+class MultiscaleL1Loss(nn.Module):
+    """L1 at several scales: Σₛ wₛ · mean|poolˢ(pred) − poolˢ(target)|.
+
+    pool is a 2×2 average pool with stride 2 (an odd height or width drops its last row
+    or column), applied s = 0 … scales − 1 times, so scale 0 is the plain L1. PPON's
+    second phase uses five scales with weights [1, 0.5, 0.25, 0.125, 0.125].
+
+    Args:
+        scales: how many scales, full resolution included; pred's height and width must
+            be at least 2^(scales − 1).
+        weights: one weight per scale, full resolution first; None halves the weight at
+            each scale (1, 0.5, 0.25, …).
+    """
+
+    def __init__(
+        self,
+        *,
+        scales: Annotated[int, Range(ge=1)] = 3,
+        weights: list[float] | None = None,
+    ) -> None:
+        super().__init__()
+        if scales < 1:
+            raise ValueError(f"multiscale_l1: scales is {scales}; it must be at least 1")
+        if weights is None:
+            weights = [0.5**s for s in range(scales)]
+        if len(weights) != scales:
+            raise ValueError(
+                f"multiscale_l1: weights has {len(weights)} entries but scales is {scales}; "
+                "give one weight per scale, or leave weights out"
+            )
+        self.weights = list(weights)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        _check_same_shape("multiscale_l1", pred, target)
+        smallest = 2 ** (len(self.weights) - 1)
+        if min(pred.shape[-2:]) < smallest:
+            raise ValueError(
+                f"multiscale_l1: {len(self.weights)} scales need a height and width of at "
+                f"least {smallest}, got {tuple(pred.shape[-2:])}; lower scales"
+            )
+        total = pred.new_zeros(())
+        for s, weight in enumerate(self.weights):
+            if s:
+                pred, target = F.avg_pool2d(pred, 2), F.avg_pool2d(target, 2)
+            total = total + weight * F.l1_loss(pred, target)
+        return total
 
 
 # For each GAN type, the two terms of a discriminator loss: `up(x)` is small when the
@@ -197,6 +255,37 @@ class GANLoss(nn.Module):
         return self.description
 
 
+@register("feature_matching", kind="loss", inputs=("x",), variadic=True, min_inputs=2)
+class FeatureMatchingLoss(nn.Module):
+    """pix2pixHD's feature matching: (1/K) Σₖ mean|fakeₖ − detach(realₖ)|.
+
+    The inputs are K discriminator feature maps of the fake image, then the same K maps
+    of the real image in the same order, e.g. ``in: [d_fake.f1, d_fake.f2, d_real.f1,
+    d_real.f2]``: input k is paired with input K + k, so the count must be even. The
+    real features are detached here, so the loss trains the generator only; gradients
+    reach the discriminator through the fake features unless its step detaches them.
+    pix2pixHD weights each layer by 4 / (n_layers + 1) and each discriminator by
+    1 / num_D and sums; scale this mean in the training step to match.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def forward(self, *features: torch.Tensor) -> torch.Tensor:
+        if len(features) < 2 or len(features) % 2:
+            raise ValueError(
+                f"feature_matching takes the fake features, then the real features in the "
+                f"same order (an even number of inputs, at least 2); got {len(features)}"
+            )
+        half = len(features) // 2
+        total = features[0].new_zeros(())
+        for k, (fake, real) in enumerate(zip(features[:half], features[half:], strict=True)):
+            names = (f"input {k} (fake)", f"input {half + k} (real)")
+            _check_same_shape("feature_matching", fake, real, names)
+            total = total + F.l1_loss(fake, real.detach())
+        return total / half
+
+
 #: ESRGAN's perceptual layer: conv5_4 before its activation, weight 1.
 ESRGAN_LAYERS = {"conv5_4": 1.0}
 
@@ -211,6 +300,34 @@ _FEATURE_CRITERIA: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor
     "l2": F.mse_loss,
     "cosine": _cosine_distance,
 }
+
+
+class ImageNetNormalize(nn.Module):
+    """(x − mean) / std with ImageNet's statistics, which torchvision's VGG19 expects."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def vgg_input(normalize: bool) -> nn.Module:
+    """What a VGG loss applies to its [0, 1] inputs before the trunk."""
+    return ImageNetNormalize() if normalize else nn.Identity()
+
+
+def frozen_vgg(block: str, layers: Iterable[str], weights: str) -> VGG19Features:
+    """A frozen VGG19 trunk tapping ``layers``, with ``weights`` read as perceptual reads
+    them: "imagenet" (torch's hub cache), a file path, or "random"."""
+    taps = sorted(set(layers))
+    if not taps:
+        raise ValueError(f"{block}: layers is empty; give at least one, e.g. {{conv5_4: 1.0}}")
+    vgg = VGG19Features(taps)
+    vgg.load_weights(weights)
+    return vgg
 
 
 @register("perceptual", kind="loss", inputs=PAIR)
@@ -246,17 +363,12 @@ class PerceptualLoss(nn.Module):
         weights: str = "imagenet",
     ) -> None:
         super().__init__()
-        if not layers:
-            raise ValueError("perceptual: layers is empty; give at least one, e.g. {conv5_4: 1.0}")
         self.layer_weights = dict(layers)  # a copy: the default dict is shared
         # Requested name → the layer whose output is compared.
         self.taps = {name: self._tap(name, before_act) for name in self.layer_weights}
-        self.vgg = VGG19Features(sorted(set(self.taps.values())))
-        self.vgg.load_weights(weights)
+        self.vgg = frozen_vgg("perceptual", self.taps.values(), weights)
         self.criterion = _FEATURE_CRITERIA[criterion]
-        self.normalize = normalize
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.prepare = vgg_input(normalize)
 
     @staticmethod
     def _tap(name: str, before_act: bool) -> str:
@@ -265,9 +377,7 @@ class PerceptualLoss(nn.Module):
         return name
 
     def _features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.normalize:
-            x = (x - self.mean) / self.std
-        return self.vgg(x)
+        return self.vgg(self.prepare(x))
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_same_shape("perceptual", pred, target)
