@@ -26,6 +26,8 @@ class Example:
     inputs: list[tuple[int, ...]]
     outputs: list[tuple[int, ...]] = field(default_factory=list)  # () for a loss
     detached: tuple[int, ...] = ()  # inputs the block detaches on purpose: no gradient
+    # Builds the block's arguments from the leaf inputs, when they must be related.
+    prepare: Any = None
 
 
 IMG = (2, 4, 6, 6)
@@ -118,6 +120,10 @@ EXAMPLES: dict[str, Example] = {
         [(2, 3, 6, 6)],
     ),
     "tv": Example({"power": 1}, [IMG], [()]),
+    "interpolate": Example({}, PAIR, [PAIR[0]]),
+    "gradient_penalty": Example(
+        {"target": 1.0}, [PAIR[0]], [()], prepare=lambda xs: [(xs[0] ** 2).sum((1, 2, 3)), xs[0]]
+    ),
     "upsample": Example(
         {"scale": 2, "mode": "bicubic", "align_corners": True}, [IMG], [(2, 4, 12, 12)]
     ),
@@ -159,9 +165,10 @@ def call(info: BlockInfo, block: Any, inputs: list[torch.Tensor]) -> tuple[torch
 def run_example(name: str, device: str = "cpu") -> tuple[Any, list[torch.Tensor], tuple]:
     info, example = REGISTRY.get(name), example_for(name)
     inputs = [torch.randn(s, device=device, requires_grad=True) for s in example.inputs]
-    block = build(info, example.params, inputs).to(device)
+    args = example.prepare(inputs) if example.prepare else inputs
+    block = build(info, example.params, args).to(device)
     block.train()
-    return block, inputs, call(info, block, inputs)
+    return block, inputs, call(info, block, args)
 
 
 def test_every_example_names_a_registered_block() -> None:
@@ -180,7 +187,7 @@ def test_block_runs_and_differentiates(name: str) -> None:
     # trainable=False promises no parameters; a trainable block's example should have some.
     assert bool(trainable) == info.trainable, trainable
     if not info.grad:
-        assert not any(o.requires_grad for o in outputs)
+        assert not any(o.grad_fn is not None for o in outputs)  # nothing flows back
         return
 
     sum((o * torch.randn_like(o)).sum() for o in outputs).backward()
@@ -455,6 +462,23 @@ def test_tv_loss_measures_neighbour_differences() -> None:
     assert REGISTRY.get("tv").factory(power=1)(x).item() == pytest.approx(2.5 + 1.5)
     assert REGISTRY.get("tv").factory(power=2)(x).item() == pytest.approx(6.5 + 2.5)
     assert REGISTRY.get("tv").factory()(torch.ones(1, 3, 4, 4)).item() == 0
+
+
+def test_gradient_penalty_of_a_linear_critic() -> None:
+    torch.manual_seed(0)
+    real, fake = torch.rand(4, 3, 5, 5), torch.rand(4, 3, 5, 5)
+    x = REGISTRY.get("interpolate").factory()(real, fake)
+    assert x.requires_grad and x.grad_fn is None
+    lo, hi = torch.minimum(real, fake), torch.maximum(real, fake)
+    assert ((x >= lo - 1e-6) & (x <= hi + 1e-6)).all()  # between the two
+    w = torch.randn(3, 5, 5, requires_grad=True)
+    out = (x * w).sum((1, 2, 3))  # D(x) = <w, x>: its gradient is w everywhere
+    penalty = REGISTRY.get("gradient_penalty").factory()(out, x)
+    assert penalty.item() == pytest.approx((w.norm().item() - 1) ** 2, rel=1e-5)
+    penalty.backward()
+    assert w.grad is not None  # the penalty trains the critic
+    with pytest.raises(ValueError, match="does not record gradients"):
+        REGISTRY.get("gradient_penalty").factory()(out.detach(), x.detach())
 
 
 def perceptual(**params: Any) -> Any:

@@ -300,7 +300,9 @@ def test_schedules_are_functions_of_the_iteration() -> None:
     warm = build_schedule({"type": "cosine", "warmup": 4}, 100)
     assert warm(0) == pytest.approx(0.25 * 1.0) and warm(3) < 1.0 and warm(99) < 0.01
     ours = build_schedule({"type": "step", "step_size": 3, "gamma": 0.5}, 100)
-    theirs = build_schedule({"type": "torch", "name": "StepLR", "options": {"step_size": 3, "gamma": 0.5}}, 100)
+    theirs = build_schedule(
+        {"type": "torch", "name": "StepLR", "options": {"step_size": 3, "gamma": 0.5}}, 100
+    )
     assert [ours(i) for i in range(10)] == [theirs(i) for i in range(10)]
     restarts = build_schedule({"type": "cosine_restarts", "periods": [4, 4]}, 8)
     assert restarts(0) == restarts(4) == 1.0 and restarts(3) < 0.2
@@ -310,3 +312,27 @@ def test_bf16_autocast_trains(tmp_path: Path) -> None:
     result = train(spec_file(tmp_path), tmp_path / "run", "+train.precision=bf16")
     assert result.iteration == 12
     assert all(math.isfinite(v) for v in losses(result.run_dir).values())
+
+
+def test_wgan_gp_trains_the_critic_through_the_penalty(tmp_path: Path) -> None:
+    text = GAN_SPEC.replace(
+        "  d_loss: {loss: gan, in: {fake: d_fake, real: d_real}, type: vanilla, relativistic: true,\n"
+        "           target: discriminator}\n",
+        "  d_loss: {loss: gan, in: {fake: d_fake, real: d_real}, type: wgan, target: discriminator}\n"
+        "  interp: {op: interpolate, in: {real: data.hr, fake: fake.sr}}\n"
+        "  d_interp: {call: D, in: interp}\n"
+        "  gp: {loss: gradient_penalty, in: [d_interp, interp]}\n",
+    ).replace(
+        "{optimizer: D, minimize: {d_loss: 1.0}}",
+        "{optimizer: D, minimize: {d_loss: 1.0, gp: 10.0}}",
+    )
+    result = run(
+        load_spec(spec_file(tmp_path, text)),
+        out=tmp_path / "run",
+        stream=io.StringIO(),
+        live=False,
+        datasets={"train": SyntheticSR()},
+    )
+    assert result.iteration == 8
+    gp = [r["loss/gp"] for r in records(tmp_path / "run") if "loss/gp" in r]
+    assert len(gp) == 4 and all(math.isfinite(v) and v >= 0 for v in gp)

@@ -255,6 +255,52 @@ class GANLoss(nn.Module):
         return self.description
 
 
+@register("interpolate", kind="op", inputs=("real", "fake"), grad=False, trainable=False)
+class Interpolate(nn.Module):
+    """Random points between real and fake images, for WGAN-GP's gradient penalty.
+
+    x̂ = ε·real + (1 − ε)·fake with one ε ~ U(0, 1) per sample (torch's global RNG).
+    The result is a new leaf that records gradients, so ``gradient_penalty`` can take
+    the discriminator's gradient with respect to it; nothing flows back to the inputs.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def forward(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        _check_same_shape("interpolate", real, fake)
+        eps = torch.rand(real.shape[0], *([1] * (real.dim() - 1)), device=real.device)
+        mixed = (eps * real.detach() + (1 - eps) * fake.detach()).float()
+        return mixed.requires_grad_(True) if not mixed.is_meta else mixed
+
+
+@register("gradient_penalty", kind="loss", inputs=("out", "x"))
+class GradientPenalty(nn.Module):
+    """WGAN-GP's penalty: mean over samples of (‖∇ₓ D(x)‖₂ − target)².
+
+    Connect it as ``{loss: gradient_penalty, in: [d_interp, interp]}`` where
+    ``interp: {op: interpolate, in: {real: data.hr, fake: fake}}`` and
+    ``d_interp: {call: D, in: interp}``; minimize it in the discriminator's step with
+    WGAN-GP's weight (10).
+
+    Args:
+        target: the gradient norm the penalty pulls towards (1 in WGAN-GP).
+    """
+
+    def __init__(self, *, target: Annotated[float, Range(ge=0)] = 1.0) -> None:
+        super().__init__()
+        self.target = target
+
+    def forward(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if not x.requires_grad:
+            raise ValueError(
+                "gradient_penalty: its input 'x' does not record gradients; feed it the "
+                "output of an 'interpolate' op, and 'out' the discriminator's output on it"
+            )
+        (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+        return ((grad.flatten(1).norm(dim=1) - self.target) ** 2).mean()
+
+
 @register("feature_matching", kind="loss", inputs=("x",), variadic=True, min_inputs=2)
 class FeatureMatchingLoss(nn.Module):
     """pix2pixHD's feature matching: (1/K) Σₖ mean|fakeₖ − detach(realₖ)|.

@@ -32,8 +32,17 @@ from engine.data.resize import KERNELS, resize, scaled_size
 Params = dict[str, Any]
 Rng = np.random.Generator
 
-BLURS = ("iso", "aniso", "generalized_iso", "generalized_aniso", "plateau_iso", "plateau_aniso",
-         "box", "motion", "sinc")  # fmt: skip
+BLURS = (
+    "iso",
+    "aniso",
+    "generalized_iso",
+    "generalized_aniso",
+    "plateau_iso",
+    "plateau_aniso",
+    "box",
+    "motion",
+    "sinc",
+)
 NOISES = ("gaussian", "poisson", "speckle", "salt_pepper")
 
 #: Each kind's parameters and their defaults (a number, a [lo, hi] range or a choice).
@@ -108,8 +117,11 @@ def blur_kernel(p: Params, rng: Rng) -> np.ndarray:
     size = _odd(p["size"], rng)
     angle = math.radians(draw(p["angle"], rng))
     if kind in ("box", "motion", "sinc"):
-        kernel = {"box": lambda: np.ones((size, size)), "motion": lambda: _motion(size, angle),
-                  "sinc": lambda: _sinc(size, draw(p["cutoff"], rng))}[kind]()  # fmt: skip
+        kernel = {
+            "box": lambda: np.ones((size, size)),
+            "motion": lambda: _motion(size, angle),
+            "sinc": lambda: _sinc(size, draw(p["cutoff"], rng)),
+        }[kind]()
     else:
         sx = draw(p["sigma"], rng)
         sy = draw(p["sigma"], rng) if kind.endswith("aniso") else sx
@@ -137,7 +149,7 @@ def _motion(size: int, angle: float) -> np.ndarray:
     centre = (size - 1) / 2
     for t in np.linspace(-centre, centre, 4 * size):
         y, x = centre + t * math.sin(angle), centre + t * math.cos(angle)
-        y0, x0 = int(math.floor(y)), int(math.floor(x))
+        y0, x0 = math.floor(y), math.floor(x)
         for dy in (0, 1):
             for dx in (0, 1):
                 if 0 <= y0 + dy < size and 0 <= x0 + dx < size:
@@ -198,7 +210,7 @@ def noise(image: torch.Tensor, p: Params, rng: Rng, ctx: Context) -> torch.Tenso
 
 
 def jpeg(image: torch.Tensor, p: Params, rng: Rng, ctx: Context) -> torch.Tensor:
-    quality = int(round(draw(p["quality"], rng)))
+    quality = round(draw(p["quality"], rng))
     color = image[:3] if image.shape[0] >= 3 else image[:1]
     pixels = (color.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     buffer = io.BytesIO()
@@ -218,8 +230,11 @@ def resize_step(image: torch.Tensor, p: Params, rng: Rng, ctx: Context) -> torch
     lo, hi = (p["scale"], p["scale"]) if not isinstance(p["scale"], Sequence) else p["scale"]
     if p["updown"]:
         way = choose(p["updown"], rng)
-        lo, hi = {"up": (max(lo, 1.0), max(hi, 1.0)), "down": (min(lo, 1.0), min(hi, 1.0)),
-                  "keep": (1.0, 1.0)}[way]  # fmt: skip
+        lo, hi = {
+            "up": (max(lo, 1.0), max(hi, 1.0)),
+            "down": (min(lo, 1.0), min(hi, 1.0)),
+            "keep": (1.0, 1.0),
+        }[way]
     factor = float(rng.uniform(lo, hi))
     return resize(image, scaled_size(*image.shape[-2:], factor), kernel)
 

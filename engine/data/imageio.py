@@ -110,7 +110,7 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, int] | None:
             tag = page.tags.get("Orientation")
             pixels = page.asarray()
             photometric = int(page.photometric)
-    except Exception:  # noqa: BLE001 - whatever tifffile cannot read, Pillow may
+    except Exception:  # whatever tifffile cannot read, Pillow may
         return None
     if photometric == 3:  # palette: Pillow knows the colour map
         return None
@@ -150,7 +150,7 @@ def _pil_array(im: Image.Image) -> np.ndarray:
 def _orientation(im: Image.Image) -> int:
     try:
         value = im.getexif().get(_ORIENTATION_TAG, 1)
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not hide the pixels
+    except Exception:  # a broken EXIF block must not hide the pixels
         return 1
     return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
 

@@ -360,7 +360,7 @@ _DEGRADATION_PARAMS: dict[str, dict[str, Any]] = {
                 "motion",
                 "sinc",
             )
-        ),  # fmt: skip
+        ),
         "size": _RANGE,
         "sigma": _RANGE,
         "angle": _RANGE,
@@ -384,7 +384,7 @@ _DEGRADATION_PARAMS: dict[str, dict[str, Any]] = {
                 "down": {"type": "number", "minimum": 0},
                 "keep": {"type": "number", "minimum": 0},
             }
-        ),  # fmt: skip
+        ),
         "kernel": _choice(("nearest", "bilinear", "bicubic", "lanczos", "area")),
         "to": {"const": "lr", "description": "resize to the final LR size"},
     },
@@ -472,7 +472,7 @@ DATASET = _obj(
                     for r in ("resize", "scale_width", "scale_shortside")
                     for c in ("crop", "center_crop")
                 ),
-            ],  # fmt: skip
+            ],
             "description": "a resize mode and/or a crop mode, joined with _and_",
         },
         "load_size": POS_INT,

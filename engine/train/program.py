@@ -152,8 +152,10 @@ class Program:
         if source.node.startswith("data."):
             return self.batch[source.node[5:]]
         value = self.cache[source.node].outputs[source.port]
-        if not self.reach.get(source.node, set()) & trains and value.requires_grad:
+        if not self.reach.get(source.node, set()) & trains and value.grad_fn is not None:
             return value.detach()  # no path to this step's parameters: keep backward short
+        # (a leaf that records gradients, such as `interpolate`'s, stays: a gradient
+        # penalty differentiates with respect to it)
         return value
 
     def _arguments(self, name: str, trains: frozenset[str]) -> dict[str, list[torch.Tensor]]:
