@@ -264,7 +264,12 @@ class _Run:
             val = section.get("val")
             self.val_ds = (
                 make_dataset(
-                    val, scale=scale, train=False, seed=self.seed, spec_dir=self.spec.path.parent
+                    val,
+                    scale=scale,
+                    train=False,
+                    seed=self.seed,
+                    multiple=self._validation_multiple(),
+                    spec_dir=self.spec.path.parent,
                 )
                 if val
                 else None
@@ -283,6 +288,20 @@ class _Run:
             drop_last=True,
             pin_memory=self.accelerator.device.type == "cuda",
         )
+
+    def _validation_multiple(self) -> int:
+        """The input size multiple of the network validation runs (probed on meta)."""
+        from engine.compile.inspect import size_rule
+
+        output = (self.data.get("validation") or {}).get("output")
+        if not isinstance(output, str):
+            return 1
+        attrs = self.spec.training.graph.nodes.get(output.split(".")[0], {})
+        if attrs.get("kind") != "call" or attrs["target"] not in self.shapes.networks:
+            return 1
+        target = attrs["target"]
+        rule = size_rule(self.spec.networks[target], self.shapes.networks[target])
+        return rule.multiple or 1
 
     def _prepare(self) -> None:
         """Networks then optimizers, in spec order: the order is recorded in train.log."""
