@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 SPEC = ROOT / "specs" / "esrgan.yaml"
-GSPEC = "/tmp/g.yaml"
+
 
 
 def networks():  # type: ignore[no-untyped-def]
@@ -41,7 +41,7 @@ def networks():  # type: ignore[no-untyped-def]
     from reference_esrgan import HandRRDBNet
 
     torch.manual_seed(0)
-    compiled = engine.build(GSPEC)["G"]
+    compiled = engine.build(SPEC)["G"]
     hand = HandRRDBNet()
     hand.load_state_dict(compiled.state_dict(), strict=True)
     return compiled, hand
