@@ -155,8 +155,10 @@ class ColorShift(nn.Module):
             raise ValueError("color_shift: the weights could all be 0; raise a range's low end")
         if mode not in ("uniform", "fixed"):
             raise ValueError(f"color_shift: mode must be 'uniform' or 'fixed', got {mode!r}")
-        self.low = torch.tensor([r_range[0], g_range[0], b_range[0]])
-        self.high = torch.tensor([r_range[1], g_range[1], b_range[1]])
+        # Always on the CPU (the weights are drawn there), even when built under a meta
+        # or CUDA default device, as shape inference does.
+        self.low = torch.tensor([r_range[0], g_range[0], b_range[0]], device="cpu")
+        self.high = torch.tensor([r_range[1], g_range[1], b_range[1]], device="cpu")
         self.mode = mode
 
     def weights(self, batch: int) -> torch.Tensor:
