@@ -33,12 +33,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 SPEC = ROOT / "specs" / "esrgan.yaml"
 
 
-
 def networks():  # type: ignore[no-untyped-def]
     import torch
+    from reference_esrgan import HandRRDBNet
 
     import engine
-    from reference_esrgan import HandRRDBNet
 
     torch.manual_seed(0)
     compiled = engine.build(SPEC)["G"]
@@ -118,10 +117,10 @@ def memory(size: int) -> dict[str, float]:
 
 def compile_time() -> dict[str, float]:
     code = (
-        "import time, torch, sys; sys.path.insert(0, %r); import engine; "
-        "t = time.perf_counter(); engine.build(%r); a = time.perf_counter() - t; "
-        "t = time.perf_counter(); engine.build(%r); b = time.perf_counter() - t; "
-        "print(a, b)" % (str(ROOT), str(SPEC), str(SPEC))
+        f"import time, torch, sys; sys.path.insert(0, {str(ROOT)!r}); import engine; "
+        f"t = time.perf_counter(); engine.build({str(SPEC)!r}); a = time.perf_counter() - t; "
+        f"t = time.perf_counter(); engine.build({str(SPEC)!r}); b = time.perf_counter() - t; "
+        "print(a, b)"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
     first, second = map(float, out.stdout.split())

@@ -16,10 +16,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from test_train import SyntheticSR  # noqa: E402
+from test_train import SyntheticSR
 
-from engine import load_spec  # noqa: E402
-from engine.train.runner import run  # noqa: E402
+from engine import load_spec
+from engine.train.runner import run
 
 
 def main() -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_train import GAN_SPEC
 
 WORKER = Path(__file__).with_name("dist_worker.py")
@@ -19,7 +18,8 @@ SPEC = (
     GAN_SPEC.replace("relativistic: true", "relativistic: false")
     .replace(
         "    - {name: psnr, until: 4, steps: [{optimizer: G, minimize: {pix: 1.0}}]}\n",
-        "    - {name: psnr, until: 4, frozen: [G.head], steps: [{optimizer: G, minimize: {pix: 1.0}}]}\n",
+        "    - {name: psnr, until: 4, frozen: [G.head],\n"
+        "       steps: [{optimizer: G, minimize: {pix: 1.0}}]}\n",
     )
     .replace("      frozen: [G.head]\n", "")
 )

@@ -116,7 +116,9 @@ TINY: dict[str, Case] = {
     "unet.yaml#UNet": Case({"nf": 4, "depth": 3}, 16, {"out": (3, 16, 16)}),
     "unet.yaml#UNetUp": Case({"out": 4}, 16, {"out": (4, 32, 32)}, channels=4),
     # A middle level returns cat(its input, its output): twice its outer channels.
-    "unet.yaml#UNetLevel": Case({"level": 1, "depth": 3, "nf": 4}, 16, {"out": (8, 16, 16)}, channels=4),
+    "unet.yaml#UNetLevel": Case(
+        {"level": 1, "depth": 3, "nf": 4}, 16, {"out": (8, 16, 16)}, channels=4
+    ),
     "image2image.yaml#ResnetBlock": Case({"nf": 4}, 8, {"out": (4, 8, 8)}, channels=4),
     "image2image.yaml#ResnetGenerator": Case({"nf": 4, "n_blocks": 1}, 16, {"out": (3, 16, 16)}),
     "image2image.yaml#PatchGAN": Case({"nf": 4}, 32, {"out": (1, 2, 2)}),

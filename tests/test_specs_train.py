@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -27,7 +26,6 @@ TINY_GAN = [
 ]
 TINY_I2I = [
     "data.train.crop_size=32",
-    "data.val.crop_size=32",
     "train.iterations=4",
     "validation.every=4",
     "checkpoints.every=4",
@@ -51,18 +49,22 @@ TINY = {
     # Image-to-image specs: 32-pixel crops (a multiple of what each generator needs).
     "pix2pix.yaml": [
         *TINY_I2I,
+        "data.train.load_size=36",
+        "data.val.load_size=32",
         "networks.G.params.nf=4",
         "networks.G.params.depth=5",
         "networks.D.params.nf=4",
     ],
     "cyclegan.yaml": [
         *TINY_I2I,
+        "data.val.crop_size=32",
         *(f"networks.{n}.params.nf=4" for n in ("G_A", "G_B", "D_A", "D_B")),
         "networks.G_A.params.n_blocks=1",
         "networks.G_B.params.n_blocks=1",
     ],
     "wbc.yaml": [
         *TINY_I2I,
+        "data.val.crop_size=32",
         "data.train.batch_size=2",
         "train.phases.0.until=2",
         "params.vgg_weights=random",

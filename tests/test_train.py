@@ -316,9 +316,10 @@ def test_bf16_autocast_trains(tmp_path: Path) -> None:
 
 def test_wgan_gp_trains_the_critic_through_the_penalty(tmp_path: Path) -> None:
     text = GAN_SPEC.replace(
-        "  d_loss: {loss: gan, in: {fake: d_fake, real: d_real}, type: vanilla, relativistic: true,\n"
-        "           target: discriminator}\n",
-        "  d_loss: {loss: gan, in: {fake: d_fake, real: d_real}, type: wgan, target: discriminator}\n"
+        "  d_loss: {loss: gan, in: {fake: d_fake, real: d_real}, type: vanilla, "
+        "relativistic: true,\n           target: discriminator}\n",
+        "  d_loss: {loss: gan, in: {fake: d_fake, real: d_real}, type: wgan, "
+        "target: discriminator}\n"
         "  interp: {op: interpolate, in: {real: data.hr, fake: fake.sr}}\n"
         "  d_interp: {call: D, in: interp}\n"
         "  gp: {loss: gradient_penalty, in: [d_interp, interp]}\n",

@@ -111,7 +111,7 @@ def _fsync_dir(path: Path) -> None:
 
 
 def find(target: str | Path, out_dir: Path | None) -> Path | None:
-    """The checkpoint folder for ``--resume``: 'auto' (newest in the run), a run, or a checkpoint."""
+    """The checkpoint for ``--resume``: 'auto' (newest in the run), a run, or a checkpoint."""
     if str(target) == "auto":
         if out_dir is None:
             return None

@@ -182,7 +182,8 @@ class _Run:
                     module, self._path(pretrained["path"]), strict=pretrained.get("strict", True)
                 )
                 self.reporter.log(
-                    f"network {name}: pretrained weights from {pretrained['path']}: {report.summary()}"
+                    f"network {name}: pretrained weights from {pretrained['path']}: "
+                    f"{report.summary()}"
                 )
             if not net.trainable:
                 module.requires_grad_(False).eval()
@@ -479,9 +480,10 @@ class _Run:
                     if self.bad > max_bad:
                         path = self._save(iteration, rng, data_state)
                         raise TrainingError(
-                            f"{self.bad} iterations in a row had a NaN or infinite loss; stopped at "
-                            f"iteration {iteration}. The last good state is saved in {path}. Lower the "
-                            "learning rate, check the data, or use precision: fp32."
+                            f"{self.bad} iterations in a row had a NaN or infinite loss; "
+                            f"stopped at iteration {iteration}. The last good state is saved "
+                            f"in {path}. Lower the learning rate, check the data, or use "
+                            "precision: fp32."
                         )
                 else:
                     self.bad = 0
