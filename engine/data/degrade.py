@@ -28,22 +28,13 @@ from PIL import Image
 
 from engine.data.errors import DataError
 from engine.data.resize import KERNELS, resize, scaled_size
+from engine.spec.skeleton import BLUR_TYPES, NOISE_TYPES
 
 Params = dict[str, Any]
 Rng = np.random.Generator
 
-BLURS = (
-    "iso",
-    "aniso",
-    "generalized_iso",
-    "generalized_aniso",
-    "plateau_iso",
-    "plateau_aniso",
-    "box",
-    "motion",
-    "sinc",
-)
-NOISES = ("gaussian", "poisson", "speckle", "salt_pepper")
+BLURS = BLUR_TYPES
+NOISES = NOISE_TYPES
 
 #: Each kind's parameters and their defaults (a number, a [lo, hi] range or a choice).
 PARAMS: dict[str, Params] = {

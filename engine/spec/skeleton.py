@@ -346,21 +346,23 @@ def _choice(names: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
+#: Kinds of blur and noise the degradation pipeline implements (engine/data/degrade.py).
+BLUR_TYPES = (
+    "iso",
+    "aniso",
+    "generalized_iso",
+    "generalized_aniso",
+    "plateau_iso",
+    "plateau_aniso",
+    "box",
+    "motion",
+    "sinc",
+)
+NOISE_TYPES = ("gaussian", "poisson", "speckle", "salt_pepper")
+
 _DEGRADATION_PARAMS: dict[str, dict[str, Any]] = {
     "blur": {
-        "type": _choice(
-            (
-                "iso",
-                "aniso",
-                "generalized_iso",
-                "generalized_aniso",
-                "plateau_iso",
-                "plateau_aniso",
-                "box",
-                "motion",
-                "sinc",
-            )
-        ),
+        "type": _choice(BLUR_TYPES),
         "size": _RANGE,
         "sigma": _RANGE,
         "angle": _RANGE,
@@ -368,7 +370,7 @@ _DEGRADATION_PARAMS: dict[str, dict[str, Any]] = {
         "cutoff": _RANGE,
     },
     "noise": {
-        "type": _choice(("gaussian", "poisson", "speckle", "salt_pepper")),
+        "type": _choice(NOISE_TYPES),
         "sigma": _RANGE,
         "poisson_scale": _RANGE,
         "speckle": _RANGE,
