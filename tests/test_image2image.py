@@ -358,6 +358,7 @@ def test_pix2pix_learns_edges_to_photos(tmp_path: Path) -> None:
     result = run(SPECS / "pix2pix.yaml", overrides, out=tmp_path / "run", stream=io.StringIO())
     records = read_metrics(result.run_dir)
     val = [r["val/psnr"] for r in records if "val/psnr" in r]
+    print(f"pix2pix val/psnr: {val[0]:.2f} → {val[-1]:.2f} dB")  # shown with -s
     assert val[-1] > val[0] + 1.5, val
     assert falls(records, "loss/l1")
 
@@ -383,6 +384,7 @@ def test_cyclegan_moves_photos_toward_cartoons(tmp_path: Path) -> None:
     for key in ("loss/cycle_A", "loss/cycle_B", "loss/identity_A", "loss/identity_B"):
         assert falls(records, key), key
     after = domain_report(result.networks["G_A"], None)
+    print(f"cyclegan before {before}\ncyclegan after {after}")  # shown with -s
     gap_photo = abs(after["dark_photo"] - after["dark_cartoon"])
     assert abs(after["dark_out"] - after["dark_cartoon"]) < 0.5 * gap_photo, after
     assert after["psnr_out"] > before["psnr_out"] + 2, (before, after)
@@ -422,6 +424,7 @@ def test_wbc_moves_photos_toward_cartoons(tmp_path: Path) -> None:
     warm.load_state_dict(load_file(result.run_dir / "models" / "G_iter_00000100.safetensors"))
     before = domain_report(warm, "out")  # after the warm-up: a filtered reconstruction
     after = domain_report(result.networks["G"], "out")
+    print(f"wbc after warm-up {before}\nwbc after {after}")  # shown with -s
     assert after["dark_out"] > before["dark_out"] + 0.1, (before, after)
     gap_photo = abs(after["dark_photo"] - after["dark_cartoon"])
     assert abs(after["dark_out"] - after["dark_cartoon"]) < 0.5 * gap_photo, after
