@@ -192,9 +192,6 @@ class _Run:
             if self.train_cfg.get("compile"):
                 module = torch.compile(module)
             self.networks[name] = module
-        self.multiple = 1
-        for inference in shapes.networks.values():
-            del inference
         self._ops_and_losses()
 
     def _ops_and_losses(self) -> None:
