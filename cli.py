@@ -322,7 +322,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    ns = build_parser().parse_args(argv)
+    parser = build_parser()
+    ns, extra = parser.parse_known_args(argv)
+    # Overrides may also follow options (`run SPEC --out DIR a.b=c`).
+    listed = "overrides" if hasattr(ns, "overrides") else "items" if hasattr(ns, "items") else ""
+    if extra and listed and all("=" in e and not e.startswith("-") for e in extra):
+        setattr(ns, listed, [*getattr(ns, listed), *extra])
+    elif extra:
+        parser.parse_args(argv)  # argparse's own error for what is not an override
     try:
         return int(ns.func(ns))
     except KeyboardInterrupt:

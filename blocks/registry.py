@@ -57,6 +57,20 @@ class BlockInfo:
         return [n for n in self.signature.parameters if n not in INFERRED_PARAMS]
 
 
+class ParamError(ValueError):
+    """A parameter value that fails only when the block is built (a file that is
+    missing or holds the wrong thing). ``param`` names the parameter, so the engine can
+    report the error at that parameter's place in the spec."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class ParamFileNotFound(ParamError, FileNotFoundError):
+    """A parameter names a file that does not exist."""
+
+
 class RegistryError(Exception):
     """A block was registered twice or looked up under an unknown name."""
 

@@ -286,6 +286,10 @@ def test_wbc_without_vgg_weights_stops_at_start_up_saying_how(tmp_path: Path) ->
     assert result.returncode != 0
     assert "VGG19 ImageNet weights not found" in result.stderr
     assert "vgg19-dcbb9e9d.pth" in result.stderr and "random" in result.stderr
+    # Reported at the loss's weights, with the override that sets them, no traceback.
+    assert "wbc.yaml:" in result.stderr and "graph node 'structure_l'" in result.stderr
+    assert "override params.vgg_weights=VALUE" in result.stderr
+    assert "Traceback" not in result.stderr
     metrics = tmp_path / "run" / "metrics.jsonl"
     assert not metrics.exists() or not metrics.read_text().strip()  # no step was taken
 

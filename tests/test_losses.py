@@ -366,3 +366,82 @@ def test_vgg_losses_share_the_perceptual_weight_rules(tmp_path) -> None:
             loss(name, layers={}, weights="random")
         with pytest.raises(FileNotFoundError, match="weights: random"):
             loss(name, weights=str(tmp_path / "missing.pth"))
+
+
+# --- VGG feature sharing inside a step ---------------------------------------------------
+
+
+def count_layer_runs(module: VGG19Features) -> list[int]:
+    """A counter of how many times each layer of the trunk runs."""
+    runs = [0] * len(module.features)
+    for i, layer in enumerate(module.features):
+        layer.register_forward_hook(lambda *_, i=i: runs.__setitem__(i, runs[i] + 1))
+    return runs
+
+
+@pytest.mark.filterwarnings("ignore:VGG19 weights are RANDOM")
+def test_vgg_losses_in_one_step_share_features_of_the_same_tensor() -> None:
+    from blocks.memo import step_memo
+
+    structure = loss("perceptual", layers={"conv2_2": 1.0}, weights="random")
+    content = loss("perceptual", layers={"conv2_2": 1.0}, weights="random")
+    deeper = loss("style", layers={"relu3_1": 1.0}, weights="random")
+    trunks = {"s": structure.vgg, "c": content.vgg, "d": deeper.vgg}
+    runs = {n: count_layer_runs(trunk) for n, trunk in trunks.items()}
+    out = smooth_image(16, seed=1).requires_grad_()
+    simple, photo = smooth_image(16, seed=2), smooth_image(16, seed=3)
+
+    def total() -> torch.Tensor:
+        return structure(out, simple) + content(out, photo) + deeper(out, photo)
+
+    alone = total()
+    (grad_alone,) = torch.autograd.grad(alone, out)
+    runs_alone = {n: list(r) for n, r in runs.items()}
+    with step_memo():
+        shared = total()
+    (grad_shared,) = torch.autograd.grad(shared, out)
+    torch.testing.assert_close(shared, alone)
+    torch.testing.assert_close(grad_shared, grad_alone)
+    new = {n: [b - a for a, b in zip(runs_alone[n], r, strict=True)] for n, r in runs.items()}
+    assert new["s"][0] == 2  # the output and the superpixel target
+    assert new["c"][0] == 1  # only the photo: the output's features were shared
+    # The style trunk needs relu3_1: it goes on from conv2_2 for the output and for the
+    # photo, which the perceptual trunks already ran that far.
+    assert new["d"][0] == 0 and new["d"][8] == 2 and new["d"][11] == 2
+
+
+@pytest.mark.filterwarnings("ignore:VGG19 weights are RANDOM")
+def test_vgg_sharing_stops_at_the_step_and_at_a_changed_tensor() -> None:
+    from blocks.memo import step_memo
+
+    a = loss("perceptual", layers={"conv1_2": 1.0}, weights="random")
+    b = loss("perceptual", layers={"conv1_2": 1.0}, weights="random")
+    runs = count_layer_runs(b.vgg)
+    x, y = smooth_image(8, seed=1), smooth_image(8, seed=2)
+    with step_memo():
+        a(x, y)
+        x.mul_(0.5)  # changed in place: its version moves on, so nothing is reused
+        b(x, y)
+    assert runs[0] == 1  # x again (y was shared)
+    with step_memo():
+        a(x, y)
+    with step_memo():
+        b(x, y)  # another step: computed afresh
+    assert runs[0] == 3
+    with torch.no_grad(), step_memo():
+        a(x, y)
+        b(x, y)  # with gradients and without are different computations
+    assert runs[0] == 3
+
+
+def test_vgg_random_weights_are_fixed_and_of_a_useful_scale() -> None:
+    with pytest.warns(UserWarning, match="RANDOM"):
+        first = loss("perceptual", layers={"conv4_4": 1.0}, weights="random")
+    with pytest.warns(UserWarning, match="RANDOM"):
+        second = loss("perceptual", layers={"conv2_2": 1.0}, weights="random")
+    for key, value in second.vgg.state_dict().items():
+        torch.testing.assert_close(value, first.vgg.state_dict()[key])  # a fixed draw
+    features = first.vgg(smooth_image(32))["conv4_4"]
+    # He initialization keeps activations near unit scale through 12 convolutions
+    # (PyTorch's default init shrinks them to about 1e-5).
+    assert 0.05 < features.std().item() < 20

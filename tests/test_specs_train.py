@@ -105,6 +105,8 @@ def test_shipped_spec_trains_a_few_iterations(name: str, tmp_path: Path) -> None
         assert val[-1]["val/psnr_bicubic"] > 20
     assert (tmp_path / "samples").is_dir() and any((tmp_path / "samples").iterdir())
     assert "\x1b[" not in result.stdout  # not a terminal: plain lines
+    if "params.vgg_weights=random" in TINY[name]:  # the demo mode is logged loudly
+        assert "VGG19 weights are RANDOM" in (tmp_path / "train.log").read_text()
 
 
 def test_ctrl_c_saves_and_resume_finishes(tmp_path: Path) -> None:

@@ -337,3 +337,41 @@ def test_wgan_gp_trains_the_critic_through_the_penalty(tmp_path: Path) -> None:
     assert result.iteration == 8
     gp = [r["loss/gp"] for r in records(tmp_path / "run") if "loss/gp" in r]
     assert len(gp) == 4 and all(math.isfinite(v) and v >= 0 for v in gp)
+
+
+def test_weights_that_do_not_fit_are_reported_at_the_spec_key(tmp_path: Path) -> None:
+    from engine.spec.diagnostics import SpecError
+
+    path = spec_file(tmp_path)
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"head.conv.weight": torch.zeros(8, 3, 5, 5)}, wrong)
+    with pytest.raises(SpecError) as refused:
+        train(path, tmp_path / "run", f"+networks.G.pretrained={{path: '{wrong}'}}")
+    (problem,) = refused.value.diagnostics.errors
+    assert str(problem.loc).startswith("<override +networks.G.pretrained=")  # where it was set
+    assert "network G: pretrained weights not loaded" in problem.message
+    assert "networks.G.pretrained.strict: false" in problem.message
+    with pytest.raises(SpecError, match=r"No such file|not found"):
+        train(path, tmp_path / "run", f"+networks.G.pretrained={{path: '{tmp_path / 'no.pth'}'}}")
+
+
+def test_a_block_that_cannot_be_built_is_reported_at_its_parameter(tmp_path: Path) -> None:
+    from engine.spec.diagnostics import SpecError
+
+    text = SR_SPEC.replace(
+        "  pix: {loss: l1, in: [fake.sr, data.hr]}\n",
+        "  pix: {loss: l1, in: [fake.sr, data.hr]}\n"
+        "  vgg: {loss: perceptual, in: [fake.sr, data.hr], weights: $vgg}\n"
+        "  vgg2: {loss: perceptual, in: [fake.sr, data.hr], weights: nowhere.pth}\n",
+    ).replace("scale: 2\n", "scale: 2\nparams: {vgg: missing.pth}\n", 1)
+    text = text.replace("minimize: {pix: 1.0}", "minimize: {pix: 1.0, vgg: 1.0, vgg2: 1.0}")
+    with pytest.raises(SpecError) as refused:
+        train(spec_file(tmp_path, text), tmp_path / "run")
+    first, second = sorted(refused.value.diagnostics.errors, key=lambda d: d.loc)
+    lines = text.splitlines()
+    for problem, node in [(first, "  vgg:"), (second, "  vgg2:")]:  # each at its weights value
+        row = next(i for i, line in enumerate(lines, 1) if line.startswith(node))
+        assert (problem.loc.line, problem.loc.col) == (row, lines[row - 1].index("weights: ") + 10)
+    assert "graph node 'vgg' (perceptual): VGG19 weights file not found" in first.message
+    assert "override params.vgg=VALUE" in first.message
+    assert "override" not in second.message  # written in place: nothing to override

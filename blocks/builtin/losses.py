@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blocks.builtin.vgg import IMAGENET_MEAN, IMAGENET_STD, VGG19_LAYERS, VGG19Features, VGGLayer
+from blocks.builtin.vgg import VGG19_LAYERS, VGG19Features, VGGLayer
 from blocks.registry import Range, register
 
 PAIR = ("pred", "target")
@@ -348,30 +348,14 @@ _FEATURE_CRITERIA: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor
 }
 
 
-class ImageNetNormalize(nn.Module):
-    """(x − mean) / std with ImageNet's statistics, which torchvision's VGG19 expects."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
-def vgg_input(normalize: bool) -> nn.Module:
-    """What a VGG loss applies to its [0, 1] inputs before the trunk."""
-    return ImageNetNormalize() if normalize else nn.Identity()
-
-
-def frozen_vgg(block: str, layers: Iterable[str], weights: str) -> VGG19Features:
+def frozen_vgg(block: str, layers: Iterable[str], weights: str, normalize: bool) -> VGG19Features:
     """A frozen VGG19 trunk tapping ``layers``, with ``weights`` read as perceptual reads
-    them: "imagenet" (torch's hub cache), a file path, or "random"."""
+    them: "imagenet" (torch's hub cache), a file path, or "random"; ``normalize``: apply
+    ImageNet's mean and std to the [0, 1] inputs first."""
     taps = sorted(set(layers))
     if not taps:
         raise ValueError(f"{block}: layers is empty; give at least one, e.g. {{conv5_4: 1.0}}")
-    vgg = VGG19Features(taps)
+    vgg = VGG19Features(taps, normalize=normalize)
     vgg.load_weights(weights)
     return vgg
 
@@ -412,9 +396,8 @@ class PerceptualLoss(nn.Module):
         self.layer_weights = dict(layers)  # a copy: the default dict is shared
         # Requested name → the layer whose output is compared.
         self.taps = {name: self._tap(name, before_act) for name in self.layer_weights}
-        self.vgg = frozen_vgg("perceptual", self.taps.values(), weights)
+        self.vgg = frozen_vgg("perceptual", self.taps.values(), weights, normalize)
         self.criterion = _FEATURE_CRITERIA[criterion]
-        self.prepare = vgg_input(normalize)
 
     @staticmethod
     def _tap(name: str, before_act: bool) -> str:
@@ -422,13 +405,10 @@ class PerceptualLoss(nn.Module):
             return name.replace("conv", "relu", 1)
         return name
 
-    def _features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.vgg(self.prepare(x))
-
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_same_shape("perceptual", pred, target)
-        pred_features = self._features(pred)
-        target_features = self._features(target)
+        pred_features = self.vgg(pred)
+        target_features = self.vgg(target)
         total = pred.new_zeros(())
         for name, weight in self.layer_weights.items():
             tap = self.taps[name]

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from blocks.builtin.losses import _FEATURE_CRITERIA, PAIR, _check_same_shape, frozen_vgg, vgg_input
+from blocks.builtin.losses import _FEATURE_CRITERIA, PAIR, _check_same_shape, frozen_vgg
 from blocks.builtin.vgg import VGGLayer
 from blocks.registry import Range, register
 
@@ -278,14 +278,13 @@ class StyleLoss(nn.Module):
     ) -> None:
         super().__init__()
         self.layer_weights = dict(layers)  # a copy: the default dict is shared
-        self.vgg = frozen_vgg("style", self.layer_weights, weights)
-        self.prepare = vgg_input(normalize)
+        self.vgg = frozen_vgg("style", self.layer_weights, weights, normalize)
         self.criterion = _FEATURE_CRITERIA[criterion]
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_same_shape("style", pred, target)
-        pred_features = self.vgg(self.prepare(pred))
-        target_features = self.vgg(self.prepare(target))
+        pred_features = self.vgg(pred)
+        target_features = self.vgg(target)
         total = pred.new_zeros(())
         for name, weight in self.layer_weights.items():
             distance = self.criterion(gram(pred_features[name]), gram(target_features[name]))
@@ -357,15 +356,14 @@ class ContextualLoss(nn.Module):
                 f"{band_width} and {max_patches}"
             )
         self.layer_weights = dict(layers)  # a copy: the default dict is shared
-        self.vgg = frozen_vgg("contextual", self.layer_weights, weights)
-        self.prepare = vgg_input(normalize)
+        self.vgg = frozen_vgg("contextual", self.layer_weights, weights, normalize)
         self.band_width = band_width
         self.max_patches = max_patches
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_same_shape("contextual", pred, target)
-        pred_features = self.vgg(self.prepare(pred))
-        target_features = self.vgg(self.prepare(target))
+        pred_features = self.vgg(pred)
+        target_features = self.vgg(target)
         total = pred.new_zeros(())
         for name, weight in self.layer_weights.items():
             term = contextual(

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import difflib
 import warnings
+from collections.abc import Hashable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import nn
+
+from blocks.memo import shared
+from blocks.registry import ParamError, ParamFileNotFound
 
 #: torchvision's ImageNet VGG19 weights, as torch.hub names them in its cache.
 IMAGENET_FILE = "vgg19-dcbb9e9d.pth"
@@ -82,17 +87,41 @@ def _build_features(depth: int) -> nn.Sequential:
     return nn.Sequential(*layers[:depth])
 
 
+@dataclass
+class _Trace:
+    """How far a trunk has run on one input inside a step memo."""
+
+    input: torch.Tensor
+    outputs: dict[int, torch.Tensor] = field(default_factory=dict)  # kept taps
+    last: int = -1  # index of the last layer run; -1: only the normalized input
+    value: torch.Tensor | None = None  # the output of layer ``last``
+
+
 class VGG19Features(nn.Module):
     """Frozen VGG19 ``features``, truncated after the deepest requested layer.
 
-    ``forward`` returns the requested layers' outputs by name. The module stays in eval
-    mode and its parameters never require gradients (inputs still get gradients).
+    ``forward`` returns the requested layers' outputs by name, for inputs in [0, 1]
+    (normalized with ImageNet's statistics first when ``normalize`` is true). The
+    module stays in eval mode and its parameters never require gradients (inputs still
+    get gradients).
+
+    Inside a step memo (:mod:`blocks.memo`), trunks holding the same weights share
+    their work on the same input tensor: a second loss asking for features of the
+    generator's output reuses the first one's, and one asking for deeper layers goes on
+    from where the first stopped.
     """
 
-    def __init__(self, layers: list[str]) -> None:
+    def __init__(self, layers: list[str], *, normalize: bool = False) -> None:
         super().__init__()
         self.taps = {layer_index(name): name for name in layers}
         self.features = _build_features(max(self.taps) + 1)
+        self.normalize = normalize
+        mean, std = torch.tensor(IMAGENET_MEAN), torch.tensor(IMAGENET_STD)
+        self.register_buffer("mean", mean.view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", std.view(1, 3, 1, 1), persistent=False)
+        # What the weights are (set by load_weights): trunks with equal sources hold
+        # equal weights, so they may share features. None: never shared.
+        self.source: Hashable | None = None
         self.requires_grad_(False)
         self.eval()
 
@@ -101,35 +130,75 @@ class VGG19Features(nn.Module):
         return super().train(False)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        out: dict[str, torch.Tensor] = {}
-        for i, layer in enumerate(self.features):
-            x = layer(x)
+        trace = self._trace(x)
+        if any(i not in trace.outputs for i in self.taps):
+            if min(i for i in self.taps if i not in trace.outputs) <= trace.last:
+                trace.last, trace.value = -1, None  # a layer already passed: run again
+            self._run(trace)
+        return {name: trace.outputs[i] for i, name in self.taps.items()}
+
+    def _trace(self, x: torch.Tensor) -> _Trace:
+        memo = shared()
+        if memo is None or self.source is None:
+            return _Trace(x)
+        key = ("vgg19", self.source, self.normalize, id(x), x._version, torch.is_grad_enabled())
+        trace = memo.get(key)
+        if trace is None or trace.input is not x:
+            trace = memo[key] = _Trace(x)
+        return trace
+
+    def _run(self, trace: _Trace) -> None:
+        if trace.value is None:
+            x = trace.input
+            trace.value = (x - self.mean) / self.std if self.normalize else x
+        deepest = max(self.taps)
+        for i in range(trace.last + 1, deepest + 1):
+            trace.value = self.features[i](trace.value)
             if i in self.taps:
-                out[self.taps[i]] = x
-        return out
+                trace.outputs[i] = trace.value
+        trace.last = deepest
 
     def load_weights(self, weights: str) -> None:
-        """Load "imagenet" (torch's hub cache), a file path, or keep "random" weights."""
+        """Load "imagenet" (torch's hub cache), a file path, or "random" weights: a
+        fixed He initialization (torchvision's, drawn from seed 0) — features of a
+        sensible scale that mean nothing, for tests and demos only."""
         if weights == "random":
             warnings.warn(
                 "VGG19 weights are RANDOM (weights: random): perceptual features are "
                 "meaningless; use this for tests and demos only",
                 stacklevel=3,
             )
+            _random_init(self.features)
+            self.source = ("random",)
             return
         path = imagenet_path() if weights == "imagenet" else Path(weights).expanduser()
         if not path.is_file():
-            raise FileNotFoundError(_missing_message(weights, path))
+            raise ParamFileNotFound("weights", _missing_message(weights, path))
         state = _read_state_dict(path)
         needed = self.state_dict().keys()
         missing = [key for key in needed if key not in state]
         if missing:
-            raise ValueError(
+            raise ParamError(
+                "weights",
                 f"{path} is not a torchvision VGG19 state dict: it lacks {missing[:3]}"
-                f"{' …' if len(missing) > 3 else ''}"
+                f"{' …' if len(missing) > 3 else ''}",
             )
         # The file holds the whole network (deeper layers, classifier); take our part.
         self.load_state_dict({key: state[key] for key in needed})
+        stat = path.stat()
+        self.source = ("file", str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
+def _random_init(features: nn.Sequential) -> None:
+    """torchvision's VGG initialization, drawn from a fixed seed so that every random
+    trunk holds the same weights (and may share features)."""
+    generator = torch.Generator().manual_seed(0)
+    for layer in features:
+        if isinstance(layer, nn.Conv2d):
+            nn.init.kaiming_normal_(
+                layer.weight, mode="fan_out", nonlinearity="relu", generator=generator
+            )
+            nn.init.zeros_(layer.bias)
 
 
 def imagenet_path() -> Path:
@@ -158,5 +227,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         return load_file(path, device="cpu")
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state dict (found {type(state).__name__})")
+        raise ParamError(
+            "weights", f"{path} does not hold a state dict (found {type(state).__name__})"
+        )
     return state

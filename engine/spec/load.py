@@ -39,6 +39,9 @@ class Spec:
     networks: dict[str, Network]
     training: TrainingGraph
     diagnostics: Diagnostics = field(default_factory=Diagnostics)
+    #: Where a graph parameter or loss weight was a ``$expression``: its path in the
+    #: spec → the expression as written (``data`` holds its value).
+    expressions: dict[tuple[Any, ...], str] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -72,13 +75,12 @@ def check_spec(
     apply_overrides(doc, overrides, diags)
     data = doc.data
     check_schema(_SPEC_VALIDATOR, data, doc, diags)
-    networks, training = _expand_all(data, doc, found, catalog, diags)
+    networks, training, expressions = _expand_all(data, doc, found, catalog, diags)
     if diags.errors:
         return None, diags
     assert training is not None
-    spec = Spec(
-        found, data, doc, {k: v for k, v in networks.items() if v is not None}, training, diags
-    )
+    nets = {k: v for k, v in networks.items() if v is not None}
+    spec = Spec(found, data, doc, nets, training, diags, expressions)
     return spec, diags
 
 
@@ -132,14 +134,14 @@ def load_spec(path: str | FsPath, overrides: list[str] | tuple[str, ...] = ()) -
 
 def _expand_all(
     data: dict[str, Any], doc: Doc, path: FsPath, catalog: Catalog, diags: Diagnostics
-) -> tuple[dict[str, Network | None], TrainingGraph | None]:
+) -> tuple[dict[str, Network | None], TrainingGraph | None, dict[tuple[Any, ...], str]]:
     table = BlockTable(catalog, diags)
     for i, name in enumerate(as_list(data.get("imports"))):
         if isinstance(name, str):
             table.import_file(name, path.parent, doc.loc(("imports", i)))
     table.add_from(doc)
     scope = _global_scope(data, doc, diags)
-    _substitute_globals(data, doc, scope, diags)
+    expressions = _substitute_globals(data, doc, scope, diags)
     expander = Expander(catalog, table, diags, scope, path.parent)
     networks: dict[str, Network | None] = {}
     for name, net in as_dict(data.get("networks")).items():
@@ -164,7 +166,7 @@ def _expand_all(
     semantic.check_phases(data, doc, training, networks, opt_networks, diags)
     semantic.check_references(data, doc, training, diags)
     semantic.unused_graph_nodes(data, doc, training, diags)
-    return networks, training or TrainingGraph()
+    return networks, training or TrainingGraph(), expressions
 
 
 def _global_scope(data: dict[str, Any], doc: Doc, diags: Diagnostics) -> dict[str, Any]:
@@ -186,18 +188,24 @@ def _global_scope(data: dict[str, Any], doc: Doc, diags: Diagnostics) -> dict[st
 
 def _substitute_globals(
     data: dict[str, Any], doc: Doc, scope: dict[str, Any], diags: Diagnostics
-) -> None:
-    """Evaluate ``$expressions`` in graph-node parameters and loss weights, in place.
+) -> dict[tuple[Any, ...], str]:
+    """Evaluate ``$expressions`` in graph-node parameters and loss weights, in place;
+    return the expressions replaced, by path.
 
     Networks keep theirs: they are evaluated per instance during expansion.
     """
     from engine.spec.expr import ExprError, substitute
 
+    expressions: dict[tuple[Any, ...], str] = {}
+
     def visit(container: dict[str, Any] | list[Any], key: Any, path: tuple) -> None:
+        written = container[key]  # type: ignore[index]
         try:
-            container[key] = substitute(container[key], scope)  # type: ignore[index]
+            container[key] = substitute(written, scope)  # type: ignore[index]
         except ExprError as exc:
             diags.error(doc.loc(path), str(exc))
+        if isinstance(written, str) and container[key] != written:  # type: ignore[index]
+            expressions[path] = written
 
     graph = data.get("graph")
     for name, node in graph.items() if isinstance(graph, dict) else ():
@@ -210,6 +218,7 @@ def _substitute_globals(
             minimize = step.get("minimize") if isinstance(step, dict) else None
             for loss in minimize if isinstance(minimize, dict) else ():
                 visit(minimize, loss, ("train", "phases", p, "steps", s, "minimize", loss))
+    return expressions
 
 
 def _data_keys(data: dict[str, Any]) -> tuple[str, ...] | None:

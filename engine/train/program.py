@@ -27,6 +27,7 @@ import networkx as nx
 import torch
 from torch import nn
 
+from blocks.memo import step_memo
 from engine.graph.model import Source, TrainingGraph
 
 Values = dict[str, torch.Tensor]
@@ -101,18 +102,19 @@ class Program:
         plan = plans[index]
         grad_later = self._grad_later(index, plans)
         losses = {}
-        for name in plan.needed:
-            needs_grad = bool(self.reach.get(name, set()) & plan.trains)
-            # Networks that some backward will reach through this very computation.
-            backprop = (set(plan.trains) if needs_grad else set()) | grad_later.get(name, set())
-            entry = self.cache.get(name)
-            if entry is not None and self._valid(name, entry, needs_grad):
-                outputs = entry.outputs
-            else:
-                outputs = self._compute(name, plan.trains, backprop)
-                self.cache[name] = _Entry(outputs, self._versions(name), bool(backprop))
-            if name in plan.weights:
-                losses[name] = outputs["out"]
+        with step_memo():  # losses of this step share work (VGG features of one output)
+            for name in plan.needed:
+                needs_grad = bool(self.reach.get(name, set()) & plan.trains)
+                # Networks that some backward will reach through this very computation.
+                backprop = (set(plan.trains) if needs_grad else set()) | grad_later.get(name, set())
+                entry = self.cache.get(name)
+                if entry is not None and self._valid(name, entry, needs_grad):
+                    outputs = entry.outputs
+                else:
+                    outputs = self._compute(name, plan.trains, backprop)
+                    self.cache[name] = _Entry(outputs, self._versions(name), bool(backprop))
+                if name in plan.weights:
+                    losses[name] = outputs["out"]
         return losses
 
     def mark_backward(self, plan: StepPlan) -> None:

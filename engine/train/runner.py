@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import signal
 import sys
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ from engine.compile.build import check_shapes
 from engine.compile.network import materialize
 from engine.compile.weights import export, load_weights
 from engine.graph.training import gradient_networks
+from engine.spec.diagnostics import Diagnostics, SpecError
 from engine.spec.load import Spec, load_spec
 from engine.train import checkpoint as ckpt
 from engine.train.optim import apply_lr, build_optimizer, build_schedule, named_parameters, select
@@ -173,18 +176,13 @@ class _Run:
         self.shapes = shapes
         device = self.accelerator.device
         self.networks: dict[str, nn.Module] = {}
+        problems = Diagnostics()
         for name, net in self.spec.networks.items():
             module = materialize(shapes.networks[name], device)
             section = self.data["networks"][name]
             pretrained = section.get("pretrained")
             if pretrained:
-                report = load_weights(
-                    module, self._path(pretrained["path"]), strict=pretrained.get("strict", True)
-                )
-                self.reporter.log(
-                    f"network {name}: pretrained weights from {pretrained['path']}: "
-                    f"{report.summary()}"
-                )
+                self._pretrained(name, module, pretrained, problems)
             if not net.trainable:
                 module.requires_grad_(False).eval()
             if self.train_cfg.get("channels_last"):
@@ -192,9 +190,33 @@ class _Run:
             if self.train_cfg.get("compile"):
                 module = torch.compile(module)
             self.networks[name] = module
-        self._ops_and_losses()
+        self._ops_and_losses(problems)
+        if problems.errors:
+            raise SpecError(problems)
 
-    def _ops_and_losses(self) -> None:
+    def _pretrained(
+        self, name: str, module: nn.Module, pretrained: dict[str, Any], problems: Diagnostics
+    ) -> None:
+        strict = pretrained.get("strict", True)
+        try:
+            report = load_weights(module, self._path(pretrained["path"]), strict=strict)
+        except Exception as exc:  # any failure to read or fit the file is about this key
+            hint = (
+                f"\n(to load only the keys that fit: networks.{name}.pretrained.strict: false)"
+                if strict
+                else ""
+            )
+            where = self.spec.doc.loc(("networks", name, "pretrained", "path"))
+            problems.error(where, f"network {name}: pretrained weights not loaded: {exc}{hint}")
+            return
+        self.reporter.log(
+            f"network {name}: pretrained weights from {pretrained['path']}: {report.summary()}"
+        )
+
+    def _ops_and_losses(self, problems: Diagnostics) -> None:
+        """Build the graph's ops and losses. A block that fails to build (a weights file
+        it cannot find) is reported at its parameter in the spec, with every other such
+        failure; warnings are logged to train.log."""
         g = self.spec.training.graph
         self.ops: dict[str, nn.Module] = {}
         self.losses: dict[str, nn.Module] = {}
@@ -207,8 +229,34 @@ class _Run:
             if "in_ch" in info.signature.parameters:
                 first = next(iter(attrs["ports"].values()))[0]
                 kwargs["in_ch"] = sum(self.shapes.values[s][1] for s in first)
-            module = info.factory(**kwargs).to(device)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    module = info.factory(**kwargs).to(device)
+                except (OSError, ValueError) as exc:
+                    self._node_problem(name, attrs, exc, problems)
+                    continue
+            for warning in caught:
+                self.reporter.log(
+                    f"warning: graph node '{name}' ({attrs['target']}, {attrs['loc']}): "
+                    f"{warning.message}"
+                )
             (self.ops if attrs["kind"] == "op" else self.losses)[name] = module
+
+    def _node_problem(
+        self, name: str, attrs: dict[str, Any], exc: Exception, problems: Diagnostics
+    ) -> None:
+        param = getattr(exc, "param", None)
+        path = ("graph", name, param) if param else ("graph", name)
+        message = f"graph node '{name}' ({attrs['target']}): {exc}"
+        written = self.spec.expressions.get(path, "")
+        variable = re.fullmatch(r"\$([A-Za-z_][A-Za-z0-9_]*)", written.strip())
+        if variable:
+            message += (
+                f"\n(here {param} is {written}: set it from the command line with the "
+                f"override params.{variable[1]}=VALUE)"
+            )
+        problems.error(self.spec.doc.loc(path) or attrs["loc"], message)
 
     def _path(self, value: str) -> Path:
         path = Path(value)
