@@ -612,3 +612,327 @@ def test_frames_windows_give_lr_stacks_and_the_hr_centre_frame(tmp_path: Path) -
         {**section, "preprocess": "none"}, scale=2, train=False, seed=0, spec_dir=tmp_path
     )
     assert torch.equal(val[1]["hr"], to_tensor(frames["clip0/002"]))
+
+
+# -- sr_seg: SFTGAN's segmentation probability maps -------------------------------------------
+
+
+def coordinate_map(h: int, w: int) -> np.ndarray:
+    """A 3-class probability map whose channels say where each pixel came from:
+    (y / D, x / D, the rest), D = h + w, HxWxC."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32) / (h + w)
+    return np.stack([y, x, 1 - y - x], axis=2)
+
+
+def coordinate_image(h: int, w: int) -> np.ndarray:
+    """RGB: R = 4y, G = 4x (h, w <= 64)."""
+    y, x = np.mgrid[0:h, 0:w] * 4
+    return np.stack([y, x, np.zeros_like(x)], axis=2).astype(np.uint8)
+
+
+def seg_data(tmp: Path, maps: dict[str, np.ndarray], size: int = 24) -> None:
+    folder_of(tmp, "hr", {stem: coordinate_image(size, size) for stem in maps})
+    (tmp / "seg").mkdir(exist_ok=True)
+    for name, array in maps.items():
+        np.save(tmp / "seg" / f"{name}.npy", array)
+
+
+def sr_seg(tmp: Path, **section):
+    return sr(tmp, type="sr_seg", hr="hr", seg="seg", seg_classes=3, **section)
+
+
+def test_seg_maps_are_cut_flipped_and_rotated_with_the_hr_crop(tmp_path: Path) -> None:
+    size = 24
+    seg_data(tmp_path, {"a": coordinate_map(size, size)})  # .npy, H x W x C
+    save(tmp_path / "hr" / "b.png", coordinate_image(size, size))
+    # SFTGAN's own files: NAME_bic.pth, 1 x C x H x W (here float16)
+    tensor = torch.from_numpy(coordinate_map(size, size).transpose(2, 0, 1)[None]).half()
+    torch.save(tensor, tmp_path / "seg" / "b_bic.pth")
+    ds = sr_seg(tmp_path, crop_size=12, scale=2, flip=True, rotate=True)
+    assert len(ds) == 2
+    corners = set()
+    for i in range(40):
+        s = ds[(i, i % 2)]
+        seg, hr = s["seg"], s["hr"]
+        assert seg.shape == (3, 12, 12) and s["lr"].shape == (3, 6, 6)
+        assert torch.allclose(seg.sum(0), torch.ones(12, 12), atol=1e-6)
+        y, x = (torch.round(hr[c] * 255 / 4) for c in (0, 1))
+        assert torch.equal(torch.round(seg[0] * 2 * size), y)  # same place, same orientation
+        assert torch.equal(torch.round(seg[1] * 2 * size), x)
+        corners.add((int(y[0, 0]), int(x[0, 0]), int(y[0, 1]), int(x[0, 1])))
+    assert len(corners) > 20  # crops and orientations vary
+
+
+def test_seg_maps_a_few_pixels_short_use_the_part_they_cover(tmp_path: Path) -> None:
+    # SFTGAN's segmentation script cuts images to a multiple of 8 before segmenting
+    seg_data(tmp_path, {"a": coordinate_map(20, 22)}, size=24)
+    s = sr_seg(tmp_path, scale=2, train=False)[0]
+    assert s["hr"].shape == (3, 20, 22) and s["seg"].shape == (3, 20, 22)
+    assert torch.equal(s["hr"], to_tensor(coordinate_image(24, 24)[:20, :22]))
+
+
+def _torch_save(path: Path, value) -> None:
+    torch.save(value, path)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda d: np.save(d / "bad.npy", coordinate_map(24, 30)),
+            r"seg map '.*bad.npy' is 30x24 but its hr image '.*bad.png' is 24x24; a probability "
+            r"map must have its HR image's size",
+        ),
+        (
+            lambda d: np.save(d / "bad.npy", np.full((5, 24, 24), 0.2, np.float32)),
+            r"probability map '.*bad.npy' has shape \(5, 24, 24\), but a map of seg_classes 3",
+        ),
+        (
+            lambda d: (d / "bad.npy").write_bytes(b"not an array"),
+            r"corrupt probability map '.*bad.npy' \(not a .npy file: no NUMPY header\); fix or "
+            r"remove the file",
+        ),
+        (
+            lambda d: _torch_save(d / "bad.pth", {"seg": torch.zeros(3, 24, 24)}),
+            r"corrupt probability map '.*bad.pth' \(it holds a dict, not a tensor\)",
+        ),
+        (lambda d: None, r"1 files in hr have no match by stem in seg: 'bad'"),
+    ],
+    ids=["wrong_size", "wrong_classes", "not_npy", "dict_in_pth", "missing"],
+)
+def test_bad_seg_maps_are_named_when_the_dataset_is_made(tmp_path: Path, make, message) -> None:
+    seg_data(tmp_path, {f"good{i}": coordinate_map(24, 24) for i in range(2)})
+    save(tmp_path / "hr" / "bad.png", coordinate_image(24, 24))
+    make(tmp_path / "seg")
+    with pytest.raises(DataError, match=message):
+        sr_seg(tmp_path, crop_size=8)
+    skipping = sr_seg(tmp_path, crop_size=8, on_bad_image="skip")
+    assert len(skipping) == 2 and len(skipping.skipped) == 1
+
+
+def _with(value: float, where: tuple[int, int, int] = (5, 7, 1)) -> np.ndarray:
+    m = coordinate_map(24, 24)
+    m[where] = value
+    return m
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        (_with(np.nan), r"probability map '.*bad.npy' contains NaN or infinite values"),
+        (_with(-0.5), r"probability map '.*bad.npy' has negative values \(down to -0.5\)"),
+        (
+            coordinate_map(24, 24) * 3,
+            r"probability map '.*bad.npy' does not sum to 1 over its 3 channels \(sums from 3 "
+            r"to 3\).*softmax",
+        ),
+    ],
+    ids=["nan", "negative", "scores"],
+)
+def test_seg_map_values_are_checked_when_read(tmp_path: Path, bad: np.ndarray, message) -> None:
+    seg_data(tmp_path, {"bad": bad, "good": coordinate_map(24, 24)})
+    ds = sr_seg(tmp_path, crop_size=8)
+    with pytest.raises(DataError, match=message):
+        ds[0]
+    skipping = sr_seg(tmp_path, crop_size=8, on_bad_image="skip")
+    assert skipping[0]["seg"].shape == (3, 8, 8) and len(skipping.skipped) == 1
+
+
+def test_seg_maps_are_renormalized_and_resized_as_probabilities(tmp_path: Path) -> None:
+    m = coordinate_map(24, 24)
+    m[:, :, 2] += 0.005  # within the tolerance of float16 storage and rounding
+    seg_data(tmp_path, {"a": m})
+    s = sr_seg(tmp_path, preprocess="resize", load_size=16, scale=2, train=False)[0]
+    assert s["seg"].shape == (3, 16, 16) and s["seg"].min() >= 0
+    assert torch.allclose(s["seg"].sum(0), torch.ones(16, 16), atol=1e-5)
+
+
+def test_builtin_segments_are_deterministic_soft_probabilities() -> None:
+    from engine.data.builtin import _segments
+
+    section = {"type": "sr_seg", "hr": "builtin:photos", "seg": "builtin:segments"}
+    ds = make_dataset(section, scale=4, train=False, seed=0, multiple=2)
+    assert [f.stem for f in ds.hr.files] == sorted(VAL)
+    cached = np.load(ds.seg_of[ds.hr.files[0]])  # chelsea
+    assert cached.shape == (8, 300, 451) and cached.dtype == np.float32
+    assert np.abs(cached.sum(0) - 1).max() < 1e-5
+    assert np.array_equal(cached, _segments("chelsea"))  # the recipe is deterministic
+    assert cached.max(0).mean() < 0.95  # soft, not one-hot
+    assert (np.bincount(cached.argmax(0).ravel(), minlength=8) > 0.01 * cached[0].size).sum() >= 4
+    s = ds[0]
+    assert s["seg"].shape == (8, 296, 448) and s["hr"].shape == (3, 296, 448)
+    expected = to_tensor(cached.transpose(1, 2, 0)[:296, :448])
+    assert torch.allclose(s["seg"], expected, atol=1e-6)
+
+
+def test_sr_seg_on_builtin_data_loads_batches(tmp_path: Path) -> None:
+    section = {"type": "sr_seg", "hr": "builtin:photos", "seg": "builtin:segments", "crop_size": 32}
+    ds = make_dataset(section, scale=4, train=True, seed=0)
+    assert len(ds) == len(PHOTOS) - len(VAL)
+    loader = make_loader(ds, batch_size=4, workers=0, seed=0, shuffle=True, drop_last=True)
+    batch = next(iter(loader))
+    assert batch["seg"].shape == (4, 8, 32, 32) and batch["lr"].shape == (4, 3, 8, 8)
+    assert torch.allclose(batch["seg"].sum(1), torch.ones(4, 32, 32), atol=1e-5)
+
+
+# -- interp: frame interpolation triplets (RIFE) -----------------------------------------------
+
+
+def ramp_frames(tmp: Path, n: int = 7, size: int = 16) -> Path:
+    """One sequence whose frame t is the same noise plus t (so frames are told apart
+    by their mean, and the same geometry leaves a constant difference)."""
+    base = np.random.default_rng(0).integers(0, 200, (size, size, 3), dtype=np.uint8)
+    return folder_of(tmp, "clips", {f"clip/{t:03d}": base + t for t in range(n)})
+
+
+def interp(tmp: Path, train: bool = True, **section):
+    opts = {"type": "interp", "folder": "clips", **section}
+    return make_dataset(opts, scale=4, train=train, seed=0, spec_dir=tmp)  # scale ignored
+
+
+def frame_index(t: torch.Tensor, first: torch.Tensor) -> int:
+    return round(float((t - first).mean()) * 255)
+
+
+def test_interp_gives_f0_mid_f1_with_identical_geometry(tmp_path: Path) -> None:
+    ramp_frames(tmp_path)
+    ds = interp(tmp_path, crop_size=8, flip=True, rotate=True)
+    assert len(ds) == 5  # windows of 3 in 7 frames
+    for i in range(20):
+        s = ds[(i, 2)]
+        assert {k: tuple(v.shape) for k, v in s.items()} == {k: (3, 8, 8) for k in s}
+        # the same crop, flips and rotation: the frames differ by a constant
+        assert torch.allclose(s["mid"] - s["f0"], torch.full_like(s["mid"], 1 / 255), atol=1e-6)
+        assert torch.allclose(s["f1"] - s["mid"], torch.full_like(s["mid"], 1 / 255), atol=1e-6)
+
+
+def test_interp_reverse_swaps_the_inputs_and_frame_skip_spreads_them(tmp_path: Path) -> None:
+    ramp_frames(tmp_path)
+    base = to_tensor(np.random.default_rng(0).integers(0, 200, (16, 16, 3), dtype=np.uint8))
+    ds = interp(tmp_path, reverse=True, frame_skip=[1, 3], flip=False)
+    seen = set()
+    for e in range(60):
+        s = ds[(e, 0)]
+        f0, mid, f1 = (frame_index(s[k], base) for k in ("f0", "mid", "f1"))
+        assert f0 - mid == mid - f1 != 0  # the middle frame is the target
+        seen.add(f0 - mid)
+    assert seen == {-3, -2, -1, 1, 2, 3}  # skips 1 to 3, either direction
+    val = interp(tmp_path, train=False, reverse=True, frame_skip=2)
+    s = val[1]  # validation: no reversal, the given skip, windows in order
+    assert [frame_index(s[k], base) for k in ("f0", "mid", "f1")] == [1, 3, 5]
+    with pytest.raises(DataError, match=r"data.train.frames: type interp always reads 3 frames"):
+        interp(tmp_path, frames=5)
+
+
+def test_interp_on_builtin_pans_has_the_exact_middle_frame(tmp_path: Path) -> None:
+    val = make_dataset({"type": "interp", "folder": "builtin:pans"}, scale=1, train=False, seed=0)
+    assert len(val) == len(VAL) * 4 * 5  # 4 pans of 7 frames per photo, 5 windows each
+    s = val[0]
+    chosen, _ = val.window(0, np.random.default_rng(0))
+    assert torch.equal(s["mid"], to_tensor(read_image(chosen[1], 3)))
+    # a constant-speed pan: f0 → mid and mid → f1 are the same whole-pixel shift
+    n = s["mid"].shape[-1]
+    moves = []
+    for a, b in ((s["f0"], s["mid"]), (s["mid"], s["f1"])):
+        moves.append(
+            next(
+                (dy, dx)
+                for dy in range(-6, 7)
+                for dx in range(-6, 7)
+                if torch.equal(
+                    a[:, max(dy, 0) : n + min(dy, 0), max(dx, 0) : n + min(dx, 0)],
+                    b[:, max(-dy, 0) : n + min(-dy, 0), max(-dx, 0) : n + min(-dx, 0)],
+                )
+            )
+        )
+    assert moves[0] == moves[1] != (0, 0)
+    train = make_dataset(
+        {"type": "interp", "folder": "builtin:pans", "crop_size": 64, "reverse": True},
+        scale=1,
+        train=True,
+        seed=0,
+    )
+    batch = next(
+        iter(make_loader(train, batch_size=4, workers=0, seed=0, shuffle=True, drop_last=True))
+    )
+    assert {k: tuple(v.shape) for k, v in batch.items()} == {
+        k: (4, 3, 64, 64) for k in ("f0", "f1", "mid")
+    }
+
+
+# -- specs using the new types ------------------------------------------------------------------
+
+ONE_STEP = """\
+optimizers:
+  G: {type: adam, params: G, lr: 1.0e-4}
+train:
+  iterations: 10
+  phases: [{name: main, steps: [{optimizer: G, minimize: {pix: 1.0}}]}]
+"""
+
+SFT_SPEC = """\
+spec: 1
+name: tiny_sft
+scale: 2
+networks:
+  G:
+    inputs: {lr: 3, seg: 8}
+    nodes:
+      cond: {block: conv, in: seg, out: 4, kernel: 2, stride: 2}   # HR map → LR grid
+      head: {block: conv, in: [lr, cond], out: 12}
+      up: {block: pixel_shuffle, in: head, scale: 2}
+      tail: {block: conv, in: up, out: 3}
+    outputs: {sr: tail}
+graph:
+  fake: {call: G, in: {lr: data.lr, seg: data.seg}}
+  pix: {loss: l1, in: [fake.sr, data.hr]}
+data:
+  train: {type: sr_seg, hr: "builtin:photos", seg: "builtin:segments", crop_size: 32, batch_size: 2}
+  val: {type: sr_seg, hr: "builtin:photos", seg: "builtin:segments"}
+"""
+
+INTERP_SPEC = """\
+spec: 1
+name: tiny_interp
+networks:
+  G:
+    inputs: {f0: 3, f1: 3}
+    nodes:
+      mix: {block: conv, in: [f0, f1], out: 3}
+    outputs: {mid: mix}
+graph:
+  fake: {call: G, in: {f0: data.f0, f1: data.f1}}
+  pix: {loss: l1, in: [fake.mid, data.mid]}
+data:
+  train: {type: interp, folder: "builtin:pans", crop_size: 48, batch_size: 2, reverse: true}
+  val: {type: interp, folder: "builtin:pans"}
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "shapes"),
+    [
+        (
+            SFT_SPEC,
+            {"data.lr": (2, 3, 16, 16), "data.hr": (2, 3, 32, 32), "data.seg": (2, 8, 32, 32)},
+        ),
+        (INTERP_SPEC, {f"data.{k}": (2, 3, 48, 48) for k in ("f0", "f1", "mid")}),
+    ],
+    ids=["sr_seg", "interp"],
+)
+def test_specs_with_the_new_types_validate_and_match_their_batches(
+    tmp_path: Path, text: str, shapes: dict
+) -> None:
+    from engine.compile.build import check_shapes
+    from engine.spec.load import check_spec
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(text + ONE_STEP, encoding="utf-8")
+    spec, diags = check_spec(path)
+    assert spec is not None, [str(d) for d in diags]
+    assert check_shapes(spec).data == shapes
+    section = spec.data["data"]["train"]
+    ds = make_dataset(section, scale=int(spec.data.get("scale", 1)), train=True, seed=0)
+    loader = make_loader(ds, batch_size=2, workers=0, seed=0, shuffle=True, drop_last=True)
+    batch = next(iter(loader))
+    assert {f"data.{k}": tuple(v.shape) for k, v in batch.items()} == shapes

@@ -17,6 +17,7 @@ import torch
 
 from blocks.registry import REGISTRY
 from engine.compile.network import Inference, ShapeError, infer, report
+from engine.data.options import SEG_CLASSES
 from engine.graph.model import Source
 from engine.spec.diagnostics import Diagnostics
 from engine.spec.load import Spec
@@ -45,7 +46,7 @@ def data_shapes(spec: Spec, diags: Diagnostics, batch: int | None = None) -> dic
     channels = int(train.get("channels") or 3)
     n = batch or int(train.get("batch_size") or 1)
     kind = train.get("type")
-    if kind in ("sr", "frames"):
+    if kind in ("sr", "sr_seg", "frames"):
         lr_size = train.get("lr_crop_size")
         if lr_size is None:
             if size % scale:
@@ -56,7 +57,14 @@ def data_shapes(spec: Spec, diags: Diagnostics, batch: int | None = None) -> dic
                 )
                 return {}  # every later shape would be off by this; report the cause only
             lr_size = size // scale
-        return {"data.lr": (n, channels, lr_size, lr_size), "data.hr": (n, channels, size, size)}
+        size = int(lr_size) * scale
+        shapes = {"data.lr": (n, channels, lr_size, lr_size), "data.hr": (n, channels, size, size)}
+        if kind == "sr_seg":  # probability maps at the HR size
+            shapes["data.seg"] = (n, int(train.get("seg_classes") or SEG_CLASSES), size, size)
+        return shapes
+    if kind == "interp":  # the spec's scale does not apply: three full-resolution frames
+        size = int(train.get("crop_size") or DEFAULT_SIZE)
+        return {f"data.{k}": (n, channels, size, size) for k in ("f0", "f1", "mid")}
     if kind in ("paired", "unpaired"):
         return {"data.A": (n, channels, size, size), "data.B": (n, channels, size, size)}
     if kind == "single":

@@ -1,13 +1,16 @@
 """Built-in data: real photographs from scikit-image's wheel, and domains made from them.
 
 No download ever happens: scikit-image ships these photographs inside its package.
-Each domain is written once, as PNG files, under the cache folder (``$LOOM_CACHE``,
-else ``$XDG_CACHE_HOME/loom``, else ``~/.cache/loom``), so that DataLoader workers
-and later runs read ordinary folders. Names are ``DOMAIN[_GROUP][/SPLIT]``:
+Each domain is written once, as PNG files (``.npy`` for ``segments``), under the
+cache folder (``$LOOM_CACHE``, else ``$XDG_CACHE_HOME/loom``, else ``~/.cache/loom``),
+so that DataLoader workers and later runs read ordinary folders. Names are
+``DOMAIN[_GROUP][/SPLIT]``:
 
 * domains: ``photos`` (the photographs), ``edges`` (Canny edge maps, black lines on
   white), ``cartoon`` (edge-preserving smoothing, colour quantization, dark edges),
-  ``pans`` (camera-pan frame sequences cut from the photographs);
+  ``pans`` (camera-pan frame sequences cut from the photographs), ``segments``
+  (soft 8-class segmentation probability maps, ``.npy``, a synthetic stand-in for
+  SFTGAN's segmenter);
 * groups: ``faces`` (astronaut, chelsea the cat) and ``scenery`` (all the others);
 * splits: ``train``, ``val``, ``all``; without one, training sections get ``train``
   and validation sections ``val``.
@@ -47,6 +50,20 @@ RECIPE_VERSION = 1
 
 #: Camera pans: frames per sequence, frame size, and sequences per photograph.
 PAN_FRAMES, PAN_SIZE, PAN_SEQUENCES = 7, 128, 4
+
+#: Segments: one prototype per class in (L*, a*, b*, texture) — CIE Lab colour and the
+#: local standard deviation of L* — and how soft the assignment and smoothing are.
+SEGMENT_PROTOTYPES: tuple[tuple[float, float, float, float], ...] = (
+    (15.0, 0.0, 0.0, 2.0),  # 0 dark
+    (92.0, 0.0, 0.0, 2.0),  # 1 bright
+    (55.0, 0.0, 0.0, 2.0),  # 2 flat gray
+    (60.0, -5.0, -35.0, 2.0),  # 3 blue
+    (50.0, -35.0, 30.0, 2.0),  # 4 green
+    (50.0, 50.0, 35.0, 2.0),  # 5 red
+    (65.0, 10.0, 55.0, 2.0),  # 6 yellow and brown
+    (50.0, 0.0, 0.0, 25.0),  # 7 textured
+)
+SEGMENT_TEMPERATURE, SEGMENT_TEXTURE_SIGMA, SEGMENT_SMOOTH_SIGMA = 8.0, 2.0, 2.0
 
 
 def _photo(stem: str) -> np.ndarray:
@@ -118,11 +135,44 @@ def _pans(stem: str) -> dict[str, np.ndarray]:
     return frames
 
 
+def _segments(stem: str) -> np.ndarray:
+    """A soft segmentation of the photo into 8 classes: 8 x H x W float32, summing to 1.
+
+    Not a real segmenter (and not SFTGAN's outdoor categories): each pixel's features
+    are its CIE Lab colour and texture (the standard deviation of L* in a Gaussian
+    window, sigma 2); its probabilities are a softmax over minus the distances to the
+    8 fixed ``SEGMENT_PROTOTYPES`` divided by ``SEGMENT_TEMPERATURE``; each channel is
+    then smoothed by a Gaussian (sigma 2) and every pixel renormalized to sum 1.
+    """
+    from scipy import ndimage
+    from skimage import color
+
+    lab = color.rgb2lab(_photo(stem)[:, :, :3]).astype(np.float64)
+    light = lab[:, :, 0]
+    mean = ndimage.gaussian_filter(light, SEGMENT_TEXTURE_SIGMA)
+    square = ndimage.gaussian_filter(light * light, SEGMENT_TEXTURE_SIGMA)
+    texture = np.sqrt(np.clip(square - mean * mean, 0, None))
+    features = np.concatenate([lab, texture[:, :, None]], axis=2)
+    prototypes = np.asarray(SEGMENT_PROTOTYPES)
+    distance = np.linalg.norm(features[:, :, None, :] - prototypes, axis=3)
+    logits = -distance / SEGMENT_TEMPERATURE
+    prob = np.exp(logits - logits.max(axis=2, keepdims=True))
+    prob /= prob.sum(axis=2, keepdims=True)
+    smooth = np.stack(
+        [
+            ndimage.gaussian_filter(prob[:, :, k], SEGMENT_SMOOTH_SIGMA)
+            for k in range(len(prototypes))
+        ]
+    )
+    return (smooth / smooth.sum(axis=0, keepdims=True)).astype(np.float32)
+
+
 _DOMAINS: dict[str, Callable[[str], np.ndarray | dict[str, np.ndarray]]] = {
     "photos": _photo,
     "edges": _edges,
     "cartoon": _cartoon,
     "pans": _pans,
+    "segments": _segments,
 }
 DOMAINS: tuple[str, ...] = tuple(_DOMAINS)
 
@@ -180,23 +230,28 @@ def materialize(name: str, *, train: bool, label: str) -> Path:
 
 
 def _original(domain: str, stem: str) -> list[tuple[str, Path]]:
-    """(relative name, file) of one photo's images in ``domain``, made once per cache."""
+    """(relative name, file) of one photo's files in ``domain``, made once per cache."""
     store = cache_root() / "_made" / domain / stem
     if not store.is_dir():
         made = _DOMAINS[domain](stem)
-        images = made if isinstance(made, dict) else {stem: made}
-        _write_images(store, images)
-    return [(f.relative_to(store).as_posix(), f) for f in sorted(store.rglob("*.png"))]
+        arrays = made if isinstance(made, dict) else {stem: made}
+        _write_arrays(store, arrays)
+    files = sorted(f for f in store.rglob("*") if f.is_file())
+    return [(f.relative_to(store).as_posix(), f) for f in files]
 
 
-def _write_images(target: Path, images: dict[str, np.ndarray]) -> None:
+def _write_arrays(target: Path, arrays: dict[str, np.ndarray]) -> None:
+    """8-bit images as PNG files, float arrays (probability maps) as ``.npy`` files."""
     from PIL import Image
 
     def fill(tmp: Path) -> None:
-        for rel, pixels in images.items():
-            path = tmp / f"{rel}.png"
+        for rel, array in arrays.items():
+            path = tmp / f"{rel}.{'png' if array.dtype == np.uint8 else 'npy'}"
             path.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(pixels).save(path, compress_level=1)
+            if array.dtype == np.uint8:
+                Image.fromarray(array).save(path, compress_level=1)
+            else:
+                np.save(path, array)
 
     _atomic_folder(target, fill)
 

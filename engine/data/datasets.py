@@ -1,4 +1,5 @@
-"""The dataset types: ``sr``, ``paired``, ``unpaired``, ``single`` and ``frames``.
+"""The dataset types: ``sr``, ``sr_seg``, ``paired``, ``unpaired``, ``single``, ``frames``
+and ``interp``.
 
 Each item is a dict of float32 CxHxW tensors in [0, 1] keyed as the spec's
 ``DATASET_PROVIDES`` says. Items are addressed by ``(epoch, index)`` (a plain index
@@ -16,6 +17,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +28,20 @@ from torch.utils.data import Dataset
 from engine.data import geometry
 from engine.data.degrade import Pipeline
 from engine.data.errors import DataError
-from engine.data.folders import Side, load_side, lr_stem, read_subset
+from engine.data.folders import IMAGES, SEG_MAPS, FileKind, Side, load_side, lr_stem, read_subset
 from engine.data.imageio import probe, read_image
 from engine.data.options import DataOptions, parse_options
 from engine.data.resize import resize
+from engine.data.segmaps import probe_seg, read_seg, seg_stem
 
 Sample = dict[str, torch.Tensor]
 Key = int | tuple[int, int]
 
 #: Decoded images kept per process (bytes); helps small datasets such as builtin:photos.
 CACHE_BYTES = 256 * 2**20
+#: A probability map may be this many pixels smaller than its HR image, less one
+#: (SFTGAN's segmentation script cuts images to a multiple of 8 first).
+SEG_CUT = 8
 
 
 def make_dataset(
@@ -51,10 +57,12 @@ def make_dataset(
     opts = parse_options(section, train=train, scale=scale)
     kinds: dict[str, Callable[..., LoomDataset]] = {
         "sr": SRDataset,
+        "sr_seg": SegSRDataset,
         "paired": PairedDataset,
         "unpaired": UnpairedDataset,
         "single": SingleDataset,
         "frames": FramesDataset,
+        "interp": InterpDataset,
     }
     return kinds[opts.kind](
         opts, scale=scale, train=train, seed=seed, multiple=multiple, spec_dir=spec_dir
@@ -115,7 +123,9 @@ class LoomDataset(Dataset):
 
     # -- files ---------------------------------------------------------------------------
 
-    def side(self, key: str) -> Side:
+    def side(self, key: str, *, kind: FileKind = IMAGES, stem: Callable[[str], str] = str) -> Side:
+        """The files of folder key ``key``; ``stem`` maps a file's stem to the stem it
+        pairs on (``0001x4`` → ``0001``), which is what ``subset`` lists."""
         opts = self.opts
         side = load_side(
             key,
@@ -124,10 +134,12 @@ class LoomDataset(Dataset):
             self.spec_dir,
             train=self.train,
             weights=opts.weights,
+            kind=kind,
         )
         if opts.subset:
             wanted = read_subset(opts.subset, opts.where, self.spec_dir)
-            side.keep([s in wanted or Path(s).name in wanted for s in side.stems])
+            paired = [stem(s) for s in side.stems]
+            side.keep([s in wanted or Path(s).name in wanted for s in paired])
             if not side.files:
                 raise DataError(f"{opts.where}.subset: no file of {side.label} is listed in it")
         return side
@@ -189,12 +201,13 @@ class LoomDataset(Dataset):
             return int(rng.integers(len(side)))
         return index % len(side)
 
-    def load(self, file: Path) -> np.ndarray:
+    def load(self, file: Path, read: Callable[[Path], np.ndarray] | None = None) -> np.ndarray:
+        """The pixels of an image (or what ``read`` makes of another file), cached."""
         cached = self._cache.get(file)
         if cached is not None:
             self._cache.move_to_end(file)
             return cached
-        pixels = read_image(file, self.opts.channels)
+        pixels = read(file) if read else read_image(file, self.opts.channels)
         if pixels.nbytes <= CACHE_BYTES // 4:
             self._cache[file] = pixels
             self._cached_bytes += pixels.nbytes
@@ -237,13 +250,15 @@ class LoomDataset(Dataset):
         side: Side,
         partner: dict[Path, Path],
         check: Callable[[Path, Path], str | None],
+        read_header: Callable[[Path], tuple[int, int]] = probe,
     ) -> None:
-        """Read the partners' headers and drop (or refuse) pairs that ``check`` faults."""
+        """Read the partners' headers (``read_header`` gives (width, height)) and drop
+        (or refuse) pairs that ``check`` faults."""
         ok = []
         for file in side.files:
             other = partner[file]
             if other not in self.sizes:
-                result = _probe_or_error(other)
+                result = _probe_or_error(other, read_header)
                 if isinstance(result, DataError):
                     self.reject(other, str(result), fatal=result)
                     ok.append(False)
@@ -278,9 +293,11 @@ class LoomDataset(Dataset):
         return f"{type(self).__name__}({self.opts.where}, {len(self)} items)"
 
 
-def _probe_or_error(file: Path) -> tuple[int, int] | DataError:
+def _probe_or_error(
+    file: Path, read_header: Callable[[Path], tuple[int, int]] = probe
+) -> tuple[int, int] | DataError:
     try:
-        return probe(file)
+        return read_header(file)
     except DataError as exc:
         return exc
 
@@ -305,13 +322,17 @@ class SRDataset(LoomDataset):
         self.hr = self.side("hr")
         self.lr_of: dict[Path, Path] = {}
         if "lr" in opts.folders:
-            self._match(self.side("lr"))
+            self._match(self.side("lr", stem=partial(lr_stem, scale=self.scale)))
         self.scan(self.hr)
         if self.lr_of:
             self._check_lr_sizes()
+        self.add_partners()
         self.check_size(self.hr, self.region)
         self.limit(self.hr)
         self.degrade = Pipeline.parse(opts.degradations, where=f"{opts.where}.degradations")
+
+    def add_partners(self) -> None:
+        """Match further files to the HR images (``sr_seg``'s maps); ``sr`` has none."""
 
     def _match(self, lr: Side) -> None:
         found = {lr_stem(stem, self.scale): f for stem, f in lr.by_stem().items()}
@@ -344,12 +365,60 @@ class SRDataset(LoomDataset):
 
     def _sample(self, index: int, rng: np.random.Generator) -> Sample:
         file = self.hr.files[self.pick(self.hr, index, rng, random=False)]
-        plan = self.plan(self.region(file), rng)
+        return self.planes(file, self.plan(self.region(file), rng), rng)
+
+    def planes(self, file: Path, plan: geometry.Plan, rng: np.random.Generator) -> Sample:
+        """The tensors of HR image ``file`` cut as ``plan`` says."""
         hr = geometry.apply(self.load(file), plan)
         lr_file = self.lr_of.get(file)
         if lr_file is not None:
             return {"lr": geometry.apply(self.load(lr_file), plan, self.scale), "hr": hr}
         return {"lr": self.make_lr(hr, rng), "hr": hr}
+
+
+class SegSRDataset(SRDataset):
+    """``sr`` plus ``seg``: each HR image's segmentation probability map (SFTGAN).
+
+    Maps are matched by stem (``NAME_bic.pth`` matches ``NAME``), must have the HR
+    image's size — or be cut by less than :data:`SEG_CUT` pixels at the bottom and
+    right, as SFTGAN's script cuts images to a multiple of 8 — and are cut, flipped
+    and rotated with the HR image (the same plan).
+    """
+
+    provides = ("lr", "hr", "seg")
+
+    def add_partners(self) -> None:
+        classes = self.opts.seg_classes
+        found = {
+            seg_stem(s): f
+            for s, f in self.side("seg", kind=SEG_MAPS, stem=seg_stem).by_stem().items()
+        }
+        self.seg_of = self.match(self.hr, found, ("hr", "seg"))
+
+        def check(hr: Path, seg: Path) -> str | None:
+            (H, W), (h, w) = self.sizes[hr], self.sizes[seg]
+            if 0 <= H - h < SEG_CUT and 0 <= W - w < SEG_CUT:
+                return None
+            return (
+                f"seg map '{seg}' is {w}x{h} but its hr image '{hr}' is {W}x{H}; a probability "
+                f"map must have its HR image's size, or be at most {SEG_CUT - 1} pixels smaller "
+                "at the bottom and right (make the maps from the HR images)"
+            )
+
+        self.check_partners(self.hr, self.seg_of, check, partial(probe_seg, classes=classes))
+
+    def region(self, file: Path) -> tuple[int, int]:
+        height, width = super().region(file)
+        h, w = self.sizes[self.seg_of[file]]
+        s = self.scale
+        return min(height, geometry.floor_to(h, s)), min(width, geometry.floor_to(w, s))
+
+    def planes(self, file: Path, plan: geometry.Plan, rng: np.random.Generator) -> Sample:
+        seg = self.load(self.seg_of[file], partial(read_seg, classes=self.opts.seg_classes))
+        return {
+            **super().planes(file, plan, rng),
+            "seg": geometry.apply(seg, plan, kernel="bilinear"),
+        }
 
 
 class PairedDataset(LoomDataset):
@@ -459,16 +528,18 @@ class FramesDataset(LoomDataset):
     """
 
     provides = ("lr", "hr")
+    source = "hr"  # the folder key of the sequences
 
     def __init__(self, opts: DataOptions, **kw: Any) -> None:
         super().__init__(opts, **kw)
         self.align = self.scale
         self.check_crop_multiple()
-        self.hr = self.side("hr")
+        self.hr = self.side(self.source)
         self.scan(self.hr)
         self.lr_of: dict[Path, Path] = {}
         if "lr" in opts.folders:
-            found = {lr_stem(s, self.scale): f for s, f in self.side("lr").by_stem().items()}
+            lr = self.side("lr", stem=partial(lr_stem, scale=self.scale))
+            found = {lr_stem(s, self.scale): f for s, f in lr.by_stem().items()}
             self.lr_of = self.match(self.hr, found, ("hr", "lr"))
             self.check_partners(self.hr, self.lr_of, lambda hr, lr: None)
         self.check_size(self.hr, self.region)
@@ -479,8 +550,8 @@ class FramesDataset(LoomDataset):
         ]
         if not self.windows:
             raise DataError(
-                f"{opts.where}.hr: no sequence has {span} frames (frames: {span}); each "
-                "sub-folder of frames is one sequence"
+                f"{opts.where}.{self.source}: no sequence has {span} frames (frames: {span}); "
+                "each sub-folder of frames is one sequence"
             )
         if opts.max_size is not None:
             self.windows = self.windows[: opts.max_size]
@@ -501,7 +572,8 @@ class FramesDataset(LoomDataset):
     def __len__(self) -> int:
         return len(self.windows)
 
-    def _sample(self, index: int, rng: np.random.Generator) -> Sample:
+    def window(self, index: int, rng: np.random.Generator) -> tuple[list[Path], geometry.Plan]:
+        """The frames of window ``index`` (skipped and reversed as drawn) and their plan."""
         seq_index, start = self.windows[index]
         seq, span = self.sequences[seq_index], self.opts.frames
         lo, hi = self.opts.frame_skip
@@ -514,7 +586,10 @@ class FramesDataset(LoomDataset):
         regions = {self.region(f) for f in chosen}
         if len(regions) > 1:
             raise DataError(f"frames of one sequence differ in size near '{chosen[0]}'")
-        plan = self.plan(regions.pop(), rng)
+        return chosen, self.plan(regions.pop(), rng)
+
+    def _sample(self, index: int, rng: np.random.Generator) -> Sample:
+        chosen, plan = self.window(index, rng)
         hr = [geometry.apply(self.load(f), plan) for f in chosen]
         if self.lr_of:
             lr = [geometry.apply(self.load(self.lr_of[f]), plan, self.scale) for f in chosen]
@@ -525,6 +600,27 @@ class FramesDataset(LoomDataset):
                 rng.bit_generator.state = state
                 lr.append(self.make_lr(frame, rng))
         return {"lr": torch.stack(lr), "hr": hr[len(hr) // 2]}
+
+
+class InterpDataset(FramesDataset):
+    """Frame interpolation triplets (RIFE): inputs ``f0`` and ``f1``, target ``mid``.
+
+    Windows of 3 frames of one sequence, all at full resolution (the spec's scale does
+    not apply). With ``frame_skip`` k the inputs are k frames before and after the
+    middle frame; ``reverse`` swaps the inputs half of the time in training; crops,
+    flips and rotations are the same for all three frames.
+    """
+
+    provides = ("f0", "f1", "mid")
+    source = "folder"
+
+    def __init__(self, opts: DataOptions, **kw: Any) -> None:
+        super().__init__(opts, **{**kw, "scale": 1})
+
+    def _sample(self, index: int, rng: np.random.Generator) -> Sample:
+        chosen, plan = self.window(index, rng)
+        f0, mid, f1 = (geometry.apply(self.load(f), plan) for f in chosen)
+        return {"f0": f0, "f1": f1, "mid": mid}
 
 
 def describe(dataset: LoomDataset) -> str:

@@ -15,9 +15,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.data.errors import DataError
-from engine.data.imageio import EXTENSIONS, is_image
+from engine.data.imageio import EXTENSIONS
+from engine.data.segmaps import SEG_EXTENSIONS
 
 BUILTIN = "builtin:"
+
+
+@dataclass(frozen=True)
+class FileKind:
+    """What a folder holds: images, or (for ``seg``) probability maps."""
+
+    noun: str
+    extensions: tuple[str, ...]
+
+    def holds(self, path: Path) -> bool:
+        return path.suffix.lower() in self.extensions and not path.name.startswith(".")
+
+
+IMAGES = FileKind("images", EXTENSIONS)
+SEG_MAPS = FileKind("probability maps", SEG_EXTENSIONS)
 
 
 @dataclass(frozen=True)
@@ -99,24 +115,25 @@ def resolve(value: str, label: str, spec_dir: Path | None, *, train: bool) -> Pa
     raise DataError(f"{label}: folder '{value}' does not exist (looked in {looked})")
 
 
-def list_images(path: Path, label: str, value: str) -> tuple[Path, ...]:
-    """Every image under ``path`` (recursively, hidden entries skipped), sorted."""
+def list_images(path: Path, label: str, value: str, kind: FileKind = IMAGES) -> tuple[Path, ...]:
+    """Every image (or other ``kind`` of file) under ``path``, recursively, sorted;
+    hidden entries are skipped."""
     found: list[Path] = []
     others: list[str] = []
     for root, dirs, names in os.walk(path, followlinks=True):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in names:
             file = Path(root) / name
-            if is_image(file):
+            if kind.holds(file):
                 found.append(file)
             elif not name.startswith("."):
                 others.append(name)
     if not found:
-        kinds = ", ".join(e.lstrip(".") for e in EXTENSIONS)
+        kinds = ", ".join(e.lstrip(".") for e in kind.extensions)
         extra = (
             f" (it holds {len(others)} other files, e.g. '{sorted(others)[0]}')" if others else ""
         )
-        raise DataError(f"{label}: folder '{value}' has no images ({kinds}){extra}")
+        raise DataError(f"{label}: folder '{value}' has no {kind.noun} ({kinds}){extra}")
     return tuple(sorted(found, key=lambda f: f.relative_to(path).as_posix()))
 
 
@@ -128,12 +145,13 @@ def load_side(
     *,
     train: bool,
     weights: tuple[float, ...] | None,
+    kind: FileKind = IMAGES,
 ) -> Side:
     folders = []
     for i, value in enumerate(values):
         label = f"{where}.{key}" + (f"[{i}]" if len(values) > 1 else "")
         path = resolve(value, label, spec_dir, train=train)
-        folders.append(Folder(label, value, path, list_images(path, label, value)))
+        folders.append(Folder(label, value, path, list_images(path, label, value, kind)))
     use_weights = weights if len(values) > 1 else None
     return Side(key, f"{where}.{key}", folders, use_weights)
 
@@ -152,7 +170,9 @@ def read_subset(value: str, where: str, spec_dir: Path | None) -> set[str]:
         if line:
             name = Path(line)
             stems.add(
-                name.with_suffix("").as_posix() if name.suffix.lower() in EXTENSIONS else line
+                name.with_suffix("").as_posix()
+                if name.suffix.lower() in EXTENSIONS + SEG_EXTENSIONS
+                else line
             )
     return stems
 

@@ -106,13 +106,18 @@ def make_plan(
     )
 
 
-def apply(pixels: np.ndarray, plan: Plan, div: int = 1) -> torch.Tensor:
-    """One plane (HxWxC, at 1/``div`` of the target side) → float32 CxHxW, as planned."""
+def apply(pixels: np.ndarray, plan: Plan, div: int = 1, kernel: str = "bicubic") -> torch.Tensor:
+    """One plane (HxWxC, at 1/``div`` of the target side) → float32 CxHxW, as planned.
+
+    ``kernel`` is used by a resize step (probability maps use ``bilinear``, whose
+    weights are never negative, so they stay probabilities).
+    """
     top, left, height, width = (v // div for v in plan.box)
     region_h, region_w = (v // div for v in plan.region)
     pixels = pixels[:region_h, :region_w]
     if plan.resize_to is not None:
-        t = resize(to_tensor(pixels), (plan.resize_to[0] // div, plan.resize_to[1] // div))
+        size = (plan.resize_to[0] // div, plan.resize_to[1] // div)
+        t = resize(to_tensor(pixels), size, kernel)
         t = t[:, top : top + height, left : left + width]
     else:
         t = to_tensor(pixels[top : top + height, left : left + width])

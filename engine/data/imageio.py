@@ -28,10 +28,6 @@ _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 Image.MAX_IMAGE_PIXELS = None  # big photographs are normal training data, not an attack
 
 
-def is_image(path: Path) -> bool:
-    return path.suffix.lower() in EXTENSIONS and not path.name.startswith(".")
-
-
 def _bad(path: Path, why: str) -> DataError:
     return DataError(
         f"corrupt image '{path}' ({why}); fix or remove the file, or set on_bad_image: skip "

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from engine.data.errors import DataError
 
-Kind = Literal["sr", "paired", "unpaired", "single", "frames"]
+Kind = Literal["sr", "sr_seg", "paired", "unpaired", "single", "frames", "interp"]
 ResizeMode = Literal["resize", "scale_width", "scale_shortside"]
 CropMode = Literal["crop", "center_crop"]
 Kernel = Literal["nearest", "bilinear", "bicubic", "lanczos", "area"]
@@ -21,21 +21,29 @@ Kernel = Literal["nearest", "bilinear", "bicubic", "lanczos", "area"]
 RESIZE_MODES: tuple[str, ...] = ("resize", "scale_width", "scale_shortside")
 CROP_MODES: tuple[str, ...] = ("crop", "center_crop")
 
-#: The folder keys each dataset type reads (alternatives separated by '|').
+#: The folder keys each dataset type reads.
 FOLDER_KEYS: dict[str, tuple[str, ...]] = {
     "sr": ("hr", "lr"),
+    "sr_seg": ("hr", "lr", "seg"),
     "paired": ("A", "B", "folder"),
     "unpaired": ("A", "B"),
     "single": ("folder",),
     "frames": ("hr", "lr"),
+    "interp": ("folder",),
 }
 _REQUIRED: dict[str, str] = {
     "sr": "hr",
+    "sr_seg": "hr and seg",
     "unpaired": "A and B",
     "single": "folder",
     "frames": "hr",
+    "interp": "folder",
     "paired": "A and B, or folder (side-by-side AB images)",
 }
+#: The types with an LR side at 1/scale of the target (HR) side.
+SCALED_KINDS: tuple[str, ...] = ("sr", "sr_seg", "frames")
+#: Channels of a probability map by default: SFTGAN's 8 outdoor categories.
+SEG_CLASSES = 8
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,7 @@ class DataOptions:
     crop_size: int | None = None  # of the target (HR) side
     flip: bool = False
     rotate: bool = False
-    frames: int = 3
+    frames: int = 3  # interp: always 3 (f0, mid, f1)
     frame_skip: tuple[int, int] = (1, 1)
     reverse: bool = False
     resize_kernel: Kernel = "bicubic"
@@ -88,6 +96,7 @@ class DataOptions:
     subset: str | None = None
     on_bad_image: Literal["error", "skip"] = "error"
     channels: int = 3
+    seg_classes: int = SEG_CLASSES
 
     @property
     def skip_bad(self) -> bool:
@@ -115,16 +124,26 @@ def parse_options(section: dict[str, Any], *, train: bool, scale: int) -> DataOp
             f"{where}.load_size {load_size} is smaller than crop_size {crop}: "
             "raise load_size or lower crop_size"
         )
-    if load_size is not None and kind in ("sr", "frames") and load_size % scale:
+    if load_size is not None and kind in SCALED_KINDS and load_size % scale:
         raise DataError(
             f"{where}.load_size {load_size} is not a multiple of the scale {scale}: "
             f"use {load_size // scale * scale or scale}"
         )
     degradations = tuple(section.get("degradations") or ())
-    if degradations and kind not in ("sr", "frames"):
+    if degradations and kind not in SCALED_KINDS:
         raise DataError(
-            f"{where}.degradations: only types sr and frames degrade their input (this is "
-            f"'{kind}'); remove degradations"
+            f"{where}.degradations: only types {', '.join(SCALED_KINDS)} degrade their input "
+            f"(this is '{kind}'); remove degradations"
+        )
+    if "seg_classes" in section and kind != "sr_seg":
+        raise DataError(
+            f"{where}.seg_classes: only type sr_seg reads probability maps (this is "
+            f"'{kind}'); remove seg_classes"
+        )
+    if kind == "interp" and section.get("frames", 3) != 3:
+        raise DataError(
+            f"{where}.frames: type interp always reads 3 frames (f0, mid, f1); remove frames, "
+            "or use frame_skip to take the inputs further from the middle frame"
         )
     return DataOptions(
         where=where,
@@ -145,23 +164,26 @@ def parse_options(section: dict[str, Any], *, train: bool, scale: int) -> DataOp
         subset=section.get("subset"),
         on_bad_image=section.get("on_bad_image", "error"),
         channels=int(section.get("channels", 3)),
+        seg_classes=int(section.get("seg_classes", SEG_CLASSES)),
     )
 
 
 def _folders(section: dict[str, Any], kind: str, where: str) -> dict[str, tuple[str, ...]]:
     allowed = FOLDER_KEYS[kind]
-    given = {k: section[k] for k in ("hr", "lr", "A", "B", "folder") if k in section}
+    given = {k: section[k] for k in ("hr", "lr", "seg", "A", "B", "folder") if k in section}
     for key in given:
         if key not in allowed:
             raise DataError(
                 f"{where}.{key}: type '{kind}' does not read '{key}'; it reads "
-                f"{' and '.join(allowed)} (remove '{key}' or change type)"
+                f"{', '.join(allowed)} (remove '{key}' or change type)"
             )
     folders = {k: tuple([v] if isinstance(v, str) else v) for k, v in given.items()}
     ok = {
         "sr": "hr" in folders,
+        "sr_seg": {"hr", "seg"} <= set(folders),
         "frames": "hr" in folders,
         "single": "folder" in folders,
+        "interp": "folder" in folders,
         "unpaired": {"A", "B"} <= set(folders),
         "paired": {"A", "B"} <= set(folders) or set(folders) == {"folder"},
     }[kind]
@@ -172,7 +194,7 @@ def _folders(section: dict[str, Any], kind: str, where: str) -> dict[str, tuple[
 
 def _crop_size(section: dict[str, Any], kind: str, scale: int, where: str) -> int | None:
     crop, lr_crop = section.get("crop_size"), section.get("lr_crop_size")
-    if kind not in ("sr", "frames"):
+    if kind not in SCALED_KINDS:
         if lr_crop is not None:
             raise DataError(f"{where}.lr_crop_size: type '{kind}' has no LR side; use crop_size")
         return crop

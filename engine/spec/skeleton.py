@@ -18,10 +18,12 @@ GLOB = r"^[A-Za-z0-9_.*?\[\]-]+$"
 #: Keys of the ``data:`` section's datasets → the ``data.<key>`` tensors they provide.
 DATASET_PROVIDES: dict[str, tuple[str, ...]] = {
     "sr": ("lr", "hr"),
+    "sr_seg": ("lr", "hr", "seg"),
     "paired": ("A", "B"),
     "unpaired": ("A", "B"),
     "single": ("x",),
     "frames": ("lr", "hr"),
+    "interp": ("f0", "f1", "mid"),
 }
 
 #: ``torch.optim`` optimizers by their lower-case names.
@@ -316,7 +318,8 @@ FOLDERS = _one_or_many(
         "type": "string",
         "minLength": 1,
         "description": "a folder (relative to the spec's folder, then the working directory) "
-        "or builtin:NAME (photos, edges, cartoon, pans; _faces/_scenery; /train, /val, /all)",
+        "or builtin:NAME (photos, edges, cartoon, pans, segments; _faces/_scenery; /train, /val, "
+        "/all)",
     }
 )
 
@@ -451,6 +454,10 @@ DATASET = _obj(
         "type": {"enum": list(DATASET_PROVIDES)},
         "hr": FOLDERS,
         "lr": FOLDERS,
+        "seg": {
+            **FOLDERS,
+            "description": "probability maps (.npy, .pt, .pth) matched to hr by stem (sr_seg)",
+        },
         "A": FOLDERS,
         "B": FOLDERS,
         "folder": FOLDERS,
@@ -479,7 +486,7 @@ DATASET = _obj(
         },
         "load_size": POS_INT,
         "crop_size": {**POS_INT, "description": "crop of the target (HR) side"},
-        "lr_crop_size": {**POS_INT, "description": "crop of the LR side (sr, frames)"},
+        "lr_crop_size": {**POS_INT, "description": "crop of the LR side (sr, sr_seg, frames)"},
         "flip": {"type": "boolean"},
         "rotate": {"type": "boolean"},
         "frames": POS_INT,
@@ -493,6 +500,11 @@ DATASET = _obj(
         "workers": NONNEG_INT,
         "on_bad_image": {"enum": ["error", "skip"]},
         "channels": {"enum": [1, 3, 4]},
+        "seg_classes": {
+            "type": "integer",
+            "minimum": 2,
+            "description": "channels of the sr_seg probability maps (SFTGAN: 8)",
+        },
     },
     ("type",),
 )
