@@ -263,13 +263,37 @@ def test_sizes_the_generator_cannot_take_are_reported(
 
 
 @pytest.mark.parametrize(
-    ("name", "net", "multiple"), [("wbc.yaml", "G", 4), ("cyclegan.yaml", "G_A", 4)]
+    ("name", "crop", "net", "text"),
+    [
+        ("wbc.yaml", 64, "G", "a multiple of 4, at least 4×4"),
+        ("cyclegan.yaml", 64, "G_A", "a multiple of 4, at least 8×8"),
+        # Larger than any fixed probe range: unet_256 halves the size eight times.
+        ("pix2pix.yaml", 256, "G", "a multiple of 256, at least 256×256"),
+        # A PatchGAN runs at any size from 24 on; its patch map is n/8 - 2, not n/8.
+        (
+            "pix2pix.yaml",
+            256,
+            "D",
+            "a multiple of 1, at least 24×24 (its output does not scale with the input)",
+        ),
+    ],
 )
-def test_inspect_reports_the_size_multiple(name: str, net: str, multiple: int) -> None:
-    spec = load_spec(SPECS / name, [*TINY_NETS[name], "data.train.crop_size=64"])
+def test_inspect_reports_the_sizes_a_network_accepts(
+    name: str, crop: int, net: str, text: str
+) -> None:
+    spec = load_spec(SPECS / name, [*TINY_NETS[name], f"data.train.crop_size={crop}"])
     rule = size_rule(spec.networks[net], check_shapes(spec).networks[net])
-    assert rule.multiple == multiple and rule.fixed is None
-    assert size_text(rule).startswith(f"input size: a multiple of {multiple}")
+    assert rule.fixed is None
+    assert size_text(rule) == f"input size: {text}"
+
+
+def test_a_discriminator_with_a_linear_head_has_a_fixed_size() -> None:
+    # SRGAN's VGG discriminator flattens 512×4×4 features into a linear layer: sizes
+    # 129..135 still give 4×4, but no size from twice the crop on does, so it is fixed.
+    spec = load_spec(SPECS / "srgan.yaml", ["networks.G.params.nf=8", "networks.G.params.nb=1"])
+    rule = size_rule(spec.networks["D"], check_shapes(spec).networks["D"])
+    assert rule.fixed == 128
+    assert size_text(rule).startswith("input size: fixed at 128×128")
 
 
 # ------------------------------------------------------------------------------ WBC
