@@ -14,50 +14,25 @@ from __future__ import annotations
 
 import argparse
 import copy
-import io
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _runtime import prepared_run
 
 
 def setup(crop: int, batch: int):  # type: ignore[no-untyped-def]
-    from engine import load_spec
-    from engine.train.runner import _Run
-
     overrides = [
         f"data.train.crop_size={crop}",
         f"data.train.batch_size={batch}",
         "+graph.fea.weights=random",
         "train.phases.0.until=1",
     ]
-    spec = load_spec(ROOT / "specs" / "esrgan.yaml", overrides)
+    r = prepared_run("esrgan.yaml", overrides, phase=1)
     hr = torch.rand(batch, 3, crop, crop)
     lr = F.avg_pool2d(hr, 4)
-    r = _Run(spec, Path("/tmp/loom-bench-train"), None, io.StringIO(), False, None)
-    r._networks()
-    r._optimizers()
-    r.world, r.rank = 1, 0
-    r._prepare()
-    r.bad = 0
-    from engine.graph.training import gradient_networks
-    from engine.train.phases import phases_of
-    from engine.train.program import Program
-
-    r.phases = phases_of(r.train_cfg)
-    reach = gradient_networks(spec.training, spec.networks)
-    r.program = Program(
-        spec.training, r.networks, r.ops, r.losses, reach, autocast=r.accelerator.autocast
-    )
-    gan = r.phases[1]
-    r._enter_phase(gan)
-    return r, gan, {"lr": lr, "hr": hr}
+    return r, r.phase, {"lr": lr, "hr": hr}
 
 
 def hand_loop(r, batch):  # type: ignore[no-untyped-def]
