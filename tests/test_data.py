@@ -517,6 +517,15 @@ def test_mismatched_pairs_are_listed(tmp_path: Path) -> None:
         sr(tmp_path, hr="hr", lr="lr")
 
 
+def test_subset_lists_hr_stems_and_matches_lr_files_with_div2k_names(tmp_path: Path) -> None:
+    folder_of(tmp_path, "hr", {n: noise_image(16, 16) for n in ("0001", "0002", "0003")})
+    folder_of(tmp_path, "lr", {f"{n}x2": noise_image(8, 8) for n in ("0001", "0002", "0003")})
+    (tmp_path / "subset.txt").write_text("0001\n0003\n")
+    ds = sr(tmp_path, hr="hr", lr="lr", subset="subset.txt")
+    assert [f.stem for f in ds.hr.files] == ["0001", "0003"]
+    assert [f.stem for f in ds.lr_of.values()] == ["0001x2", "0003x2"]
+
+
 def test_paired_sizes_must_agree(tmp_path: Path) -> None:
     folder_of(tmp_path, "A", {"a": noise_image(16, 16)})
     folder_of(tmp_path, "B", {"a": noise_image(16, 18)})
@@ -824,6 +833,16 @@ def test_interp_reverse_swaps_the_inputs_and_frame_skip_spreads_them(tmp_path: P
         interp(tmp_path, frames=5)
 
 
+def test_interp_subset_lists_sequences_as_vimeo_lists_do(tmp_path: Path) -> None:
+    for clip in ("00001/0001", "00001/0002", "00002/0001"):
+        folder_of(tmp_path, "clips", {f"{clip}/im{t}": noise_image(8, 8, t) for t in (1, 2, 3)})
+    (tmp_path / "tri_trainlist.txt").write_text("00001/0002\n00002/0001\n")
+    ds = interp(tmp_path, subset="tri_trainlist.txt", flip=False)
+    assert len(ds) == 2
+    assert [f.parent.name for f in ds.hr.files] == ["0002"] * 3 + ["0001"] * 3
+    assert torch.equal(ds[(0, 1)]["mid"], to_tensor(noise_image(8, 8, 2)))
+
+
 def test_interp_on_builtin_pans_has_the_exact_middle_frame(tmp_path: Path) -> None:
     val = make_dataset({"type": "interp", "folder": "builtin:pans"}, scale=1, train=False, seed=0)
     assert len(val) == len(VAL) * 4 * 5  # 4 pans of 7 frames per photo, 5 windows each
@@ -916,9 +935,13 @@ data:
             SFT_SPEC,
             {"data.lr": (2, 3, 16, 16), "data.hr": (2, 3, 32, 32), "data.seg": (2, 8, 32, 32)},
         ),
+        (
+            SFT_SPEC.replace("crop_size: 32", "lr_crop_size: 16"),
+            {"data.lr": (2, 3, 16, 16), "data.hr": (2, 3, 32, 32), "data.seg": (2, 8, 32, 32)},
+        ),
         (INTERP_SPEC, {f"data.{k}": (2, 3, 48, 48) for k in ("f0", "f1", "mid")}),
     ],
-    ids=["sr_seg", "interp"],
+    ids=["sr_seg", "sr_seg_lr_crop", "interp"],
 )
 def test_specs_with_the_new_types_validate_and_match_their_batches(
     tmp_path: Path, text: str, shapes: dict

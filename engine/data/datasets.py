@@ -125,7 +125,8 @@ class LoomDataset(Dataset):
 
     def side(self, key: str, *, kind: FileKind = IMAGES, stem: Callable[[str], str] = str) -> Side:
         """The files of folder key ``key``; ``stem`` maps a file's stem to the stem it
-        pairs on (``0001x4`` → ``0001``), which is what ``subset`` lists."""
+        pairs on (``0001x4`` → ``0001``), which is what ``subset`` lists. A subset line
+        may also name a folder (a sequence, as Vimeo-90K's lists do): all files under it."""
         opts = self.opts
         side = load_side(
             key,
@@ -138,8 +139,7 @@ class LoomDataset(Dataset):
         )
         if opts.subset:
             wanted = read_subset(opts.subset, opts.where, self.spec_dir)
-            paired = [stem(s) for s in side.stems]
-            side.keep([s in wanted or Path(s).name in wanted for s in paired])
+            side.keep([_listed(stem(s), wanted) for s in side.stems])
             if not side.files:
                 raise DataError(f"{opts.where}.subset: no file of {side.label} is listed in it")
         return side
@@ -291,6 +291,13 @@ class LoomDataset(Dataset):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.opts.where}, {len(self)} items)"
+
+
+def _listed(stem: str, wanted: set[str]) -> bool:
+    """Whether a subset names the file (by stem or file name) or a folder it is in."""
+    path = Path(stem)
+    folders = (p.as_posix() for p in path.parents if p.parts)
+    return stem in wanted or path.name in wanted or any(f in wanted for f in folders)
 
 
 def _probe_or_error(
