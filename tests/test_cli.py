@@ -163,3 +163,12 @@ def test_editor_schema_dispatches_builtin_blocks() -> None:
     assert any("kernal" in m for m in messages)
     node["networks"]["G"]["nodes"]["c"].pop("kernal")
     assert list(validator.iter_errors(node)) == []
+
+
+def test_overrides_may_follow_options() -> None:
+    before = cli("inspect", "specs/quickstart.yaml", "data.train.crop_size=64", "--no-probe")
+    after = cli("inspect", "specs/quickstart.yaml", "--no-probe", "data.train.crop_size=64")
+    assert before.returncode == after.returncode == 0, after.stderr
+    assert before.stdout == after.stdout and "(8, 3, 32, 32)" in after.stdout
+    wrong = cli("inspect", "specs/quickstart.yaml", "--no-probe", "--bogus")
+    assert wrong.returncode == 2 and "unrecognized arguments: --bogus" in wrong.stderr
