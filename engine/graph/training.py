@@ -16,6 +16,7 @@ from engine.graph.model import Network, PortBindings, Source, TrainingGraph
 from engine.spec.catalog import Catalog, CatalogEntry
 from engine.spec.diagnostics import Diagnostics, did_you_mean, quote_list
 from engine.spec.schema_check import check_schema
+from engine.spec.skeleton import DATASET_PROVIDES
 from engine.spec.yamlio import Doc
 
 KINDS = ("call", "op", "loss")
@@ -237,10 +238,13 @@ class TrainingGraphBuilder:
                 self.diags.error(at, f"'{ref}' needs a 'data:' section with a 'train:' dataset")
                 return None
             if port not in self.data_keys:
+                types = [t for t, keys in DATASET_PROVIDES.items() if port in keys]
+                elsewhere = f" (type {' or '.join(types)} does)" if types else ""
                 self.diags.error(
                     at,
                     f"unknown data key '{port}'{did_you_mean(port, self.data_keys)};"
-                    f" this dataset provides {quote_list(f'data.{k}' for k in self.data_keys)}",
+                    f" this dataset provides {quote_list(f'data.{k}' for k in self.data_keys)}"
+                    + elsewhere,
                 )
                 return None
             g.add_node(ref, kind="data", loc=None)
