@@ -927,6 +927,24 @@ data:
   val: {type: interp, folder: "builtin:pans"}
 """
 
+# Video SR: a window of LR frames, (N, T, C, h, w), around the HR centre frame.
+FRAMES_SPEC = """\
+spec: 1
+name: tiny_frames
+scale: 2
+networks:
+  G:
+    inputs: {x: 3}
+    nodes:
+      out: {block: conv, in: x, out: 3}
+    outputs: {y: out}
+graph:
+  fake: {call: G, in: data.hr}
+  pix: {loss: l1, in: [fake.y, data.hr]}
+data:
+  train: {type: frames, hr: "builtin:pans", crop_size: 32, batch_size: 2, frames: 5}
+"""
+
 
 @pytest.mark.parametrize(
     ("text", "shapes"),
@@ -940,8 +958,9 @@ data:
             {"data.lr": (2, 3, 16, 16), "data.hr": (2, 3, 32, 32), "data.seg": (2, 8, 32, 32)},
         ),
         (INTERP_SPEC, {f"data.{k}": (2, 3, 48, 48) for k in ("f0", "f1", "mid")}),
+        (FRAMES_SPEC, {"data.lr": (2, 5, 3, 16, 16), "data.hr": (2, 3, 32, 32)}),
     ],
-    ids=["sr_seg", "sr_seg_lr_crop", "interp"],
+    ids=["sr_seg", "sr_seg_lr_crop", "interp", "frames"],
 )
 def test_specs_with_the_new_types_validate_and_match_their_batches(
     tmp_path: Path, text: str, shapes: dict

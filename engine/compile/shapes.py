@@ -61,6 +61,9 @@ def data_shapes(spec: Spec, diags: Diagnostics, batch: int | None = None) -> dic
         shapes = {"data.lr": (n, channels, lr_size, lr_size), "data.hr": (n, channels, size, size)}
         if kind == "sr_seg":  # probability maps at the HR size
             shapes["data.seg"] = (n, int(train.get("seg_classes") or SEG_CLASSES), size, size)
+        if kind == "frames":  # a window of LR frames around the HR centre frame
+            frames = int(train.get("frames") or 3)
+            shapes["data.lr"] = (n, frames, channels, int(lr_size), int(lr_size))
         return shapes
     if kind == "interp":  # the spec's scale does not apply: three full-resolution frames
         size = int(train.get("crop_size") or DEFAULT_SIZE)
