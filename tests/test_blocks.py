@@ -16,6 +16,8 @@ import blocks.builtin  # noqa: F401  (registers the blocks)
 from blocks.builtin.vgg import IMAGENET_FILE, VGG19Features
 from blocks.registry import REGISTRY, BlockInfo
 from blocks.schema import block_schema
+from engine.compile.network import constructor_kwargs
+from engine.compile.probe import Probe
 
 
 @dataclass
@@ -207,6 +209,18 @@ def test_block_runs_on_meta_device(name: str) -> None:
     """Shape inference runs every block on the meta device before any data is read."""
     _, _, outputs = run_example(name, device="meta")
     assert [tuple(o.shape) for o in outputs] == example_for(name).outputs
+
+
+@pytest.mark.parametrize("name", [n for n in BLOCKS if REGISTRY.get(n).kind != "loss"])
+def test_cpu_shape_probe_gives_the_shapes_of_a_real_run(name: str) -> None:
+    """Compiling infers shapes with CPU kernels, stateful blocks on an empty batch."""
+    info, example = REGISTRY.get(name), example_for(name)
+    probe = Probe("cpu", batch=example.inputs[0][0])
+    tensors = [probe.tensor(s) for s in example.inputs]
+    if len(info.inputs) == 1 and not info.variadic and len(tensors) > 1:
+        tensors = [probe.cat(tensors)]
+    kwargs = constructor_kwargs(name, example.params, tensors)
+    assert probe.run(name, kwargs, tensors).out_shapes == example.outputs
 
 
 @pytest.mark.parametrize("name", BLOCKS)

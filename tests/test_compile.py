@@ -10,6 +10,7 @@ import torch
 
 import engine
 from engine import SpecError, load_spec
+from engine.compile import lower
 from engine.compile.build import check_shapes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +56,43 @@ def test_generated_code_is_readable_and_frees_values() -> None:
     assert "def forward(self, x):" in code
     assert "conv_first = self.conv_first(x);  x = None" in code
     assert "torch.cat([conv_first, body_0_rdb1_conv1], 1)" in code
+
+
+def test_stateless_nodes_are_written_as_the_operations_they_perform() -> None:
+    """A residual is a multiply and an add in the code, as written by hand: no module."""
+    g = tiny_esrgan()["G"]
+    assert "body_0_rdb1_out_mul = 0.2 * body_0_rdb1_conv5" in g.code
+    assert "body_0_rdb1_out = conv_first + body_0_rdb1_out_mul" in g.code
+    assert "trunk = conv_first + conv_body" in g.code
+    assert "up1 = torch.nn.functional.interpolate(trunk" in g.code
+    names = dict(g.named_modules())
+    assert "trunk" not in names and "up1" not in names and "body.0.out" not in names
+
+
+def test_a_stateless_block_that_depends_on_the_mode_keeps_its_module_call() -> None:
+    class Noisy(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + torch.randn_like(x) if self.training else x
+
+    class Branchy(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x if x.sum() > 0 else -x  # control flow on values
+
+    assert lower.record(Noisy(), 1) is None
+    assert lower.record(Branchy(), 1) is None
+    assert lower.record(torch.nn.LeakyReLU(0.2), 1) is not None
+
+
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
+def test_cpu_probe_infers_what_the_meta_probe_infers(path: Path) -> None:
+    """build infers shapes with CPU kernels; inspect with meta tensors: they agree."""
+    spec = load_spec(path)
+    cpu, meta = check_shapes(spec, batch=1, probe="cpu"), check_shapes(spec, batch=1)
+    assert cpu.values == meta.values
+    assert cpu.networks.keys() == meta.networks.keys()
+    for name, inference in meta.networks.items():
+        assert cpu.networks[name].outputs == inference.outputs
+        assert cpu.networks[name].records == inference.records
 
 
 def test_compiled_network_trains(tmp_path: Path) -> None:

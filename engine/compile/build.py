@@ -9,6 +9,7 @@ import torch
 from torch import fx
 
 from engine.compile.network import materialize
+from engine.compile.probe import ProbeKind
 from engine.compile.shapes import SpecShapes, infer_spec
 from engine.spec.diagnostics import Diagnostics, SpecError
 from engine.spec.load import Spec, load_spec
@@ -22,10 +23,16 @@ def resolve(spec_or_path: Spec | str | Path, overrides: Sequence[str] = ()) -> S
     return load_spec(spec_or_path, tuple(overrides))
 
 
-def check_shapes(spec: Spec, batch: int | None = None) -> SpecShapes:
-    """Shape inference of the whole spec; :class:`SpecError` on any shape problem."""
+def check_shapes(spec: Spec, batch: int | None = None, *, probe: ProbeKind = "meta") -> SpecShapes:
+    """Shape inference of the whole spec; :class:`SpecError` on any shape problem.
+
+    ``probe="meta"`` (the default) gives exact shapes at ``batch``, as ``inspect``
+    reports them; ``"cpu"`` runs CPU kernels, on empty batches where that saves
+    arithmetic: every layer's channels at a fraction of the cost (see
+    :mod:`engine.compile.probe`).
+    """
     diags = Diagnostics()
-    shapes = infer_spec(spec, diags, batch)
+    shapes = infer_spec(spec, diags, batch, probe)
     if diags.errors:
         raise SpecError(diags)
     return shapes
@@ -44,5 +51,5 @@ def build(
     Raises :class:`SpecError` for an invalid spec or a shape problem, with places.
     """
     spec = resolve(spec_or_path, overrides)
-    shapes = check_shapes(spec, batch=1)
+    shapes = check_shapes(spec, batch=1, probe="cpu")
     return {name: materialize(shapes.networks[name], device) for name in spec.networks}

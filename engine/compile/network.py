@@ -2,16 +2,19 @@
 
 Compilation runs in two passes over an expanded network:
 
-1. **infer** — every leaf block is constructed on the ``meta`` device with its input
-   channels taken from the tensors that reach it, and run on meta tensors. This gives
-   every node's output shape, its parameter count and its MACs without allocating
-   memory or reading data, and turns shape errors (channel or size mismatches) into
-   diagnostics at the node's place in the spec.
+1. **infer** — every distinct leaf block is constructed with its input channels taken
+   from the tensors that reach it, and run by a :class:`~engine.compile.probe.Probe`
+   on tensors that carry shapes but no data (meta tensors for ``inspect``; CPU
+   kernels on empty batches for ``build``). This gives every node's output shape, its
+   parameter count and its MACs without reading data, and turns shape errors (channel
+   or size mismatches) into diagnostics at the node's place in the spec.
 2. **materialize** — the same constructor calls on a real device, wired into an
    ``fx.Graph`` whose ``call_module`` targets are the hierarchical node names. The
    resulting GraphModule has readable generated code, a submodule tree that follows the
    names (so ``state_dict`` keys are ``body.7.rdb2.conv3.weight``), and frees each
-   intermediate value after its last use, as hand-written code would.
+   intermediate value after its last use, as hand-written code would. Stateless nodes
+   (a residual's scaled add, an upsampling) are written as the operations they perform
+   (:mod:`engine.compile.lower`), as hand-written code would too.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from __future__ import annotations
 import functools
 import inspect as pyinspect
 import operator
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,8 @@ from torch import fx, nn
 
 import blocks.builtin  # noqa: F401  (registers the built-in blocks)
 from blocks.registry import REGISTRY
+from engine.compile import lower
+from engine.compile.probe import Probe, on_device, stateless
 from engine.graph.model import Network, Source
 from engine.spec.diagnostics import Diagnostics, Loc
 
@@ -39,7 +43,7 @@ class ShapeError(Exception):
 
 @dataclass
 class NodeRecord:
-    """What the meta pass learned about one node."""
+    """What the shape pass learned about one node."""
 
     name: str
     block: str
@@ -52,7 +56,7 @@ class NodeRecord:
 
 @dataclass
 class Inference:
-    """The meta pass over one network for given input shapes."""
+    """The shape pass over one network for given input shapes."""
 
     network: Network
     input_shapes: dict[str, tuple[int, ...]]
@@ -73,7 +77,7 @@ def _accepted(block: str) -> frozenset[str]:
     return frozenset(pyinspect.signature(REGISTRY.get(block).factory).parameters)
 
 
-def _constructor_kwargs(
+def constructor_kwargs(
     block: str, params: dict[str, Any], inputs: list[torch.Tensor]
 ) -> dict[str, Any]:
     """Block parameters plus the channel counts the compiler fills in."""
@@ -87,118 +91,61 @@ def _constructor_kwargs(
 
 
 def _arguments(
-    ports: dict[str, list[list[Source]]], values: Callable[[Source], torch.Tensor]
+    ports: dict[str, list[list[Source]]], values: dict[Source, torch.Tensor], probe: Probe
 ) -> list[torch.Tensor]:
     """Positional arguments of a leaf: one per argument, concat groups concatenated."""
-    args = []
-    for groups in ports.values():
-        for group in groups:
-            tensors = [values(s) for s in group]
-            args.append(tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=1))
-    return args
+    return [probe.cat([values[s] for s in group]) for groups in ports.values() for group in groups]
 
 
-def _layer_macs(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> int:
-    """Multiply-accumulates of one layer's forward, per sample."""
-    out = output[0] if isinstance(output, tuple | list) else output
-    if not isinstance(out, torch.Tensor) or out.dim() == 0:
-        return 0
-    batch = max(int(out.shape[0]), 1)
-    if isinstance(module, nn.Conv2d):
-        k = module.kernel_size[0] * module.kernel_size[1]
-        return out.numel() // batch * (module.in_channels // module.groups) * k
-    if isinstance(module, nn.ConvTranspose2d):
-        k = module.kernel_size[0] * module.kernel_size[1]
-        return inputs[0].numel() // batch * (module.out_channels // module.groups) * k
-    if isinstance(module, nn.Linear):
-        return out.numel() // batch * module.in_features
-    return 0
+def infer(
+    network: Network, input_shapes: dict[str, tuple[int, ...]], probe: Probe | None = None
+) -> Inference:
+    """Run the shape pass; raise :class:`ShapeError` (with the node's place) on failure.
 
-
-def _run_counting(module: nn.Module, inputs: list[torch.Tensor]) -> tuple[Any, int]:
-    """Forward ``module`` and count the MACs of every conv and linear layer inside it."""
-    total = [0]
-
-    def hook(layer: nn.Module, args: tuple[Any, ...], output: Any) -> None:
-        total[0] += _layer_macs(layer, args, output)
-
-    handles = [
-        m.register_forward_hook(hook)
-        for m in module.modules()
-        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear)
-    ]
-    try:
-        out = module(*inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return out, total[0]
-
-
-def infer(network: Network, input_shapes: dict[str, tuple[int, ...]]) -> Inference:
-    """Run the meta pass; raise :class:`ShapeError` (with the node's place) on failure."""
+    ``probe`` runs the blocks (see :mod:`engine.compile.probe`): meta tensors by default,
+    as ``inspect`` reports them; one probe shared by several calls runs each case once.
+    """
+    probe = probe or Probe()
     result = Inference(network, dict(input_shapes))
-    values: dict[Source, torch.Tensor] = {}
-    for name, shape in input_shapes.items():
-        values[Source(name)] = torch.empty(shape, device="meta")
-    memo: dict[tuple[Any, ...], tuple[list[tuple[int, ...]], int, int]] = {}
+    values = {Source(name): probe.tensor(shape) for name, shape in input_shapes.items()}
     g = network.graph
     for name in nx.topological_sort(g):
         attrs = g.nodes[name]
         if attrs["kind"] != "block":
             continue
         try:
-            inputs = _arguments(attrs["ports"], values.__getitem__)
-        except RuntimeError as exc:
-            raise _shape_error(name, attrs, values, exc) from None
-        kwargs = _constructor_kwargs(attrs["block"], attrs["params"], inputs)
-        # Instances of one definition usually see the same shapes: run each case once.
-        key = (attrs["block"], repr(sorted(kwargs.items())), tuple(t.shape for t in inputs))
-        if key not in memo:
-            try:
-                memo[key] = _meta_run(attrs["block"], kwargs, inputs)
-            except (RuntimeError, ValueError, TypeError, AssertionError) as exc:
-                raise _shape_error(name, attrs, values, exc) from None
-        out_shapes, params, macs = memo[key]
-        info = REGISTRY.get(attrs["block"])
-        for port, shape in zip(info.outputs, out_shapes, strict=False):
-            values[Source(name, port)] = torch.empty(shape, device="meta")
+            inputs = _arguments(attrs["ports"], values, probe)
+            kwargs = constructor_kwargs(attrs["block"], attrs["params"], inputs)
+            run = probe.run(attrs["block"], kwargs, inputs)
+        except (RuntimeError, ValueError, TypeError, AssertionError) as exc:
+            raise _shape_error(name, attrs, values, probe, exc) from None
+        for port, shape in zip(REGISTRY.get(attrs["block"]).outputs, run.out_shapes, strict=False):
+            values[Source(name, port)] = probe.tensor(shape)
         result.records[name] = NodeRecord(
             name=name,
             block=attrs["block"],
             kwargs=kwargs,
-            out_shapes=out_shapes,
-            params=params,
-            macs=macs,
+            out_shapes=run.out_shapes,
+            params=run.params,
+            macs=run.macs,
             loc=attrs.get("loc"),
         )
     for port, group in network.outputs.items():
-        tensors = [values[s] for s in group]
-        result.outputs[port] = tuple(
-            (tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=1)).shape
-        )
+        result.outputs[port] = probe.shape(probe.cat([values[s] for s in group]))
     return result
 
 
-def _meta_run(
-    block: str, kwargs: dict[str, Any], inputs: list[torch.Tensor]
-) -> tuple[list[tuple[int, ...]], int, int]:
-    """Output shapes, parameter count and MACs of one block on meta tensors."""
-    with torch.device("meta"):
-        module = REGISTRY.get(block).factory(**kwargs)
-    module.eval()  # shapes are the same; batch statistics would refuse a batch of one
-    out, macs = _run_counting(module, inputs)
-    outs = list(out) if isinstance(out, tuple | list) else [out]
-    return [tuple(t.shape) for t in outs], sum(p.numel() for p in module.parameters()), macs
-
-
 def _shape_error(
-    name: str, attrs: dict[str, Any], values: dict[Source, torch.Tensor], exc: Exception
+    name: str,
+    attrs: dict[str, Any],
+    values: dict[Source, torch.Tensor],
+    probe: Probe,
+    exc: Exception,
 ) -> ShapeError:
     shapes = []
     for groups in attrs["ports"].values():
         for group in groups:
-            parts = [tuple(values[s].shape) for s in group if s in values]
+            parts = [probe.shape(values[s]) for s in group if s in values]
             shapes.append(" + ".join(str(p) for p in parts))
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     error = ShapeError(
@@ -213,35 +160,39 @@ def report(error: ShapeError, diags: Diagnostics) -> None:
 
 
 def materialize(inference: Inference, device: torch.device | str = "cpu") -> fx.GraphModule:
-    """Build the real GraphModule from a finished meta pass."""
+    """Build the real GraphModule from a finished shape pass.
+
+    Blocks with state become submodules called by name; stateless ones are written into
+    the graph as the operations they perform (:mod:`engine.compile.lower`).
+    """
     network = inference.network
     root = nn.Module()
     graph = fx.Graph()
     env: dict[Source, fx.Node] = {}
     for name in network.inputs:
         env[Source(name)] = graph.placeholder(name)
+    recorded: dict[tuple[Any, ...], fx.Graph | None] = {}
     g = network.graph
-    with torch.device(device):
+    with on_device(device):
         for name in nx.topological_sort(g):
             attrs = g.nodes[name]
             if attrs["kind"] != "block":
                 continue
             record = inference.records[name]
-            _attach(root, name, REGISTRY.get(record.block).factory(**record.kwargs))
-            args = []
-            for groups in attrs["ports"].values():
-                for group in groups:
-                    nodes = [env[s] for s in group]
-                    args.append(
-                        nodes[0] if len(nodes) == 1 else graph.call_function(torch.cat, (nodes, 1))
-                    )
-            node = graph.call_module(name, tuple(args))
-            outputs = REGISTRY.get(record.block).outputs
-            if len(record.out_shapes) == 1:
-                env[Source(name, outputs[0])] = node
-            else:
-                for i, port in enumerate(outputs[: len(record.out_shapes)]):
-                    env[Source(name, port)] = graph.call_function(operator.getitem, (node, i))
+            module = REGISTRY.get(record.block).factory(**record.kwargs)
+            args = [
+                _joined(graph, [env[s] for s in group])
+                for groups in attrs["ports"].values()
+                for group in groups
+            ]
+            outs = _lowered(graph, recorded, record, module, args)
+            if outs is None:
+                _attach(root, name, module)
+                node = graph.call_module(name, tuple(args))
+                n = len(record.out_shapes)
+                outs = [node] if n == 1 else [_item(graph, node, i) for i in range(n)]
+            for port, out in zip(REGISTRY.get(record.block).outputs, outs, strict=False):
+                env[Source(name, port)] = out
     results = {}
     for port, group in network.outputs.items():
         results[port] = _joined(graph, [env[s] for s in group])
@@ -249,6 +200,27 @@ def materialize(inference: Inference, device: torch.device | str = "cpu") -> fx.
     module = fx.GraphModule(root, graph, class_name=_class_name(network.name))
     module.output_ports = tuple(results)  # type: ignore[assignment]
     return module
+
+
+def _lowered(
+    graph: fx.Graph,
+    recorded: dict[tuple[Any, ...], fx.Graph | None],
+    record: NodeRecord,
+    module: nn.Module,
+    args: list[fx.Node],
+) -> list[fx.Node] | None:
+    """The node's outputs written as operations, or None if it stays a module call."""
+    if not stateless(module):
+        return None
+    key = (record.block, repr(sorted(record.kwargs.items())), len(args))
+    if key not in recorded:  # instances of one definition do the same operations
+        recorded[key] = lower.record(module, len(args))
+    ops = recorded[key]
+    return None if ops is None else lower.splice(graph, ops, args, record.name)
+
+
+def _item(graph: fx.Graph, node: fx.Node, index: int) -> fx.Node:
+    return graph.call_function(operator.getitem, (node, index))
 
 
 def _joined(graph: fx.Graph, nodes: list[fx.Node]) -> fx.Node:

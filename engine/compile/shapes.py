@@ -2,8 +2,8 @@
 
 The data section says what a batch looks like (``data.lr`` is ``(B, 3, 32, 32)`` for
 an x4 SR dataset with 128 crops); the training graph says which network sees what.
-Walking the graph in order on meta tensors gives every network its input shapes and
-checks every call, op and loss against the shapes that reach it. Problems become
+Walking the graph in order on shape-only tensors gives every network its input shapes
+and checks every call, op and loss against the shapes that reach it. Problems become
 diagnostics at the spec location of the offending node.
 """
 
@@ -13,22 +13,21 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import networkx as nx
-import torch
 
 from blocks.registry import REGISTRY
-from engine.compile.network import Inference, ShapeError, infer, report
+from engine.compile.network import Inference, ShapeError, constructor_kwargs, infer, report
+from engine.compile.probe import Probe, ProbeKind, Shape
 from engine.data.options import SEG_CLASSES
 from engine.graph.model import Source
 from engine.spec.diagnostics import Diagnostics
 from engine.spec.load import Spec
 
-Shape = tuple[int, ...]
 DEFAULT_SIZE = 64
 
 
 @dataclass
 class SpecShapes:
-    """Shapes of the data, of every graph value, and each network's meta pass."""
+    """Shapes of the data, of every graph value, and each network's shape pass."""
 
     data: dict[str, Shape] = field(default_factory=dict)
     values: dict[Source, Shape] = field(default_factory=dict)
@@ -75,9 +74,14 @@ def data_shapes(spec: Spec, diags: Diagnostics, batch: int | None = None) -> dic
     return {}
 
 
-def infer_spec(spec: Spec, diags: Diagnostics, batch: int | None = None) -> SpecShapes:
-    """Walk the training graph on meta tensors; networks not called get a default input."""
+def infer_spec(
+    spec: Spec, diags: Diagnostics, batch: int | None = None, probe: ProbeKind = "meta"
+) -> SpecShapes:
+    """Walk the training graph with ``probe`` tensors (:mod:`engine.compile.probe`);
+    networks not called get a default input."""
     shapes = SpecShapes(data=data_shapes(spec, diags, batch))
+    n = next(iter(shapes.data.values()))[0] if shapes.data else batch or 1
+    runner = Probe(probe, batch=n)
     g = spec.training.graph
     values: dict[Source, Shape] = {Source(k): v for k, v in shapes.data.items()}
     for name in nx.topological_sort(g) if nx.is_directed_acyclic_graph(g) else []:
@@ -88,9 +92,9 @@ def infer_spec(spec: Spec, diags: Diagnostics, batch: int | None = None) -> Spec
         if args is None:
             continue
         if attrs["kind"] == "call":
-            _call(spec, name, attrs, args, values, shapes, diags)
+            _call(spec, name, attrs, args, values, shapes, diags, runner)
         elif attrs["kind"] == "op":
-            _op(name, attrs, args, values, diags)
+            _op(name, attrs, args, values, diags, runner)
         else:
             _loss(name, attrs, args, diags)
     n = batch or 1
@@ -98,7 +102,7 @@ def infer_spec(spec: Spec, diags: Diagnostics, batch: int | None = None) -> Spec
         if name not in shapes.networks:
             inputs = {k: (n, c, DEFAULT_SIZE, DEFAULT_SIZE) for k, c in net.inputs.items()}
             try:
-                shapes.networks[name] = infer(net, inputs)
+                shapes.networks[name] = infer(net, inputs, runner)
             except ShapeError as exc:
                 report(exc, diags)
     shapes.values = values
@@ -132,6 +136,7 @@ def _call(
     values: dict[Source, Shape],
     shapes: SpecShapes,
     diags: Diagnostics,
+    probe: Probe,
 ) -> None:
     target = attrs["target"]
     net = spec.networks[target]
@@ -149,8 +154,9 @@ def _call(
             )
             return
         inputs[port] = shape
-    try:
-        inference = infer(net, inputs)
+    known = shapes.networks.get(target)
+    try:  # a network called again on the same shapes (D on real and on fake) runs once
+        inference = known if known and known.input_shapes == inputs else infer(net, inputs, probe)
     except ShapeError as exc:
         report(exc, diags)
         diags.error(
@@ -170,27 +176,23 @@ def _op(
     args: dict[str, list[Shape]],
     values: dict[Source, Shape],
     diags: Diagnostics,
+    probe: Probe,
 ) -> None:
     block = attrs["target"]
-    tensors = [torch.empty(s, device="meta") for shapes in args.values() for s in shapes]
-    kwargs = dict(attrs["params"])
-    if "in_ch" in REGISTRY.get(block).signature.parameters and tensors:
-        kwargs["in_ch"] = int(tensors[0].shape[1])
+    tensors = [probe.tensor(s) for shapes in args.values() for s in shapes]
     try:
-        with torch.device("meta"):
-            module = REGISTRY.get(block).factory(**kwargs)
-        out = module(*tensors)
+        kwargs = constructor_kwargs(block, attrs["params"], tensors)
+        run = probe.run(block, kwargs, tensors)
     except (RuntimeError, ValueError, TypeError) as exc:
-        shapes_text = ", ".join(str(tuple(t.shape)) for t in tensors)
+        shapes_text = ", ".join(str(probe.shape(t)) for t in tensors)
         diags.error(
             attrs["loc"],
             f"graph node '{name}' ({block}) cannot run on inputs "
             f"{shapes_text}: {str(exc).strip().splitlines()[0]}",
         )
         return
-    outs = list(out) if isinstance(out, tuple | list) else [out]
-    for port, tensor in zip(REGISTRY.get(block).outputs, outs, strict=False):
-        values[Source(name, port)] = tuple(tensor.shape)
+    for port, shape in zip(REGISTRY.get(block).outputs, run.out_shapes, strict=False):
+        values[Source(name, port)] = shape
 
 
 def _loss(
