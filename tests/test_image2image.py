@@ -8,6 +8,7 @@ measures documented in docs/pix2pix.md, docs/cyclegan.md and docs/wbc.md.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
@@ -229,6 +230,27 @@ def test_trained_on_squares_runs_on_rectangles(name: str, net: str, size: tuple[
         out = G(x=x)
     out = out["out"] if isinstance(out, dict) else out
     assert out.shape == x.shape
+
+
+def test_a_compiled_network_refuses_a_size_it_would_answer_wrongly() -> None:
+    nets = engine.build(SPECS / "cyclegan.yaml", TINY_NETS["cyclegan.yaml"])
+    G, D = nets["G_A"].eval(), nets["D_A"].eval()
+    with torch.no_grad():
+        # The transposed convolutions would round 250 up to 252 without complaint.
+        with pytest.raises(ValueError) as refused:
+            G(x=torch.rand(1, 3, 250, 252))
+        assert str(refused.value) == (
+            "network G_A: a 250×252 input gives a 252×252 'out' output where 250×252 was "
+            "due: it cannot take this size (input size: a multiple of 4, at least 8×8); "
+            "crop or pad the input to such a size"
+        )
+        assert G(x=torch.rand(1, 3, 36, 60)).shape == (1, 3, 36, 60)
+        # A PatchGAN's map is n/8 - 2 of any size: nothing to refuse.
+        assert D(x=torch.rand(1, 3, 100, 72)).shape == (1, 1, 10, 7)
+        assert D(x=torch.rand(1, 3, 64, 64)).shape == (1, 1, 6, 6)
+    copy.deepcopy(G)(x=torch.rand(1, 3, 32, 32))  # an EMA copy keeps the guard
+    with pytest.raises(ValueError, match="cannot take this size"):
+        copy.deepcopy(G)(x=torch.rand(1, 3, 30, 30))
 
 
 def test_wbc_guided_filter_is_part_of_the_exported_generator() -> None:

@@ -32,6 +32,7 @@ from torch import fx, nn
 import blocks.builtin  # noqa: F401  (registers the built-in blocks)
 from blocks.registry import REGISTRY
 from engine.compile import lower
+from engine.compile.guard import SizeGuard
 from engine.compile.probe import Probe, on_device, stateless
 from engine.graph.model import Network, Source
 from engine.spec.diagnostics import Diagnostics, Loc
@@ -159,7 +160,7 @@ def report(error: ShapeError, diags: Diagnostics) -> None:
     diags.error(getattr(error, "loc", None), str(error))
 
 
-def materialize(inference: Inference, device: torch.device | str = "cpu") -> fx.GraphModule:
+def materialize(inference: Inference, device: torch.device | str = "cpu") -> CompiledNetwork:
     """Build the real GraphModule from a finished shape pass.
 
     Blocks with state become submodules called by name; stateless ones are written into
@@ -197,9 +198,27 @@ def materialize(inference: Inference, device: torch.device | str = "cpu") -> fx.
     for port, group in network.outputs.items():
         results[port] = _joined(graph, [env[s] for s in group])
     graph.output(next(iter(results.values())) if len(results) == 1 else results)
-    module = fx.GraphModule(root, graph, class_name=_class_name(network.name))
-    module.output_ports = tuple(results)  # type: ignore[assignment]
+    module = CompiledNetwork(root, graph, class_name=_class_name(network.name))
+    module.output_ports = tuple(results)
+    module.size_guard = SizeGuard(network, inference)  # sizes it cannot take raise
+    module.register_forward_hook(module.size_guard, with_kwargs=True)
     return module
+
+
+class CompiledNetwork(fx.GraphModule):
+    """A compiled network: a GraphModule that knows its output ports and checks its
+    input sizes (:mod:`engine.compile.guard`), in its copies too (an EMA copy, say:
+    GraphModule's own deep copy keeps neither)."""
+
+    output_ports: tuple[str, ...]
+    size_guard: SizeGuard
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> CompiledNetwork:
+        res = super().__deepcopy__(memo)
+        res.output_ports = self.output_ports
+        res.size_guard = self.size_guard
+        res.register_forward_hook(self.size_guard, with_kwargs=True)
+        return res
 
 
 def _lowered(
