@@ -8,14 +8,15 @@ shapes are what matters. Two ways to get such tensors:
   ReLU, interpolate) makes torch import its Python meta kernels and their helpers
   (sympy, dynamo): about 1.3 s a process, more than compiling ESRGAN takes.
 * ``cpu`` — the blocks' real CPU kernels. Blocks with state (parameters, buffers or
-  submodules: convolutions, norms, attention) run on an empty batch of zero samples:
-  the same checks and output shapes, no arithmetic. Stateless blocks (add, upsample,
-  pad, pixel_unshuffle...) run on a real batch of zeros, which costs about as much as
-  allocating it, because some CPU kernels take a shortcut on empty inputs
-  (``pixel_unshuffle`` returns its empty input unchanged). A stateful block that fails
-  on an empty batch is run on a real one too, so an error is a real shape error. Dim
-  0 of an empty batch stands for ``batch``. This is what compiling needs: the channels
-  every layer is constructed with, at a fraction of the cost.
+  submodules: convolutions, norms, attention) are constructed without initializing
+  their weights and run on an empty batch of zero samples: the same checks and output
+  shapes, no arithmetic. Stateless blocks (add, upsample, pad, pixel_unshuffle...)
+  run on a real batch of zeros, which costs about as much as allocating it, because
+  some CPU kernels take a shortcut on empty inputs (``pixel_unshuffle`` returns its
+  empty input unchanged). A stateful block that fails on an empty batch is built and
+  run for real too, so an error is a real shape error. Dim 0 of an empty batch stands
+  for ``batch``. This is what compiling needs: the channels every layer is
+  constructed with, at a fraction of the cost.
 
 ``tests/test_blocks.py`` checks, for every registered block, that the ``cpu`` probe
 gives the shapes of a real run.
@@ -103,15 +104,17 @@ class Probe:
             with torch.device("meta"):
                 module = factory(**kwargs)
             return self._measure(module, inputs)
-        # Initializing weights and random blocks draw numbers: leave the seed's stream
-        # to the network that is built afterwards.
-        with torch.random.fork_rng(devices=[]), on_device("cpu"):
-            module = factory(**kwargs)
-            if not stateless(module):
-                try:
-                    return self._measure(module, inputs)
+        # Random blocks draw numbers: leave the seed's stream to the network built next.
+        with torch.random.fork_rng(devices=[]):
+            with torch.device("meta"):  # no time spent initializing weights
+                shell = factory(**kwargs)
+            if not stateless(shell):
+                try:  # storage without values: an empty batch reads none of them
+                    return self._measure(shell._apply(_cpu_storage), inputs)
                 except Exception:  # a real batch decides, and raises the real error
                     pass
+            with on_device("cpu"):
+                module = factory(**kwargs)
             return self._measure(module, [torch.zeros(self.shape(t)) for t in inputs])
 
     def _measure(self, module: nn.Module, inputs: list[torch.Tensor]) -> BlockRun:
@@ -121,6 +124,11 @@ class Probe:
         outs = list(out) if isinstance(out, tuple | list) else [out]
         params = sum(p.numel() for p in module.parameters())
         return BlockRun([self.shape(t) for t in outs], params, macs)
+
+
+def _cpu_storage(tensor: torch.Tensor) -> torch.Tensor:
+    # torch.empty, not empty_like: a meta tensor's empty_like imports sympy (0.3 s).
+    return torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu")
 
 
 def stateless(module: nn.Module) -> bool:
