@@ -33,7 +33,7 @@ import blocks.builtin  # noqa: F401  (registers the built-in blocks)
 from blocks.registry import REGISTRY
 from engine.compile import lower
 from engine.compile.guard import SizeGuard
-from engine.compile.probe import Probe, on_device, stateless
+from engine.compile.probe import Probe, on_device, one_thread, stateless
 from engine.graph.model import Network, Source
 from engine.spec.diagnostics import Diagnostics, Loc
 
@@ -174,7 +174,7 @@ def materialize(inference: Inference, device: torch.device | str = "cpu") -> Com
         env[Source(name)] = graph.placeholder(name)
     recorded: dict[tuple[Any, ...], fx.Graph | None] = {}
     g = network.graph
-    with on_device(device):
+    with on_device(device), one_thread():
         for name in nx.topological_sort(g):
             attrs = g.nodes[name]
             if attrs["kind"] != "block":

@@ -59,6 +59,19 @@ def on_device(device: torch.device | str) -> Iterator[None]:
             yield
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch's CPU ops on one thread: shape probes are tiny ops and weight initialization
+    is serial, so a second thread only adds its wake-up, which on a busy machine costs
+    more than the work (about 8 ms an op on two shared cores)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class Probe:
     """Runs blocks on shape tensors of one kind; memoizes runs by their inputs.
 
@@ -105,7 +118,7 @@ class Probe:
                 module = factory(**kwargs)
             return self._measure(module, inputs)
         # Random blocks draw numbers: leave the seed's stream to the network built next.
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), one_thread():
             with torch.device("meta"):  # no time spent initializing weights
                 shell = factory(**kwargs)
             if not stateless(shell):
