@@ -75,7 +75,8 @@ class Residual(nn.Module):
         self.scale = scale
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return x + self.scale * y
+        # A settings branch, not a value branch: the compiler writes either as code.
+        return x + y if self.scale == 1 else x + self.scale * y
 
     def extra_repr(self) -> str:
         return f"scale={self.scale}"

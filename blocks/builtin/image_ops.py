@@ -15,8 +15,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from einops import rearrange
-from scipy import ndimage
-from skimage import segmentation
 from torch import nn
 
 from blocks.registry import Range, register
@@ -268,6 +266,8 @@ class Superpixel(nn.Module):
 
     def segment(self, image: np.ndarray) -> np.ndarray:
         """Labels 0 … n − 1 of an (H, W, C) float image, as an (H, W) int array."""
+        from skimage import segmentation  # here: most networks never need it (0.1 s)
+
         image = np.clip(image, 0.0, 1.0)
         gray = image.shape[-1] == 1
         image, axis = (image[..., 0], None) if gray else (image, -1)
@@ -335,6 +335,8 @@ def segment_colors(
     squares = np.bincount(flat, (values**2).sum(axis=1), minlength=n)
     size = counts * channels
     std = np.sqrt(np.maximum(squares / size - (sums.sum(axis=1) / size) ** 2, 0.0))
+    from scipy import ndimage  # here: most networks never need it (0.15 s)
+
     index = np.arange(n)
     median = np.stack(
         [ndimage.median(values[:, c], labels=flat, index=index) for c in range(channels)], 1
