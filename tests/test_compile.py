@@ -125,6 +125,27 @@ def test_inference_agrees_with_a_real_forward(path: Path) -> None:
         assert params == inference.params
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("path", SPECS, ids=lambda p: p.name)
+def test_compiles_identically_on_cuda(path: Path) -> None:
+    spec = load_spec(path, [*SMALL.get(path.name, []), "data.train.batch_size=1"])
+    shapes = check_shapes(spec, batch=1)
+    cpu, gpu = engine.build(spec), engine.build(spec, device="cuda")
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    for name, inference in shapes.networks.items():
+        assert gpu[name].code == cpu[name].code
+        assert all(t.is_cuda for t in gpu[name].state_dict().values())
+        gpu[name].load_state_dict(cpu[name].state_dict())  # same keys, same shapes
+        inputs = {k: torch.rand(v) for k, v in inference.input_shapes.items()}
+        with torch.no_grad():
+            want = cpu[name].eval()(**inputs)
+            got = gpu[name].eval()(**{k: v.cuda() for k, v in inputs.items()})
+        want = want if isinstance(want, dict) else {"out": want}
+        got = got if isinstance(got, dict) else {"out": got}
+        for port, value in want.items():
+            torch.testing.assert_close(got[port].cpu(), value, rtol=1e-4, atol=1e-4)
+
+
 def test_compiles_identically_twice_with_a_seed() -> None:
     torch.manual_seed(3)
     a = tiny_esrgan()["G"].state_dict()
