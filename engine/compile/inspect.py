@@ -14,6 +14,7 @@ from typing import Any
 
 from engine.compile.build import check_shapes
 from engine.compile.network import Inference, ShapeError, infer
+from engine.compile.probe import Probe
 from engine.graph.model import Network
 from engine.spec.load import Spec
 
@@ -107,14 +108,14 @@ def size_rule(network: Network, reference: Inference) -> SizeRule:
     base_out = _spatial(reference)
     ratios = {k: Fraction(shape[-1], base) for k, shape in reference.input_shapes.items()}
 
-    def probe(n: int) -> tuple[bool, bool]:
+    def measure(n: int) -> tuple[bool, bool]:
         """(runs, scales cleanly) at size n."""
         sizes = {k: n * r for k, r in ratios.items()}
         if any(size.denominator != 1 for size in sizes.values()):
             return False, False
         shapes = {k: (1, c, int(sizes[k]), int(sizes[k])) for k, c in network.inputs.items()}
         try:
-            result = infer(network, shapes)
+            result = infer(network, shapes, runner)
         except ShapeError:
             return False, False
         # The same network: inferred widths (a linear layer's flattened input) unchanged.
@@ -132,10 +133,11 @@ def size_rule(network: Network, reference: Inference) -> SizeRule:
         return same_channels, clean and same_channels
 
     seen: dict[int, tuple[bool, bool]] = {}
+    runner = Probe("meta")  # one for every size: each block is constructed once
 
     def accepted(n: int, index: int) -> bool:
         if n not in seen:
-            seen[n] = probe(n)
+            seen[n] = measure(n)
         return seen[n][index]
 
     passes = ((1, True), (0, False))

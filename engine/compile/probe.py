@@ -83,6 +83,10 @@ class Probe:
         self.kind = kind
         self.batch = batch  # what an empty batch stands for
         self._runs: dict[tuple[Any, ...], BlockRun] = {}
+        # Meta modules by construction: probing other sizes (inspect's size rule) runs
+        # the same blocks on other shapes; spectral norm's power iterations at
+        # construction are worth doing once.
+        self._meta: dict[tuple[str, str], nn.Module] = {}
 
     def tensor(self, shape: Shape) -> torch.Tensor:
         """A tensor standing for a value of ``shape``."""
@@ -105,18 +109,21 @@ class Probe:
 
     def run(self, block: str, kwargs: dict[str, Any], inputs: list[torch.Tensor]) -> BlockRun:
         """Construct ``block`` with ``kwargs`` and run it on ``inputs`` (eval mode)."""
-        key = (block, repr(sorted(kwargs.items())), tuple(self.shape(t) for t in inputs))
+        settings = repr(sorted(kwargs.items()))
+        key = (block, settings, tuple(self.shape(t) for t in inputs))
         if key not in self._runs:
-            self._runs[key] = self._run(REGISTRY.get(block).factory, kwargs, inputs)
+            if self.kind == "meta":  # no values, so no state a run could change
+                if (block, settings) not in self._meta:
+                    with torch.device("meta"):
+                        self._meta[block, settings] = REGISTRY.get(block).factory(**kwargs)
+                self._runs[key] = self._measure(self._meta[block, settings], inputs)
+            else:
+                self._runs[key] = self._run(REGISTRY.get(block).factory, kwargs, inputs)
         return self._runs[key]
 
     def _run(
         self, factory: Callable[..., nn.Module], kwargs: dict[str, Any], inputs: list[torch.Tensor]
     ) -> BlockRun:
-        if self.kind == "meta":
-            with torch.device("meta"):
-                module = factory(**kwargs)
-            return self._measure(module, inputs)
         # Random blocks draw numbers: leave the seed's stream to the network built next.
         with torch.random.fork_rng(devices=[]), one_thread():
             with torch.device("meta"):  # no time spent initializing weights
