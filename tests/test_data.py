@@ -978,3 +978,18 @@ def test_specs_with_the_new_types_validate_and_match_their_batches(
     loader = make_loader(ds, batch_size=2, workers=0, seed=0, shuffle=True, drop_last=True)
     batch = next(iter(loader))
     assert {f"data.{k}": tuple(v.shape) for k, v in batch.items()} == shapes
+
+
+def test_inspect_probes_a_condition_map_at_its_ratio_to_the_image(tmp_path: Path) -> None:
+    """SFTGAN's G takes the LR image and the map at the HR size: sizes are probed in pairs."""
+    from engine.compile.build import check_shapes
+    from engine.compile.inspect import size_rule
+    from engine.spec.load import load_spec
+
+    path = tmp_path / "spec.yaml"
+    path.write_text(SFT_SPEC + ONE_STEP, encoding="utf-8")
+    spec = load_spec(path)
+    reference = check_shapes(spec).networks["G"]
+    assert reference.input_shapes["seg"][-1] == 2 * reference.input_shapes["lr"][-1]
+    rule = size_rule(spec.networks["G"], reference)
+    assert (rule.multiple, rule.smallest, rule.fixed) == (1, 1, None)
