@@ -375,3 +375,29 @@ def test_a_block_that_cannot_be_built_is_reported_at_its_parameter(tmp_path: Pat
     assert "graph node 'vgg' (perceptual): VGG19 weights file not found" in first.message
     assert "override params.vgg=VALUE" in first.message
     assert "override" not in second.message  # written in place: nothing to override
+
+
+def test_tiled_validation_matches_the_whole_image_and_pads_edge_tiles() -> None:
+    from engine.train.validate import Tiled
+
+    torch.manual_seed(0)
+    # Receptive field radius 2 (two 3x3 convs) < overlap: tiles must stitch exactly.
+    convs = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(8, 12, 3, padding=1)
+    )
+
+    class SR(torch.nn.Module):  # x2, needs sizes that are multiples of 4, two outputs
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            assert x.shape[-2] % 4 == 0 and x.shape[-1] % 4 == 0, x.shape
+            y = F.pixel_shuffle(convs(x), 2)
+            return {"sr": y, "gray": y.mean(1, keepdim=True)}
+
+    x = torch.rand(1, 3, 52, 44)  # tiles of 12 + 5 context each side: sizes 17, 22, ...
+    with torch.no_grad():
+        whole = SR()(x)
+        tiled = Tiled(SR(), 12, overlap=5, multiple=4)(x=x)
+    assert set(tiled) == {"sr", "gray"}
+    for key, value in whole.items():
+        torch.testing.assert_close(tiled[key], value)
+    with pytest.raises(AssertionError), torch.no_grad():  # tiles of 17: not a multiple
+        Tiled(SR(), 12, overlap=5)(x=x)

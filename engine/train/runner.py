@@ -9,6 +9,7 @@ recorded order and owns the loop.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import re
 import signal
@@ -314,7 +315,7 @@ class _Run:
                     scale=scale,
                     train=False,
                     seed=self.seed,
-                    multiple=self._validation_multiple(),
+                    multiple=self.val_multiple,
                     spec_dir=self.spec.path.parent,
                 )
                 if val
@@ -335,7 +336,8 @@ class _Run:
             pin_memory=self.accelerator.device.type == "cuda",
         )
 
-    def _validation_multiple(self) -> int:
+    @functools.cached_property
+    def val_multiple(self) -> int:
         """The input size multiple of the network validation runs (probed on meta)."""
         from engine.compile.inspect import size_rule
 
@@ -644,7 +646,8 @@ class _Run:
         networks = {n: self.ema.get(n, _unwrap(m)) for n, m in self.networks.items()}
         tile = section.get("tile")
         if tile:
-            networks = {n: Tiled(m, int(tile)) for n, m in networks.items()}
+            multiple = self.val_multiple
+            networks = {n: Tiled(m, int(tile), multiple=multiple) for n, m in networks.items()}
         for module in networks.values():
             module.eval()
         for op in self.ops.values():
