@@ -401,3 +401,14 @@ def test_tiled_validation_matches_the_whole_image_and_pads_edge_tiles() -> None:
         torch.testing.assert_close(tiled[key], value)
     with pytest.raises(AssertionError), torch.no_grad():  # tiles of 17: not a multiple
         Tiled(SR(), 12, overlap=5)(x=x)
+
+
+def test_a_run_validates_on_tiles_with_the_same_result(tmp_path: Path) -> None:
+    path = spec_file(tmp_path)
+    section = "{every: 12, output: fake.sr, input: data.lr, target: data.hr, metrics: [psnr]"
+    values = []
+    for name, tile in [("whole", ""), ("tiled", ", tile: 3")]:
+        train(path, tmp_path / name, "train.iterations=12", f"+validation={section}{tile}}}")
+        (record,) = [r for r in records(tmp_path / name) if "val/psnr" in r]
+        values.append(record["val/psnr"])
+    assert values[0] == pytest.approx(values[1], abs=1e-4)

@@ -27,6 +27,7 @@ class Tiled(nn.Module):
     def __init__(self, net: nn.Module, tile: int, overlap: int = 16, multiple: int = 1) -> None:
         super().__init__()
         self.net, self.tile, self.overlap, self.multiple = net, tile, overlap, multiple
+        self.output_ports = getattr(net, "output_ports", ("out",))  # the step program's names
 
     def forward(self, **inputs: torch.Tensor) -> Any:
         ((name, x),) = inputs.items()
