@@ -412,3 +412,22 @@ def test_a_run_validates_on_tiles_with_the_same_result(tmp_path: Path) -> None:
         (record,) = [r for r in records(tmp_path / name) if "val/psnr" in r]
         values.append(record["val/psnr"])
     assert values[0] == pytest.approx(values[1], abs=1e-4)
+
+
+def test_ema_weights_are_validated_and_exported(tmp_path: Path) -> None:
+    path = spec_file(tmp_path)
+    section = "{every: 12, output: fake.sr, input: data.lr, target: data.hr, metrics: [psnr]}"
+    result = train(
+        path,
+        tmp_path / "run",
+        "+train.ema={networks: [G], decay: 0.5}",
+        f"+validation={section}",
+    )
+    (record,) = [r for r in records(result.run_dir) if "val/psnr" in r]
+    assert math.isfinite(record["val/psnr"])
+    from safetensors.torch import load_file
+
+    exported = load_file(result.run_dir / "models" / "G_iter_00000012.safetensors")
+    live = result.networks["G"].state_dict()  # the EMA copy, which the run returns
+    assert all(torch.equal(exported[k], live[k]) for k in live)
+    assert result.networks["G"].output_ports == ("sr",)  # kept by the deep copy
