@@ -571,3 +571,13 @@ def test_perceptual_rejects_short_files_and_unknown_layers(vgg_file) -> None:
 def test_perceptual_random_weights_warn_loudly() -> None:
     with pytest.warns(UserWarning, match="RANDOM"):
         perceptual(layers={"conv1_2": 1.0}, weights="random")
+
+
+def test_average_pool_can_leave_padding_out_of_the_mean() -> None:
+    ones = torch.ones(1, 1, 4, 4)
+    counted = REGISTRY.get("pool").factory(type="avg", kernel=3, stride=2, padding=1)(ones)
+    left_out = REGISTRY.get("pool").factory(
+        type="avg", kernel=3, stride=2, padding=1, count_include_pad=False
+    )(ones)
+    assert counted[0, 0, 0, 0].item() == pytest.approx(4 / 9)  # a corner: 4 pixels, 5 zeros
+    assert torch.equal(left_out, torch.ones(1, 1, 2, 2))

@@ -364,7 +364,8 @@ def test_multiscale_scales(tmp_path: Path, num_d: int) -> None:
     x = torch.rand(1, 3, 32, 32)
     with torch.no_grad():
         out = net(x)
-        # The k-th PatchGAN sees the input average-pooled k times (3x3, stride 2, pad 1).
+        # The k-th PatchGAN sees the input average-pooled k times (3x3, stride 2, pad 1,
+        # the padding not counted), as pix2pixHD pools.
         image = x
         for k in range(num_d):
             prefix = f"d{k}."
@@ -375,7 +376,7 @@ def test_multiscale_scales(tmp_path: Path, num_d: int) -> None:
             }
             single.load_state_dict(state, strict=True)
             torch.testing.assert_close(out[f"scale{k}"], single(image))
-            image = F.avg_pool2d(image, 3, stride=2, padding=1)
+            image = F.avg_pool2d(image, 3, stride=2, padding=1, count_include_pad=False)
     assert out["scale0"].shape == (1, 1, 14, 14)
 
 

@@ -86,6 +86,9 @@ class Pool(nn.Module):
         kernel: window size.
         stride: step between windows; null means kernel (non-overlapping windows).
         padding: implicit padding on each side (at most half the kernel).
+        count_include_pad: avg only: whether padded zeros count in a window's mean
+            (false: border windows average only the pixels they cover, as
+            pix2pixHD's multiscale discriminator pools).
     """
 
     def __init__(
@@ -95,10 +98,15 @@ class Pool(nn.Module):
         kernel: Positive = 2,
         stride: Positive | None = None,
         padding: NonNegative = 0,
+        count_include_pad: bool = True,
     ) -> None:
         super().__init__()
-        layer = nn.MaxPool2d if type == "max" else nn.AvgPool2d
-        self.pool = layer(kernel, stride=stride, padding=padding)
+        if type == "max":
+            self.pool: nn.Module = nn.MaxPool2d(kernel, stride=stride, padding=padding)
+        else:
+            self.pool = nn.AvgPool2d(
+                kernel, stride=stride, padding=padding, count_include_pad=count_include_pad
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool(x)
