@@ -259,3 +259,58 @@ def test_export_refuses_a_layout_the_network_does_not_have(tmp_path: Path) -> No
         export(net, tmp_path / "G.pth", "esrgan")
     with pytest.raises(WeightsError, match=r"unknown weight file type '\.bin'"):
         load_weights(net, tmp_path / "G.bin")
+
+
+# ------------------------------------------------- old-style spectral norm (Real-ESRGAN)
+def old_style_unet_d(nf: int) -> nn.ModuleDict:
+    """Real-ESRGAN's U-Net discriminator layers, spectral norm applied the old way
+    (torch.nn.utils.spectral_norm: keys convK.weight_orig, weight_u, weight_v)."""
+    sn = nn.utils.spectral_norm
+    widths = [(3, nf, 3), (nf, 2 * nf, 4), (2 * nf, 4 * nf, 4), (4 * nf, 8 * nf, 4)]
+    widths += [(8 * nf, 4 * nf, 3), (4 * nf, 2 * nf, 3), (2 * nf, nf, 3), (nf, nf, 3)]
+    widths += [(nf, nf, 3), (nf, 1, 3)]
+    layers = {}
+    for k, (cin, cout, kernel) in enumerate(widths):
+        stride = 2 if kernel == 4 else 1
+        conv = nn.Conv2d(cin, cout, kernel, stride, 1, bias=k in (0, 9))
+        layers[f"conv{k}"] = conv if k in (0, 9) else sn(conv)
+    return nn.ModuleDict(layers)
+
+
+def old_style_forward(d: nn.ModuleDict, x: torch.Tensor) -> torch.Tensor:
+    def act(t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.leaky_relu(t, 0.2)
+
+    def up(t: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(t, scale_factor=2, mode="bilinear")
+
+    x0 = act(d["conv0"](x))
+    x1 = act(d["conv1"](x0))
+    x2 = act(d["conv2"](x1))
+    x3 = act(d["conv3"](x2))
+    x4 = act(d["conv4"](up(x3))) + x2
+    x5 = act(d["conv5"](up(x4))) + x1
+    x6 = act(d["conv6"](up(x5))) + x0
+    return d["conv9"](act(d["conv8"](act(d["conv7"](x6)))))
+
+
+def test_old_style_spectral_norm_weights_load(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    reference = old_style_unet_d(4)
+    for _ in range(3):  # power iterations move u and v away from their start
+        old_style_forward(reference.train(), torch.rand(1, 3, 16, 16))
+    path = tmp_path / "net_d.pth"
+    torch.save({"params": reference.state_dict()}, path)  # BasicSR's container
+    assert "conv1.weight_orig" in reference.state_dict()
+    spec = tmp_path / "d.yaml"
+    spec.write_text(
+        "spec: 1\nname: d\nimports: [lib/discriminators.yaml]\nnetworks:\n"
+        "  D: {use: unet, params: {nf: 4}, inputs: {x: 3}}\n",
+        encoding="utf-8",
+    )
+    loom = engine.build(spec)["D"].eval()
+    report = load_weights(loom, path, strict=True)
+    assert report.ok and "conv1.parametrizations.weight.original" in report.loaded
+    x = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loom(x), old_style_forward(reference.eval(), x))

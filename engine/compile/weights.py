@@ -287,6 +287,7 @@ def load_weights(
     layout = _source_layout(state, target)
     if layout in _TO_ESRGAN:
         state = _TO_ESRGAN[layout](state)
+    state = _from_old_spectral_norm(state, target)
     report = _match(source, layout, state, target)
     if strict and not report.ok:
         raise WeightsError(
@@ -296,6 +297,32 @@ def load_weights(
     fitting = {k: state[k] for k in report.loaded}
     module.load_state_dict(fitting, strict=False)
     return report
+
+
+#: torch.nn.utils.spectral_norm's keys (``conv1.weight_orig``, ``weight_u``,
+#: ``weight_v``: Real-ESRGAN's U-Net discriminator, BasicSR) → the parametrization's.
+_OLD_SPECTRAL_NORM = (("_orig", "original"), ("_u", "0._u"), ("_v", "0._v"))
+
+
+def _from_old_spectral_norm(state: StateDict, target: Mapping[str, Any]) -> StateDict:
+    """Rename old-style spectral-norm keys to the network's parametrization keys.
+
+    Both store the raw weight and the two power-iteration vectors with the same
+    meaning, so the network computes the same normalized weight in eval mode. A key is
+    renamed only when the network has the new name and not the old one.
+    """
+    renamed: StateDict = {}
+    for key, value in state.items():
+        head, _, leaf = key.rpartition(".")
+        for suffix, new in _OLD_SPECTRAL_NORM:
+            if leaf.endswith(suffix):
+                name = f"parametrizations.{leaf[: -len(suffix)]}.{new}"
+                candidate = f"{head}.{name}" if head else name
+                if candidate in target and key not in target:
+                    key = candidate
+                break
+        renamed[key] = value
+    return renamed
 
 
 def _match(
