@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import subprocess
 import sys
@@ -9,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_train import GAN_SPEC
+from test_train import GAN_SPEC, wgan_gp
 
 WORKER = Path(__file__).with_name("dist_worker.py")
 
@@ -26,10 +28,10 @@ SPEC = (
 
 
 def launch(
-    tmp_path: Path, out: str, processes: int, batch: int
+    tmp_path: Path, out: str, processes: int, batch: int, text: str = SPEC
 ) -> dict[str, dict[str, torch.Tensor]]:
     spec = tmp_path / "spec.yaml"
-    spec.write_text(SPEC, encoding="utf-8")
+    spec.write_text(text, encoding="utf-8")
     folder = tmp_path / out
     if processes == 1:
         command = [sys.executable, str(WORKER)]
@@ -70,3 +72,15 @@ def test_two_processes_agree_with_each_other_and_with_one(tmp_path: Path, attemp
             torch.testing.assert_close(value, one[net][key], atol=1e-3, rtol=0)
     log = (tmp_path / "two" / "run" / "train.log").read_text()
     assert "processes 2" in log and "phase gan" in log
+
+
+def test_a_gradient_penalty_trains_under_two_processes(tmp_path: Path) -> None:
+    """WGAN-GP's double backward through a DDP-wrapped critic: the ranks stay equal."""
+    two = launch(tmp_path, "two", 2, batch=2, text=wgan_gp(GAN_SPEC))
+    for net, state in two["rank0"].items():
+        for key, value in state.items():
+            assert torch.equal(value, two["rank1"][net][key]), f"ranks differ at {net}.{key}"
+    metrics = (tmp_path / "two" / "run" / "metrics.jsonl").read_text().splitlines()
+    gp = [json.loads(line)["loss/gp"] for line in metrics if "loss/gp" in line]
+    assert len(gp) == 4 and all(math.isfinite(v) and v >= 0 for v in gp)
+    assert "processes 2" in (tmp_path / "two" / "run" / "train.log").read_text()

@@ -314,8 +314,9 @@ def test_bf16_autocast_trains(tmp_path: Path) -> None:
     assert all(math.isfinite(v) for v in losses(result.run_dir).values())
 
 
-def test_wgan_gp_trains_the_critic_through_the_penalty(tmp_path: Path) -> None:
-    text = GAN_SPEC.replace(
+def wgan_gp(text: str) -> str:
+    """A GAN spec's D step made a WGAN critic step with a gradient penalty (weight 10)."""
+    return text.replace(
         "  d_loss: {loss: gan, in: {fake: d_fake, real: d_real}, type: vanilla, "
         "relativistic: true,\n           target: discriminator}\n",
         "  d_loss: {loss: gan, in: {fake: d_fake, real: d_real}, type: wgan, "
@@ -327,6 +328,11 @@ def test_wgan_gp_trains_the_critic_through_the_penalty(tmp_path: Path) -> None:
         "{optimizer: D, minimize: {d_loss: 1.0}}",
         "{optimizer: D, minimize: {d_loss: 1.0, gp: 10.0}}",
     )
+
+
+def test_wgan_gp_trains_the_critic_through_the_penalty(tmp_path: Path) -> None:
+    text = wgan_gp(GAN_SPEC)
+    assert "gp: 10.0" in text
     result = run(
         load_spec(spec_file(tmp_path, text)),
         out=tmp_path / "run",
