@@ -77,7 +77,7 @@ def _split(args: list[str]) -> tuple[list[str], list[str]]:
 
 
 def cmd_validate(ns: argparse.Namespace) -> int:
-    from engine.spec.load import check_library, check_spec, is_library
+    from engine.load import check_library, check_spec, is_library
 
     paths, overrides = _split(ns.items)
     if not paths:
@@ -119,7 +119,7 @@ def _print_diagnostics(diags) -> None:  # type: ignore[no-untyped-def]
 def _load(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
     """The spec of a one-spec command (with its overrides), or None after printing why."""
     from engine.spec.diagnostics import did_you_mean
-    from engine.spec.load import check_spec
+    from engine.load import check_spec
 
     paths, overrides = _split([ns.spec, *ns.overrides])
     spec, diags = check_spec(paths[0], overrides)

@@ -74,7 +74,7 @@ def cold_validate() -> float:
 def big_graph(nodes: int = 10_000) -> tuple[int, float, float]:
     import networkx as nx
 
-    from engine.spec.load import check_spec
+    from engine.load import check_spec
 
     repeat = (nodes - 3) // 3
     with tempfile.TemporaryDirectory() as folder:

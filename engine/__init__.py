@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.spec.diagnostics import Diagnostic, SpecError
-from engine.spec.load import Spec, check_spec, load_spec
+from engine.load import Spec, check_spec, load_spec
 
 __all__ = ["Diagnostic", "Spec", "SpecError", "build", "check_spec", "load_spec"]
 

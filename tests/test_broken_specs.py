@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.spec.load import check_spec
+from engine.load import check_spec
 
 BROKEN = Path(__file__).parent / "broken"
 CASES = sorted(p for p in BROKEN.glob("*.yaml") if not p.name.startswith("_"))

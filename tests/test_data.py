@@ -966,7 +966,7 @@ def test_specs_with_the_new_types_validate_and_match_their_batches(
     tmp_path: Path, text: str, shapes: dict
 ) -> None:
     from engine.compile.build import check_shapes
-    from engine.spec.load import check_spec
+    from engine.load import check_spec
 
     path = tmp_path / "spec.yaml"
     path.write_text(text + ONE_STEP, encoding="utf-8")
@@ -984,7 +984,7 @@ def test_inspect_probes_a_condition_map_at_its_ratio_to_the_image(tmp_path: Path
     """SFTGAN's G takes the LR image and the map at the HR size: sizes are probed in pairs."""
     from engine.compile.build import check_shapes
     from engine.compile.inspect import size_rule
-    from engine.spec.load import load_spec
+    from engine.load import load_spec
 
     path = tmp_path / "spec.yaml"
     path.write_text(SFT_SPEC + ONE_STEP, encoding="utf-8")

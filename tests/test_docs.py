@@ -9,7 +9,7 @@ import pytest
 
 from engine.graph.training import gradient_networks
 from engine.spec.diagnostics import Diagnostics
-from engine.spec.load import check_spec
+from engine.load import check_spec
 from engine.spec.yamlio import parse_yaml
 
 ROOT = Path(__file__).resolve().parents[1]

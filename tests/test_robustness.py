@@ -9,7 +9,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from engine.spec.load import check_spec
+from engine.load import check_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [ROOT / "tests" / "broken" / "_base.yaml", ROOT / "specs" / "esrgan.yaml"]

@@ -12,7 +12,7 @@ from engine.compile.network import materialize
 from engine.compile.probe import ProbeKind
 from engine.compile.shapes import SpecShapes, infer_spec
 from engine.spec.diagnostics import Diagnostics, SpecError
-from engine.spec.load import Spec, load_spec
+from engine.load import Spec, load_spec
 
 
 def resolve(spec_or_path: Spec | str | Path, overrides: Sequence[str] = ()) -> Spec:

@@ -16,7 +16,7 @@ from engine.compile.build import check_shapes
 from engine.compile.network import Inference, ShapeError, infer
 from engine.compile.probe import Probe
 from engine.graph.model import Network
-from engine.spec.load import Spec
+from engine.load import Spec
 
 BYTES_PER_VALUE = 4  # float32 activations
 

@@ -20,7 +20,7 @@ from engine.compile.probe import Probe, ProbeKind, Shape
 from engine.data.options import SEG_CLASSES
 from engine.graph.model import Source
 from engine.spec.diagnostics import Diagnostics
-from engine.spec.load import Spec
+from engine.load import Spec
 
 DEFAULT_SIZE = 64
 

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.spec.semantic import iteration_of
+from engine.checks import iteration_of
 
 #: Lower-case names → torch.optim classes.
 OPTIMIZER_CLASSES: dict[str, type[torch.optim.Optimizer]] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from engine.spec.semantic import iteration_of
+from engine.checks import iteration_of
 
 
 @dataclass(frozen=True)

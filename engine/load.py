@@ -17,7 +17,7 @@ from jsonschema import Draft202012Validator
 from engine.graph.expand import Expander
 from engine.graph.model import Network, TrainingGraph
 from engine.graph.training import TrainingGraphBuilder
-from engine.spec import semantic
+from engine import checks
 from engine.spec.catalog import Catalog, default_catalog
 from engine.spec.diagnostics import Diagnostics, Loc, SpecError
 from engine.spec.library import BlockTable
@@ -162,10 +162,10 @@ def _expand_all(
             doc.key_loc(("train",)),
             "'train:' needs a training graph: add 'graph:' with the network calls and losses",
         )
-    opt_networks = semantic.check_optimizers(data, doc, networks, diags)
-    semantic.check_phases(data, doc, training, networks, opt_networks, diags)
-    semantic.check_references(data, doc, training, diags)
-    semantic.unused_graph_nodes(data, doc, training, diags)
+    opt_networks = checks.check_optimizers(data, doc, networks, diags)
+    checks.check_phases(data, doc, training, networks, opt_networks, diags)
+    checks.check_references(data, doc, training, diags)
+    checks.unused_graph_nodes(data, doc, training, diags)
     return networks, training or TrainingGraph(), expressions
 
 
