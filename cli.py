@@ -118,8 +118,8 @@ def _print_diagnostics(diags) -> None:  # type: ignore[no-untyped-def]
 
 def _load(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
     """The spec of a one-spec command (with its overrides), or None after printing why."""
-    from engine.spec.diagnostics import did_you_mean
     from engine.load import check_spec
+    from engine.spec.diagnostics import did_you_mean
 
     paths, overrides = _split([ns.spec, *ns.overrides])
     spec, diags = check_spec(paths[0], overrides)

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from engine.spec.diagnostics import Diagnostic, SpecError
 from engine.load import Spec, check_spec, load_spec
+from engine.spec.diagnostics import Diagnostic, SpecError
 
 __all__ = ["Diagnostic", "Spec", "SpecError", "build", "check_spec", "load_spec"]
 

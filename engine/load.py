@@ -14,10 +14,10 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from engine import checks
 from engine.graph.expand import Expander
 from engine.graph.model import Network, TrainingGraph
 from engine.graph.training import TrainingGraphBuilder
-from engine import checks
 from engine.spec.catalog import Catalog, default_catalog
 from engine.spec.diagnostics import Diagnostics, Loc, SpecError
 from engine.spec.library import BlockTable

@@ -12,8 +12,8 @@ from PIL import Image
 
 from engine.data import DataError, make_dataset
 from engine.data.degrade import BLURS, NOISES, PARAMS, Pipeline, blur_kernel
-from engine.spec.diagnostics import Diagnostics
 from engine.load import check_spec
+from engine.spec.diagnostics import Diagnostics
 from engine.spec.yamlio import parse_yaml
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from engine.graph.training import gradient_networks
-from engine.spec.diagnostics import Diagnostics
 from engine.load import check_spec
+from engine.spec.diagnostics import Diagnostics
 from engine.spec.yamlio import parse_yaml
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,8 +11,8 @@ from torch import fx
 from engine.compile.network import materialize
 from engine.compile.probe import ProbeKind
 from engine.compile.shapes import SpecShapes, infer_spec
-from engine.spec.diagnostics import Diagnostics, SpecError
 from engine.load import Spec, load_spec
+from engine.spec.diagnostics import Diagnostics, SpecError
 
 
 def resolve(spec_or_path: Spec | str | Path, overrides: Sequence[str] = ()) -> Spec:

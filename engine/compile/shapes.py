@@ -19,8 +19,8 @@ from engine.compile.network import Inference, ShapeError, constructor_kwargs, in
 from engine.compile.probe import Probe, ProbeKind, Shape
 from engine.data.options import SEG_CLASSES
 from engine.graph.model import Source
-from engine.spec.diagnostics import Diagnostics
 from engine.load import Spec
+from engine.spec.diagnostics import Diagnostics
 
 DEFAULT_SIZE = 64
 

@@ -28,8 +28,8 @@ from engine.compile.build import check_shapes
 from engine.compile.network import materialize
 from engine.compile.weights import export, load_weights
 from engine.graph.training import gradient_networks
-from engine.spec.diagnostics import Diagnostics, SpecError
 from engine.load import Spec, load_spec
+from engine.spec.diagnostics import Diagnostics, SpecError
 from engine.train import checkpoint as ckpt
 from engine.train.optim import apply_lr, build_optimizer, build_schedule, named_parameters, select
 from engine.train.phases import Phase, phase_at, phases_of
