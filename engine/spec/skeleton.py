@@ -11,20 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.data.kinds import KERNELS, KINDS
+
 NAME = r"^[A-Za-z0-9_]+$"
 REF = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"
 GLOB = r"^[A-Za-z0-9_.*?\[\]-]+$"
 
 #: Keys of the ``data:`` section's datasets → the ``data.<key>`` tensors they provide.
-DATASET_PROVIDES: dict[str, tuple[str, ...]] = {
-    "sr": ("lr", "hr"),
-    "sr_seg": ("lr", "hr", "seg"),
-    "paired": ("A", "B"),
-    "unpaired": ("A", "B"),
-    "single": ("x",),
-    "frames": ("lr", "hr"),
-    "interp": ("f0", "f1", "mid"),
-}
+DATASET_PROVIDES: dict[str, tuple[str, ...]] = {name: k.provides for name, k in KINDS.items()}
 
 #: ``torch.optim`` optimizers by their lower-case names.
 OPTIMIZERS = (
@@ -451,7 +445,7 @@ def _degradation_step(*, nested: bool) -> dict[str, Any]:
 
 DATASET = _obj(
     {
-        "type": {"enum": list(DATASET_PROVIDES)},
+        "type": {"enum": list(KINDS)},
         "hr": FOLDERS,
         "lr": FOLDERS,
         "seg": {
@@ -494,7 +488,7 @@ DATASET = _obj(
             "anyOf": [POS_INT, {"type": "array", "items": POS_INT, "minItems": 2, "maxItems": 2}]
         },
         "reverse": {"type": "boolean"},
-        "resize_kernel": {"enum": ["nearest", "bilinear", "bicubic", "lanczos", "area"]},
+        "resize_kernel": {"enum": list(KERNELS)},
         "degradations": {"type": "array", "items": _degradation_step(nested=False)},
         "max_size": POS_INT,
         "workers": NONNEG_INT,
