@@ -11,7 +11,8 @@ import torch
 import engine
 from engine import SpecError, load_spec
 from engine.compile import lower
-from engine.compile.build import check_shapes
+from engine.compile.build import check_shapes, compile_network
+from engine.compile.network import materialize, unwrap
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "tests" / "broken" / "_base.yaml"
@@ -152,6 +153,45 @@ def test_compiles_identically_twice_with_a_seed() -> None:
     torch.manual_seed(3)
     b = tiny_esrgan()["G"].state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+CYCLEGAN = ROOT / "specs" / "cyclegan.yaml"
+TINY_CYCLEGAN = [
+    *(f"networks.{n}.params.nf=4" for n in ("G_A", "G_B", "D_A", "D_B")),
+    "networks.G_A.params.n_blocks=1",
+    "networks.G_B.params.n_blocks=1",
+]
+
+
+def test_compile_network_is_what_build_gives_and_refuses_sizes_it_cannot_take() -> None:
+    # The trainer compiles each network with compile_network; build must agree with it.
+    spec = load_spec(CYCLEGAN, TINY_CYCLEGAN)
+    inference = check_shapes(spec, batch=1, probe="cpu").networks["G_A"]
+    G = compile_network(inference).eval()
+    assert G.code == engine.build(spec)["G_A"].code
+    with torch.no_grad():
+        assert G(x=torch.rand(1, 3, 36, 60)).shape == (1, 3, 36, 60)
+        refused = r"cannot take this size \(input size: a multiple of 4,"
+        with pytest.raises(ValueError, match=refused):
+            G(x=torch.rand(1, 3, 250, 252))
+        # The bare second pass answers 252 for 250: the guard is what refuses it.
+        assert materialize(inference).eval()(x=torch.rand(1, 3, 250, 252)).shape[2] == 252
+
+
+class _Parallel(torch.nn.Module):
+    """Wraps a network as DDP does: as its ``module``."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+
+def test_unwrap_finds_the_network_inside_ddp_and_torch_compile_wrappers() -> None:
+    g = tiny_esrgan()["G"]
+    assert unwrap(g) is g
+    assert unwrap(_Parallel(g)) is g
+    assert unwrap(torch.compile(_Parallel(g), backend="eager")) is g
+    assert unwrap(_Parallel(torch.compile(g, backend="eager"))) is g
 
 
 def test_works_under_torch_compile() -> None:

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 from torch import fx
 
-from engine.compile.network import materialize
+from engine.compile.guard import SizeGuard
+from engine.compile.network import CompiledNetwork, Inference, materialize
 from engine.compile.probe import ProbeKind
 from engine.compile.shapes import SpecShapes, infer_spec
 from engine.load import Spec, load_spec
@@ -52,4 +53,16 @@ def build(
     """
     spec = resolve(spec_or_path, overrides)
     shapes = check_shapes(spec, batch=1, probe="cpu")
-    return {name: materialize(shapes.networks[name], device) for name in spec.networks}
+    return {name: compile_network(shapes.networks[name], device) for name in spec.networks}
+
+
+def compile_network(inference: Inference, device: torch.device | str = "cpu") -> CompiledNetwork:
+    """One network from its finished shape pass, refusing input sizes it cannot take.
+
+    The module :func:`~engine.compile.network.materialize` builds, with the size guard
+    (:mod:`engine.compile.guard`) attached: an input the network would silently answer
+    at the wrong size raises instead. ``build`` and the trainer both compile this way.
+    """
+    module = materialize(inference, device)
+    module.check_inputs(SizeGuard(inference.network, inference))
+    return module

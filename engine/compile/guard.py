@@ -8,7 +8,7 @@ configured size predict (the same size for a 1x generator, four times it for an 
 SR one); a size seen before costs one set lookup.
 
 A mismatch means one of two things, which the guard then tells apart once, by
-probing the network's accepted sizes (:func:`engine.compile.inspect.size_rule`):
+probing the network's accepted sizes (:func:`engine.compile.sizes.size_rule`):
 
 * the network's output does not scale with its input (a PatchGAN's ``n/8 − 2`` patch
   map): nothing is wrong, and the guard stops checking;
@@ -17,7 +17,7 @@ probing the network's accepted sizes (:func:`engine.compile.inspect.size_rule`):
 
 Outputs that are not images (a VGG discriminator's logits) are not checked: such
 networks fail loudly on sizes they cannot take. Under ``torch.compile`` and export the
-guard does nothing.
+guard does nothing. :func:`engine.compile.build.compile_network` attaches it.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from engine.compile.network import Inference
+from engine.compile.sizes import size_rule, size_text
 from engine.graph.model import Network
 
 Size = tuple[int, int]
@@ -36,9 +38,9 @@ Size = tuple[int, int]
 class SizeGuard:
     """The forward hook; see the module's description."""
 
-    def __init__(self, network: Network, reference: Any) -> None:
+    def __init__(self, network: Network, reference: Inference) -> None:
         self.network = network
-        self.reference = reference  # the Inference of the configured size
+        self.reference = reference  # the shape pass at the configured size
         self.input = next(iter(network.inputs))
         shape = reference.input_shapes[self.input]
         self.ratios: dict[str, tuple[Fraction, Fraction]] = {}
@@ -74,8 +76,6 @@ class SizeGuard:
         if not wrong:
             self.seen.add(size)
             return
-        from engine.compile.inspect import size_rule, size_text
-
         rule = size_rule(self.network, self.reference)
         if rule.fixed is None and not rule.proportional:
             self.active = False  # a patch map: its size is not a multiple of the input's

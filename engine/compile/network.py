@@ -15,6 +15,9 @@ Compilation runs in two passes over an expanded network:
    intermediate value after its last use, as hand-written code would. Stateless nodes
    (a residual's scaled add, an upsampling) are written as the operations they perform
    (:mod:`engine.compile.lower`), as hand-written code would too.
+
+:func:`engine.compile.build.compile_network` does the second pass and attaches the
+size guard (:mod:`engine.compile.guard`); it is what ``build`` and the trainer call.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ from __future__ import annotations
 import functools
 import inspect as pyinspect
 import operator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import networkx as nx
 import torch
@@ -32,7 +36,6 @@ from torch import fx, nn
 import blocks.builtin  # noqa: F401  (registers the built-in blocks)
 from blocks.registry import REGISTRY
 from engine.compile import lower
-from engine.compile.guard import SizeGuard
 from engine.compile.probe import Probe, on_device, one_thread, stateless
 from engine.graph.model import Network, Source
 from engine.spec.diagnostics import Diagnostics, Loc
@@ -200,25 +203,46 @@ def materialize(inference: Inference, device: torch.device | str = "cpu") -> Com
     graph.output(next(iter(results.values())) if len(results) == 1 else results)
     module = CompiledNetwork(root, graph, class_name=_class_name(network.name))
     module.output_ports = tuple(results)
-    module.size_guard = SizeGuard(network, inference)  # sizes it cannot take raise
-    module.register_forward_hook(module.size_guard, with_kwargs=True)
     return module
 
 
+# A forward hook registered with ``with_kwargs=True``: (module, args, kwargs, output).
+InputCheck = Callable[[nn.Module, tuple[Any, ...], dict[str, Any], Any], None]
+
+
 class CompiledNetwork(fx.GraphModule):
-    """A compiled network: a GraphModule that knows its output ports and checks its
-    input sizes (:mod:`engine.compile.guard`), in its copies too (an EMA copy, say:
-    GraphModule's own deep copy keeps neither)."""
+    """A compiled network: a GraphModule that knows its output ports and may check its
+    inputs (the size guard, :mod:`engine.compile.guard`), in its copies too (an EMA
+    copy, say: GraphModule's own deep copy keeps neither)."""
 
     output_ports: tuple[str, ...]
-    size_guard: SizeGuard
+    size_guard: InputCheck | None = None
+
+    def check_inputs(self, check: InputCheck) -> None:
+        """Run ``check`` after every forward, in this network and in its copies."""
+        self.size_guard = check
+        self.register_forward_hook(check, with_kwargs=True)
 
     def __deepcopy__(self, memo: dict[int, Any]) -> CompiledNetwork:
-        res = super().__deepcopy__(memo)
+        res = cast(CompiledNetwork, super().__deepcopy__(memo))
         res.output_ports = self.output_ports
-        res.size_guard = self.size_guard
-        res.register_forward_hook(self.size_guard, with_kwargs=True)
+        if self.size_guard is not None:
+            res.check_inputs(self.size_guard)
         return res
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The network itself, inside DDP's (``.module``) and torch.compile's
+    (``._orig_mod``) wrappers, however deeply nested."""
+    while True:
+        # Not `a or b`: the truth of a wrapped module may ask its length, which a
+        # GraphModule does not have.
+        inner = getattr(module, "module", None)
+        if not isinstance(inner, nn.Module):
+            inner = getattr(module, "_orig_mod", None)
+        if not isinstance(inner, nn.Module):
+            return module
+        module = inner
 
 
 def _lowered(

@@ -63,11 +63,6 @@ def is_expression(value: object) -> bool:
     return isinstance(value, str) and value.startswith("$")
 
 
-def names_in(text: str) -> list[str]:
-    """The ``$names`` an expression mentions, in order."""
-    return _NAME.findall(text)
-
-
 def evaluate(text: str, scope: Mapping[str, Any]) -> Any:
     """Evaluate the expression ``text`` (with its leading ``$``) in ``scope``."""
     source = _NAME.sub(r"\1", text[1:] if text.startswith("$") else text).strip()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TextIO
+from collections import deque
+from typing import Any, Protocol, TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -11,12 +12,22 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-if TYPE_CHECKING:
-    from engine.train.report import Reporter
+from engine.train.format import duration, memory_text, number, sparkline
+
+
+class Progress(Protocol):
+    """What the dashboard shows: the reporter's latest state (see ``Reporter``)."""
+
+    name: str
+    total: int
+    state: dict[str, Any]
+    trends: dict[str, deque[float]]
 
 
 class Dashboard:
-    def __init__(self, reporter: Reporter, stream: TextIO) -> None:
+    """A live panel of a run's progress, redrawn on every update."""
+
+    def __init__(self, reporter: Progress, stream: TextIO) -> None:
         self.reporter = reporter
         self.console = Console(file=stream)
         self.messages: list[str] = []
@@ -37,8 +48,6 @@ class Dashboard:
         self.live.stop()
 
     def _render(self) -> Any:
-        from engine.train.report import _duration, memory_text, sparkline
-
         r = self.reporter
         s = r.state
         iteration = s.get("iteration", 0)
@@ -48,13 +57,13 @@ class Dashboard:
             Text(f"phase {s.get('phase', '-')}", style="cyan"),
             Text(f"{iteration}/{r.total}"),
             Text(f"{s.get('speed', 0):.2f} it/s"),
-            Text(f"ETA {_duration(s.get('eta', float('inf')))}"),
+            Text(f"ETA {duration(s.get('eta', float('inf')))}"),
         )
         bar = Table.grid()
         bar.add_row(ProgressBar(total=max(r.total, 1), completed=iteration, width=60))
         losses = Table("loss", "value", "trend", box=None, padding=(0, 2))
         for key, value in s.get("losses", {}).items():
-            losses.add_row(key, f"{value:.4g}", sparkline(list(r.trends.get(key, []))))
+            losses.add_row(key, number(value), sparkline(list(r.trends.get(key, []))))
         side = Table("", "", box=None, padding=(0, 2), show_header=False)
         for key, value in s.get("lrs", {}).items():
             side.add_row(f"lr/{key}", f"{value:.3g}")

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from blocks.memo import step_memo
+from engine.compile.network import unwrap
 from engine.graph.model import Source, TrainingGraph
 
 Values = dict[str, torch.Tensor]
@@ -183,7 +184,7 @@ class Program:
                 quiet = attrs["target"] not in backprop and hasattr(net, "no_sync")
                 with self.autocast(), net.no_sync() if quiet else nullcontext():
                     out = net(**{port: values[0] for port, values in args.items()})
-                ports = getattr(_unwrap(net), "output_ports", ("out",))
+                ports = getattr(unwrap(net), "output_ports", ("out",))
                 if isinstance(out, dict):
                     return dict(out)
                 return {ports[0]: out, "out": out}
@@ -196,11 +197,3 @@ class Program:
                 return dict(zip(entry.outputs, outs, strict=False))
             with torch.autocast(device_type=flat[0].device.type, enabled=False):
                 return {"out": self.losses[name](*[t.float() for t in flat])}
-
-
-def _unwrap(module: nn.Module) -> nn.Module:
-    while True:
-        inner = getattr(module, "module", None) or getattr(module, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return module
-        module = inner

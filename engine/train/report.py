@@ -9,7 +9,6 @@ lines with no control codes. Only the main process reports.
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
 from collections import deque
@@ -17,43 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-SPARK = "▁▂▃▄▅▆▇█"
-
-
-def sparkline(values: list[float]) -> str:
-    finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return ""
-    lo, hi = min(finite), max(finite)
-    span = hi - lo or 1.0
-    return "".join(
-        SPARK[min(int((v - lo) / span * (len(SPARK) - 1)), len(SPARK) - 1)]
-        if math.isfinite(v)
-        else "!"
-        for v in values
-    )
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def memory_text() -> str:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB (GPU peak)"
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        import resource
-
-        return f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (RSS peak)"
-    except (ImportError, OSError):  # pragma: no cover
-        return "?"
+from engine.train.format import duration, number
 
 
 @dataclass
@@ -83,7 +46,7 @@ class Reporter:
         if self.live is None:
             self.live = self.stream.isatty()
         if self.live:
-            from engine.train.dashboard import Dashboard
+            from engine.train.dashboard import Dashboard  # rich, for a terminal only
 
             self._dash = Dashboard(self, self.stream)
 
@@ -139,9 +102,9 @@ class Reporter:
                     f"iter={iteration}/{self.total}",
                     f"phase={phase}",
                     f"it/s={speed:.2f}",
-                    f"eta={_duration(eta)}",
+                    f"eta={duration(eta)}",
                 ]
-                + [f"loss/{k}={_fmt(v)}" for k, v in losses.items()]
+                + [f"loss/{k}={number(v)}" for k, v in losses.items()]
                 + [f"lr/{k}={v:.3g}" for k, v in lrs.items()]
             )
             self.log(line, console=self._dash is None)
@@ -173,12 +136,3 @@ class Reporter:
             self._dash.stop()
         self.metrics.close()
         self.log_file.close()
-
-
-def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
