@@ -222,9 +222,13 @@ def _substitute_globals(
 
 
 def _data_keys(data: dict[str, Any]) -> tuple[str, ...] | None:
+    """The ``data.<key>`` tensors the training dataset provides (every type's, once
+    each, when its type is not one: the schema reports that); None without one."""
     section = data.get("data")
     if not isinstance(section, dict) or not isinstance(section.get("train"), dict):
         return None
     kind = section["train"].get("type")
     keys = DATASET_PROVIDES.get(kind) if isinstance(kind, str) else None
-    return keys if keys is not None else tuple(k for ks in DATASET_PROVIDES.values() for k in ks)
+    if keys is not None:
+        return keys
+    return tuple(dict.fromkeys(k for ks in DATASET_PROVIDES.values() for k in ks))

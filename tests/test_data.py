@@ -6,8 +6,11 @@ Images are small and made in tmp_path; built-in data is made once per machine (c
 from __future__ import annotations
 
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import pytest
@@ -16,8 +19,12 @@ from PIL import Image, ImageOps
 
 from engine.data import DataError, make_dataset, make_loader
 from engine.data.builtin import PHOTOS, VAL
+from engine.data.datasets import DATASETS
 from engine.data.imageio import read_image, to_tensor
+from engine.data.kinds import KERNELS, KINDS
+from engine.data.options import Kernel, Kind, folder_warnings, parse_options
 from engine.data.resize import resize
+from engine.spec.skeleton import DATASET
 
 
 def noise_image(h: int, w: int, seed: int = 0, channels: int = 3) -> np.ndarray:
@@ -311,6 +318,142 @@ def test_bad_settings_name_the_option(tmp_path: Path, section: dict, message: st
     folder_of(tmp_path, "hr", {"a": noise_image(64, 64)})
     with pytest.raises(DataError, match=message):
         sr(tmp_path, hr="hr", scale=4, multiple=4, **section)
+
+
+def _example(tmp: Path, kind: str) -> dict:
+    """A small section of dataset type ``kind`` on files written into ``tmp``."""
+    frames = {f"clip/{t}": noise_image(16, 16, t) for t in range(3)}
+    images = {"a": noise_image(16, 16, 1), "b": noise_image(16, 16, 2)}
+    if kind == "sr_seg":
+        seg_data(tmp, {"a": coordinate_map(16, 16)}, size=16)
+        return {"hr": "hr", "seg": "seg", "seg_classes": 3}
+    for name in ("hr", "A", "B", "folder"):
+        folder_of(tmp, name, images)
+    folder_of(tmp, "clips", frames)
+    return {
+        "sr": {"hr": "hr"},
+        "paired": {"A": "A", "B": "B"},
+        "unpaired": {"A": "A", "B": "B"},
+        "single": {"folder": "folder"},
+        "frames": {"hr": "clips"},
+        "interp": {"folder": "clips"},
+    }[kind]
+
+
+def test_every_dataset_type_has_one_class() -> None:
+    assert list(DATASETS) == list(KINDS)
+    assert DATASET["properties"]["type"]["enum"] == list(KINDS) == list(get_args(Kind))
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_dataset_type_gives_the_tensors_it_provides(tmp_path: Path, kind: str) -> None:
+    section = {"type": kind, "crop_size": 8, **_example(tmp_path, kind)}
+    item = make_dataset(section, scale=2, train=True, seed=0, spec_dir=tmp_path)[0]
+    assert set(item) == set(KINDS[kind].provides)
+
+
+def test_the_resize_kernels_are_listed_once() -> None:
+    assert get_args(Kernel) == KERNELS
+    assert DATASET["properties"]["resize_kernel"]["enum"] == list(KERNELS)
+    image = torch.rand(3, 12, 12)
+    for kernel in KERNELS:  # each one is implemented
+        assert resize(image, (5, 7), kernel).shape == (3, 5, 7)
+
+
+def test_the_options_module_reads_a_section_without_torch() -> None:
+    code = (
+        "import sys\n"
+        "from engine.data.options import parse_options\n"
+        "parse_options({'type': 'sr', 'hr': 'x'}, train=True, scale=2)\n"
+        "assert 'torch' not in sys.modules, sorted(sys.modules)"
+    )
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "message"),
+    [
+        ({"type": "zoom", "hr": "x"}, "type", r"data.train.type: unknown dataset type 'zoom'"),
+        ({"hr": "x", "A": "y"}, "A", r"data.train.A: type 'sr' does not read 'A'"),
+        ({"lr": "x"}, None, r"data.train: type 'sr' needs hr$"),
+        (
+            {"type": "paired", "A": "x", "B": "y", "folder": "z"},
+            None,
+            r"type 'paired' needs A and B, or folder \(side-by-side AB images\)",
+        ),
+        ({"type": "single", "folder": "x", "lr_crop_size": 8}, "lr_crop_size", r"no LR side"),
+        ({"hr": "x", "crop_size": 32, "lr_crop_size": 4}, "lr_crop_size", r"disagree"),
+        ({"hr": "x", "crop_size": 30}, "crop_size", r"data.train.crop_size 30 .*use 28"),
+        ({"hr": "x", "preprocess": "zoom"}, "preprocess", r"unknown mode 'zoom'"),
+        ({"hr": "x", "preprocess": "resize", "crop_size": 8}, "preprocess", r"set load_size"),
+        ({"hr": "x", "preprocess": "center_crop"}, "preprocess", r"crops: set crop_size"),
+        (
+            {"hr": "x", "preprocess": "resize_and_crop", "load_size": 8, "crop_size": 16},
+            "load_size",
+            r"smaller than crop_size",
+        ),
+        ({"hr": "x", "preprocess": "resize", "load_size": 30}, "load_size", r"not a multiple"),
+        (
+            {"type": "paired", "A": "x", "B": "y", "degradations": [{"kind": "jpeg"}]},
+            "degradations",
+            r"only types sr, sr_seg, frames degrade",
+        ),
+        ({"hr": "x", "seg_classes": 3}, "seg_classes", r"only type sr_seg"),
+        ({"type": "interp", "folder": "x", "frames": 5}, "frames", r"always reads 3 frames"),
+        ({"hr": "x", "weights": [1, 2]}, "weights", r"every side has one folder"),
+        ({"hr": ["x", "y"], "weights": [1, 2, 3]}, "weights", r"has 3 values but .*hr lists 2"),
+    ],
+)
+def test_each_option_error_names_the_key_to_change(section: dict, key: str | None, message) -> None:
+    with pytest.raises(DataError, match=message) as caught:
+        parse_options({"type": "sr", **section}, train=True, scale=4)
+    assert caught.value.key == key and caught.value.problems == (caught.value,)
+
+
+def test_every_problem_of_a_section_is_reported_with_its_key() -> None:
+    section = {"type": "sr", "hr": "x", "A": "y", "crop_size": 95, "seg_classes": 3}
+    with pytest.raises(DataError) as caught:
+        parse_options(section, train=True, scale=2)
+    problems = caught.value.problems
+    assert [p.key for p in problems] == ["A", "crop_size", "seg_classes"]
+    assert str(caught.value) == "\n".join(str(p) for p in problems)
+    assert str(problems[1]).startswith("data.train.crop_size 95 (the HR crop) is not a multiple")
+
+
+def test_batch_size_and_workers_are_options_with_defaults() -> None:
+    plain = parse_options({"type": "sr", "hr": "x"}, train=True, scale=2)
+    assert (plain.batch_size, plain.workers) == (1, 0)
+    given = parse_options(
+        {"type": "sr", "hr": "x", "batch_size": 8, "workers": 3}, train=False, scale=2
+    )
+    assert (given.batch_size, given.workers) == (8, 3)
+
+
+def test_folder_warnings_name_missing_folders_and_files(tmp_path: Path) -> None:
+    folder_of(tmp_path, "hr", {"a": noise_image(8, 8)})
+    (tmp_path / "notes.txt").write_text("a\n")
+    section = {
+        "type": "sr",
+        "hr": ["hr", "builtin:photos", "gone", "notes.txt"],
+        "lr": "lost",
+        "subset": "list.txt",
+    }
+    options = parse_options(section, train=True, scale=2)
+    found = folder_warnings(options, tmp_path)
+    assert [key for key, _ in found] == ["hr", "hr", "lr", "subset"]
+    texts = [text for _, text in found]
+    assert texts[0].startswith("data.train.hr[2]: folder 'gone' does not exist (looked in ")
+    assert texts[1] == "data.train.hr[3]: 'notes.txt' is a file, not a folder of images"
+    assert texts[2].startswith("data.train.lr: folder 'lost' does not exist")
+    assert texts[3] == "data.train.subset: file 'list.txt' does not exist"
+    # the dataset refuses the section with the same words
+    with pytest.raises(DataError) as caught:
+        make_dataset({**section, "hr": "gone"}, scale=2, train=True, seed=0, spec_dir=tmp_path)
+    assert str(caught.value) == texts[0].replace("hr[2]", "hr") and caught.value.key == "hr"
+    ok = parse_options({"type": "sr", "hr": ["hr", "builtin:photos"]}, train=True, scale=2)
+    assert folder_warnings(ok, tmp_path) == []
 
 
 # -- image files ----------------------------------------------------------------------------
@@ -621,6 +764,23 @@ def test_frames_windows_give_lr_stacks_and_the_hr_centre_frame(tmp_path: Path) -
         {**section, "preprocess": "none"}, scale=2, train=False, seed=0, spec_dir=tmp_path
     )
     assert torch.equal(val[1]["hr"], to_tensor(frames["clip0/002"]))
+
+
+def test_frames_lr_folders_pair_by_stem_and_must_be_the_hr_size_over_the_scale(
+    tmp_path: Path,
+) -> None:
+    hr = {f"clip/{t:03d}": noise_image(24, 24, t) for t in range(3)}
+    folder_of(tmp_path, "hr", hr)
+    folder_of(tmp_path, "lr", {f"clip/{t:03d}x2": noise_image(12, 12, 9 + t) for t in range(3)})
+    section = {"type": "frames", "hr": "hr", "lr": "lr", "preprocess": "none"}
+    s = make_dataset(section, scale=2, train=False, seed=0, spec_dir=tmp_path)[0]
+    assert s["lr"].shape == (3, 3, 12, 12) and s["hr"].shape == (3, 24, 24)
+    assert torch.equal(s["lr"][0], to_tensor(noise_image(12, 12, 9)))
+    save(tmp_path / "lr" / "clip" / "001x2.png", noise_image(10, 12))
+    with pytest.raises(
+        DataError, match=r"lr image '.*001x2.png' is 12x10 but its hr image .* must be 12x12"
+    ):
+        make_dataset(section, scale=2, train=False, seed=0, spec_dir=tmp_path)
 
 
 # -- sr_seg: SFTGAN's segmentation probability maps -------------------------------------------

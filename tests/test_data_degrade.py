@@ -8,12 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from jsonschema import Draft202012Validator
 from PIL import Image
 
 from engine.data import DataError, make_dataset
-from engine.data.degrade import BLURS, NOISES, PARAMS, Pipeline, blur_kernel
+from engine.data.degrade import PARAMS, Pipeline, blur_kernel
+from engine.data.kinds import KERNELS
 from engine.load import check_spec
 from engine.spec.diagnostics import Diagnostics
+from engine.spec.skeleton import BLUR_TYPES, DATASET, NOISE_TYPES
 from engine.spec.yamlio import parse_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +37,7 @@ def run(steps: list[dict], seed: int = 0, image: torch.Tensor | None = None, fin
     )
 
 
-@pytest.mark.parametrize("kind", BLURS)
+@pytest.mark.parametrize("kind", BLUR_TYPES)
 def test_every_blur_kernel_is_normalized_and_blurs(kind: str) -> None:
     params = {**PARAMS["blur"], "type": kind, "size": 9}
     kernel = blur_kernel(params, np.random.default_rng(0))
@@ -55,7 +58,7 @@ def test_gaussian_blur_matches_its_definition() -> None:
     assert torch.allclose(out[0, 4:11, 4:11], g / g.sum(), atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", NOISES)
+@pytest.mark.parametrize("kind", NOISE_TYPES)
 @pytest.mark.parametrize("gray", [0.0, 1.0])
 def test_noise_kinds_add_noise_colour_or_gray(kind: str, gray: float) -> None:
     image = torch.full((3, 32, 32), 0.5)
@@ -228,3 +231,25 @@ def test_the_schema_rejects_unknown_keys_in_steps(tmp_path: Path) -> None:
     assert "unknown key 'gray' in 'data.train.degradations[1].noise'" in text
     assert "unknown key 'level' in 'data.train.degradations[2].one_of[0].steps[0]'" in text
     assert "'data.train.preprocess' must be one of" in text
+
+
+STEPS = Draft202012Validator(DATASET["properties"]["degradations"])
+
+
+def test_the_schema_takes_exactly_the_kinds_and_parameters_the_pipeline_runs() -> None:
+    unset = {"updown": {"up": 1}, "to": "lr"}  # values for parameters whose default is None
+    for kind, params in PARAMS.items():
+        for name, default in params.items():
+            step = {"kind": kind, name: unset.get(name, default)}
+            assert not list(STEPS.iter_errors([step])), step
+            Pipeline.parse([step], where="d")
+        assert list(STEPS.iter_errors([{"kind": kind, "nonsense": 1}]))
+    assert list(STEPS.iter_errors([{"kind": "warp"}]))
+
+
+def test_the_resize_step_takes_every_resize_kernel() -> None:
+    for kernel in KERNELS:
+        step = {"kind": "resize", "to": "lr", "kernel": kernel}
+        assert not list(STEPS.iter_errors([step])), kernel
+        assert run([step]).shape == (3, 16, 16)
+    assert list(STEPS.iter_errors([{"kind": "resize", "kernel": "lanczoz"}]))

@@ -1,8 +1,9 @@
 """The dataset types: ``sr``, ``sr_seg``, ``paired``, ``unpaired``, ``single``, ``frames``
 and ``interp``.
 
-Each item is a dict of float32 CxHxW tensors in [0, 1] keyed as the spec's
-``DATASET_PROVIDES`` says. Items are addressed by ``(epoch, index)`` (a plain index
+Each item is a dict of float32 CxHxW tensors in [0, 1] keyed as the type's
+``provides`` in :data:`engine.data.kinds.KINDS` says; :data:`DATASETS` holds the class
+of each type. Items are addressed by ``(epoch, index)`` (a plain index
 means epoch 0); all randomness of an item — which file when folders are weighted, the
 crop, flips, degradations — comes from a generator seeded by ``(seed, epoch, index)``,
 so a sample does not depend on the worker that made it or on what came before.
@@ -30,6 +31,7 @@ from engine.data.degrade import Pipeline
 from engine.data.errors import DataError
 from engine.data.folders import IMAGES, SEG_MAPS, FileKind, Side, load_side, lr_stem, read_subset
 from engine.data.imageio import probe, read_image
+from engine.data.kinds import KINDS
 from engine.data.options import DataOptions, parse_options
 from engine.data.resize import resize
 from engine.data.segmaps import probe_seg, read_seg, seg_stem
@@ -55,24 +57,18 @@ def make_dataset(
 ) -> LoomDataset:
     """The dataset a ``data.train`` / ``data.val`` section describes; see the module doc."""
     opts = parse_options(section, train=train, scale=scale)
-    kinds: dict[str, Callable[..., LoomDataset]] = {
-        "sr": SRDataset,
-        "sr_seg": SegSRDataset,
-        "paired": PairedDataset,
-        "unpaired": UnpairedDataset,
-        "single": SingleDataset,
-        "frames": FramesDataset,
-        "interp": InterpDataset,
-    }
-    return kinds[opts.kind](
-        opts, scale=scale, train=train, seed=seed, multiple=multiple, spec_dir=spec_dir
+    return DATASETS[opts.kind](
+        opts,
+        scale=scale if KINDS[opts.kind].scaled else 1,  # the others have no LR side
+        train=train,
+        seed=seed,
+        multiple=multiple,
+        spec_dir=spec_dir,
     )
 
 
 class LoomDataset(Dataset):
     """What every dataset type shares: keys, seeding, loading, checks, skipping."""
-
-    provides: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -271,6 +267,40 @@ class LoomDataset(Dataset):
         side.keep(ok)
         self.require(side)
 
+    def pair_lr(self, hr: Side) -> dict[Path, Path]:
+        """Read the headers of ``hr`` and, with ``lr`` folders, pair each HR file with
+        the LR file of its stem (``0001x4`` matches ``0001`` at scale 4) whose size is
+        the HR size / scale, rounded down; a pair that is not is refused (or skipped)."""
+        lr_of: dict[Path, Path] = {}
+        if "lr" in self.opts.folders:
+            lr = self.side("lr", stem=partial(lr_stem, scale=self.scale))
+            found = {lr_stem(stem, self.scale): f for stem, f in lr.by_stem().items()}
+            lr_of = self.match(hr, found, ("hr", "lr"))
+        self.scan(hr)
+        if lr_of:
+            self.check_partners(hr, lr_of, self._lr_size_fault)
+        return lr_of
+
+    def _lr_size_fault(self, hr: Path, lr: Path) -> str | None:
+        s = self.scale
+        (H, W), (h, w) = self.sizes[hr], self.sizes[lr]
+        if 0 <= H - h * s < s and 0 <= W - w * s < s:
+            return None
+        return (
+            f"lr image '{lr}' is {w}x{h} but its hr image '{hr}' is {W}x{H}; at scale {s} "
+            f"the lr image must be {W // s}x{H // s} (check scale and the lr folder)"
+        )
+
+    def scaled_region(self, file: Path, lr_of: dict[Path, Path]) -> tuple[int, int]:
+        """The part of HR image ``file`` that has LR pixels: its LR partner's size x
+        scale, or (LR made from HR) its size cut to a multiple of the scale."""
+        lr = lr_of.get(file)
+        if lr is not None:
+            h, w = self.sizes[lr]
+            return h * self.scale, w * self.scale
+        h, w = self.sizes[file]
+        return geometry.floor_to(h, self.scale), geometry.floor_to(w, self.scale)
+
     def make_lr(self, hr: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """The LR image of an HR crop: degraded (if the spec says so), then resized."""
         size = (hr.shape[-2] // self.scale, hr.shape[-1] // self.scale)
@@ -320,19 +350,12 @@ def _region_of(sizes: dict[Path, tuple[int, int]], unit: int) -> Callable[[Path]
 class SRDataset(LoomDataset):
     """HR images; LR from ``lr`` folders (matched by stem) or made from the HR crop."""
 
-    provides = ("lr", "hr")
-
     def __init__(self, opts: DataOptions, **kw: Any) -> None:
         super().__init__(opts, **kw)
         self.align = self.scale
         self.check_crop_multiple()
         self.hr = self.side("hr")
-        self.lr_of: dict[Path, Path] = {}
-        if "lr" in opts.folders:
-            self._match(self.side("lr", stem=partial(lr_stem, scale=self.scale)))
-        self.scan(self.hr)
-        if self.lr_of:
-            self._check_lr_sizes()
+        self.lr_of = self.pair_lr(self.hr)
         self.add_partners()
         self.check_size(self.hr, self.region)
         self.limit(self.hr)
@@ -341,31 +364,8 @@ class SRDataset(LoomDataset):
     def add_partners(self) -> None:
         """Match further files to the HR images (``sr_seg``'s maps); ``sr`` has none."""
 
-    def _match(self, lr: Side) -> None:
-        found = {lr_stem(stem, self.scale): f for stem, f in lr.by_stem().items()}
-        self.lr_of = self.match(self.hr, found, ("hr", "lr"))
-
-    def _check_lr_sizes(self) -> None:
-        s = self.scale
-
-        def check(hr: Path, lr: Path) -> str | None:
-            (H, W), (h, w) = self.sizes[hr], self.sizes[lr]
-            if 0 <= H - h * s < s and 0 <= W - w * s < s:
-                return None
-            return (
-                f"lr image '{lr}' is {w}x{h} but its hr image '{hr}' is {W}x{H}; at scale {s} "
-                f"the lr image must be {W // s}x{H // s} (check scale and the lr folder)"
-            )
-
-        self.check_partners(self.hr, self.lr_of, check)
-
     def region(self, file: Path) -> tuple[int, int]:
-        lr = self.lr_of.get(file)
-        if lr is not None:
-            h, w = self.sizes[lr]
-            return h * self.scale, w * self.scale
-        h, w = self.sizes[file]
-        return h // self.scale * self.scale, w // self.scale * self.scale
+        return self.scaled_region(file, self.lr_of)
 
     def __len__(self) -> int:
         return len(self.hr)
@@ -391,8 +391,6 @@ class SegSRDataset(SRDataset):
     right, as SFTGAN's script cuts images to a multiple of 8 — and are cut, flipped
     and rotated with the HR image (the same plan).
     """
-
-    provides = ("lr", "hr", "seg")
 
     def add_partners(self) -> None:
         classes = self.opts.seg_classes
@@ -430,8 +428,6 @@ class SegSRDataset(SRDataset):
 
 class PairedDataset(LoomDataset):
     """A and B images of the same size, matched by stem, or side-by-side AB images."""
-
-    provides = ("A", "B")
 
     def __init__(self, opts: DataOptions, **kw: Any) -> None:
         super().__init__(opts, **kw)
@@ -481,8 +477,6 @@ class PairedDataset(LoomDataset):
 class UnpairedDataset(LoomDataset):
     """A and B independent; in training, each item's B is drawn at random."""
 
-    provides = ("A", "B")
-
     def __init__(self, opts: DataOptions, **kw: Any) -> None:
         super().__init__(opts, **kw)
         self.check_crop_multiple()
@@ -506,8 +500,6 @@ class UnpairedDataset(LoomDataset):
 
 class SingleDataset(LoomDataset):
     """One folder of images (inference, or self-supervised targets)."""
-
-    provides = ("x",)
 
     def __init__(self, opts: DataOptions, **kw: Any) -> None:
         super().__init__(opts, **kw)
@@ -534,7 +526,6 @@ class FramesDataset(LoomDataset):
     backwards half of the time (``reverse``) and with a random ``frame_skip``.
     """
 
-    provides = ("lr", "hr")
     source = "hr"  # the folder key of the sequences
 
     def __init__(self, opts: DataOptions, **kw: Any) -> None:
@@ -542,13 +533,7 @@ class FramesDataset(LoomDataset):
         self.align = self.scale
         self.check_crop_multiple()
         self.hr = self.side(self.source)
-        self.scan(self.hr)
-        self.lr_of: dict[Path, Path] = {}
-        if "lr" in opts.folders:
-            lr = self.side("lr", stem=partial(lr_stem, scale=self.scale))
-            found = {lr_stem(s, self.scale): f for s, f in lr.by_stem().items()}
-            self.lr_of = self.match(self.hr, found, ("hr", "lr"))
-            self.check_partners(self.hr, self.lr_of, lambda hr, lr: None)
+        self.lr_of = self.pair_lr(self.hr)
         self.check_size(self.hr, self.region)
         self.sequences = self._sequences()
         span = opts.frames
@@ -571,10 +556,7 @@ class FramesDataset(LoomDataset):
         return [sorted(files, key=lambda f: f.name) for _, files in sorted(groups.items())]
 
     def region(self, file: Path) -> tuple[int, int]:
-        lr = self.lr_of.get(file)
-        h, w = self.sizes[lr] if lr else self.sizes[file]
-        s = self.scale
-        return (h * s, w * s) if lr else (h // s * s, w // s * s)
+        return self.scaled_region(file, self.lr_of)
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -618,11 +600,7 @@ class InterpDataset(FramesDataset):
     flips and rotations are the same for all three frames.
     """
 
-    provides = ("f0", "f1", "mid")
     source = "folder"
-
-    def __init__(self, opts: DataOptions, **kw: Any) -> None:
-        super().__init__(opts, **{**kw, "scale": 1})
 
     def _sample(self, index: int, rng: np.random.Generator) -> Sample:
         chosen, plan = self.window(index, rng)
@@ -630,7 +608,13 @@ class InterpDataset(FramesDataset):
         return {"f0": f0, "f1": f1, "mid": mid}
 
 
-def describe(dataset: LoomDataset) -> str:
-    """One line for the run log: type, size, what was skipped."""
-    skipped = f", {len(dataset.skipped)} files skipped" if dataset.skipped else ""
-    return f"{dataset.opts.where}: {dataset.opts.kind}, {len(dataset)} items{skipped}"
+#: The class of each dataset type; a test keeps it equal to :data:`KINDS`.
+DATASETS: dict[str, type[LoomDataset]] = {
+    "sr": SRDataset,
+    "sr_seg": SegSRDataset,
+    "paired": PairedDataset,
+    "unpaired": UnpairedDataset,
+    "single": SingleDataset,
+    "frames": FramesDataset,
+    "interp": InterpDataset,
+}

@@ -27,14 +27,12 @@ import torch.nn.functional as F
 from PIL import Image
 
 from engine.data.errors import DataError
-from engine.data.resize import KERNELS, resize, scaled_size
+from engine.data.kinds import KERNELS
+from engine.data.resize import resize, scaled_size
 from engine.spec.skeleton import BLUR_TYPES, NOISE_TYPES
 
 Params = dict[str, Any]
 Rng = np.random.Generator
-
-BLURS = BLUR_TYPES
-NOISES = NOISE_TYPES
 
 #: Each kind's parameters and their defaults (a number, a [lo, hi] range or a choice).
 PARAMS: dict[str, Params] = {
@@ -352,7 +350,7 @@ def _params(kind: str, given: Params, where: str) -> tuple[str, Params]:
             + ", ".join(PARAMS[kind])
         )
     params = {**PARAMS[kind], **given}
-    names = {"blur": BLURS, "noise": NOISES}.get(kind)
+    names = {"blur": BLUR_TYPES, "noise": NOISE_TYPES}.get(kind)
     for key, allowed in (("type", names), ("kernel", KERNELS)):
         value = params.get(key)
         if allowed and value is not None:

@@ -1,7 +1,8 @@
 """Folders of images: resolving a folder value, listing its images, matching by stem.
 
 A folder value is ``builtin:NAME`` (made by :mod:`engine.data.builtin`), an absolute
-path, or a path relative to the spec file's folder, then to the working directory.
+path, or a path relative to the spec file's folder, then to the working directory
+(:mod:`engine.data.paths`).
 Folders are listed recursively in sorted order; a file's *stem* is its path relative
 to the folder without the extension (``sub/0001``), which is what pairs match on.
 """
@@ -16,9 +17,8 @@ from pathlib import Path
 
 from engine.data.errors import DataError
 from engine.data.imageio import EXTENSIONS
+from engine.data.paths import BUILTIN, find_file, find_folder, folder_label
 from engine.data.segmaps import SEG_EXTENSIONS
-
-BUILTIN = "builtin:"
 
 
 @dataclass(frozen=True)
@@ -95,24 +95,13 @@ class Side:
         return seen
 
 
-def resolve(value: str, label: str, spec_dir: Path | None, *, train: bool) -> Path:
+def resolve(value: str, label: str, spec_dir: Path | None, *, train: bool, key: str) -> Path:
     """The folder a spec value names; raises DataError naming the places looked in."""
     if value.startswith(BUILTIN):
         from engine.data.builtin import materialize
 
         return materialize(value[len(BUILTIN) :], train=train, label=label)
-    path = Path(os.path.expandvars(value)).expanduser()
-    candidates = [path] if path.is_absolute() else []
-    if not path.is_absolute():
-        candidates = [spec_dir / path] if spec_dir is not None else []
-        candidates.append(Path.cwd() / path)
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
-        if candidate.exists():
-            raise DataError(f"{label}: '{value}' is a file, not a folder of images")
-    looked = " and ".join(f"'{c}'" for c in dict.fromkeys(candidates))
-    raise DataError(f"{label}: folder '{value}' does not exist (looked in {looked})")
+    return find_folder(value, spec_dir, label=label, key=key)
 
 
 def list_images(path: Path, label: str, value: str, kind: FileKind = IMAGES) -> tuple[Path, ...]:
@@ -149,8 +138,8 @@ def load_side(
 ) -> Side:
     folders = []
     for i, value in enumerate(values):
-        label = f"{where}.{key}" + (f"[{i}]" if len(values) > 1 else "")
-        path = resolve(value, label, spec_dir, train=train)
+        label = folder_label(where, key, i, len(values))
+        path = resolve(value, label, spec_dir, train=train, key=key)
         folders.append(Folder(label, value, path, list_images(path, label, value, kind)))
     use_weights = weights if len(values) > 1 else None
     return Side(key, f"{where}.{key}", folders, use_weights)
@@ -158,12 +147,7 @@ def load_side(
 
 def read_subset(value: str, where: str, spec_dir: Path | None) -> set[str]:
     """The stems a subset file lists (one per line; '#' comments; extensions ignored)."""
-    path = Path(value).expanduser()
-    if not path.is_absolute():
-        tried = [spec_dir / path] if spec_dir else []
-        path = next((p for p in [*tried, Path.cwd() / path] if p.is_file()), path)
-    if not path.is_file():
-        raise DataError(f"{where}.subset: file '{value}' does not exist")
+    path = find_file(value, spec_dir, label=f"{where}.subset", key="subset")
     stems = set()
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.split("#", 1)[0].strip()

@@ -3,45 +3,34 @@
 Everything below this module takes a :class:`DataOptions`, never the spec dict.
 Checks that the JSON Schema cannot express (keys that a dataset type does not use,
 crop sizes that do not divide by the scale, a resize mode without ``load_size``)
-raise :class:`DataError` naming the option.
+raise :class:`DataError` naming the option, its ``key`` set to that key of the section
+so ``validate`` can point at it. :func:`folder_warnings` says which folders are not
+there, without reading any file. What each type reads and provides is
+:data:`engine.data.kinds.KINDS`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 
 from engine.data.errors import DataError
+from engine.data.kinds import FOLDER_KEYS, KINDS, DatasetKind
+from engine.data.paths import BUILTIN, find_file, find_folder, folder_label
 
+#: A dataset type (one of :data:`engine.data.kinds.KINDS`; a test keeps them equal).
 Kind = Literal["sr", "sr_seg", "paired", "unpaired", "single", "frames", "interp"]
 ResizeMode = Literal["resize", "scale_width", "scale_shortside"]
 CropMode = Literal["crop", "center_crop"]
+#: A resize kernel (:data:`engine.data.kinds.KERNELS`; a test keeps them equal).
 Kernel = Literal["nearest", "bilinear", "bicubic", "lanczos", "area"]
 
 RESIZE_MODES: tuple[str, ...] = ("resize", "scale_width", "scale_shortside")
 CROP_MODES: tuple[str, ...] = ("crop", "center_crop")
+_T = TypeVar("_T")
 
-#: The folder keys each dataset type reads.
-FOLDER_KEYS: dict[str, tuple[str, ...]] = {
-    "sr": ("hr", "lr"),
-    "sr_seg": ("hr", "lr", "seg"),
-    "paired": ("A", "B", "folder"),
-    "unpaired": ("A", "B"),
-    "single": ("folder",),
-    "frames": ("hr", "lr"),
-    "interp": ("folder",),
-}
-_REQUIRED: dict[str, str] = {
-    "sr": "hr",
-    "sr_seg": "hr and seg",
-    "unpaired": "A and B",
-    "single": "folder",
-    "frames": "hr",
-    "interp": "folder",
-    "paired": "A and B, or folder (side-by-side AB images)",
-}
-#: The types with an LR side at 1/scale of the target (HR) side.
-SCALED_KINDS: tuple[str, ...] = ("sr", "sr_seg", "frames")
 #: Channels of a probability map by default: SFTGAN's 8 outdoor categories.
 SEG_CLASSES = 8
 
@@ -65,7 +54,8 @@ class Preprocess:
             raise DataError(
                 f"{where}.preprocess: unknown mode '{text}'; use none, a resize mode "
                 f"({', '.join(RESIZE_MODES)}), a crop mode ({', '.join(CROP_MODES)}), "
-                "or a resize and a crop mode joined with '_and_' (e.g. resize_and_crop)"
+                "or a resize and a crop mode joined with '_and_' (e.g. resize_and_crop)",
+                key="preprocess",
             )
         return cls(resize, crop)  # type: ignore[arg-type]
 
@@ -97,6 +87,8 @@ class DataOptions:
     on_bad_image: Literal["error", "skip"] = "error"
     channels: int = 3
     seg_classes: int = SEG_CLASSES
+    batch_size: int = 1  # per process
+    workers: int = 0  # DataLoader worker processes per process
 
     @property
     def skip_bad(self) -> bool:
@@ -104,52 +96,44 @@ class DataOptions:
 
 
 def parse_options(section: dict[str, Any], *, train: bool, scale: int) -> DataOptions:
-    """Read ``section`` (already schema-checked) into :class:`DataOptions`."""
+    """Read ``section`` (already schema-checked) into :class:`DataOptions`.
+
+    Raises a :class:`DataError` whose ``problems`` are every problem found, each with
+    the ``key`` of ``section`` to change (None: the section as a whole). Settings that
+    depend on each other (crop size, preprocess, load size; folders, weights) report
+    only their first problem, not the ones that follow from it.
+    """
     where = "data.train" if train else "data.val"
-    kind = section.get("type")
-    if kind not in FOLDER_KEYS:
+    kind = KINDS.get(section.get("type"))  # type: ignore[arg-type]
+    if kind is None:
         raise DataError(
-            f"{where}.type: unknown dataset type {kind!r}; use {', '.join(FOLDER_KEYS)}"
+            f"{where}.type: unknown dataset type {section.get('type')!r}; use " + ", ".join(KINDS),
+            key="type",
         )
-    folders = _folders(section, kind, where)
-    crop = _crop_size(section, kind, scale, where)
-    preprocess = _preprocess(section, train, crop, where)
-    load_size = section.get("load_size")
-    if preprocess.resize and load_size is None:
-        raise DataError(f"{where}.preprocess '{preprocess}' resizes to load_size: set load_size")
-    if preprocess.crop and crop is None:
-        raise DataError(f"{where}.preprocess '{preprocess}' crops: set crop_size")
-    if preprocess.resize == "resize" and crop and load_size < crop:
-        raise DataError(
-            f"{where}.load_size {load_size} is smaller than crop_size {crop}: "
-            "raise load_size or lower crop_size"
-        )
-    if load_size is not None and kind in SCALED_KINDS and load_size % scale:
-        raise DataError(
-            f"{where}.load_size {load_size} is not a multiple of the scale {scale}: "
-            f"use {load_size // scale * scale or scale}"
-        )
-    degradations = tuple(section.get("degradations") or ())
-    if degradations and kind not in SCALED_KINDS:
-        raise DataError(
-            f"{where}.degradations: only types {', '.join(SCALED_KINDS)} degrade their input "
-            f"(this is '{kind}'); remove degradations"
-        )
-    if "seg_classes" in section and kind != "sr_seg":
-        raise DataError(
-            f"{where}.seg_classes: only type sr_seg reads probability maps (this is "
-            f"'{kind}'); remove seg_classes"
-        )
-    if kind == "interp" and section.get("frames", 3) != 3:
-        raise DataError(
-            f"{where}.frames: type interp always reads 3 frames (f0, mid, f1); remove frames, "
-            "or use frame_skip to take the inputs further from the middle frame"
-        )
+    problems: list[DataError] = []
+
+    def attempt(fallback: _T, read: Callable[..., _T], *args: Any) -> _T:
+        try:
+            return read(*args)
+        except DataError as exc:
+            problems.append(exc)
+            return fallback
+
+    folders = attempt(None, _folders, section, kind, where)
+    weights = attempt(None, _weights, section, folders, where) if folders else None
+    crop, preprocess, load_size = attempt(
+        (None, Preprocess(), None), _geometry, section, kind, scale, train, where
+    )
+    for check in (_check_degradations, _check_seg_classes, _check_frames):
+        attempt(None, check, section, kind, where)
+    if problems:
+        raise DataError.gather(problems)
+    assert folders is not None
     return DataOptions(
         where=where,
-        kind=kind,
+        kind=kind.name,  # type: ignore[arg-type]
         folders=folders,
-        weights=_weights(section, folders, where),
+        weights=weights,
         preprocess=preprocess,
         load_size=load_size,
         crop_size=crop,
@@ -159,59 +143,122 @@ def parse_options(section: dict[str, Any], *, train: bool, scale: int) -> DataOp
         frame_skip=_frame_skip(section.get("frame_skip", 1)),
         reverse=bool(section.get("reverse", False)),
         resize_kernel=section.get("resize_kernel", "bicubic"),
-        degradations=degradations,
+        degradations=tuple(section.get("degradations") or ()),
         max_size=section.get("max_size"),
         subset=section.get("subset"),
         on_bad_image=section.get("on_bad_image", "error"),
         channels=int(section.get("channels", 3)),
         seg_classes=int(section.get("seg_classes", SEG_CLASSES)),
+        batch_size=int(section.get("batch_size", 1)),
+        workers=int(section.get("workers", 0)),
     )
 
 
-def _folders(section: dict[str, Any], kind: str, where: str) -> dict[str, tuple[str, ...]]:
-    allowed = FOLDER_KEYS[kind]
-    given = {k: section[k] for k in ("hr", "lr", "seg", "A", "B", "folder") if k in section}
+def folder_warnings(options: DataOptions, spec_dir: Path | None) -> list[tuple[str | None, str]]:
+    """``(key, message)`` for each folder (and ``subset`` file) of ``options`` that is
+    not there; ``builtin:`` folders are made on first use, so they are never missing.
+
+    What ``validate`` can say about the files without reading any: the dataset itself
+    refuses such a section with the same words when the run starts.
+    """
+    where = options.where
+    wanted = [
+        (find_folder, value, folder_label(where, key, i, len(values)), key)
+        for key, values in options.folders.items()
+        for i, value in enumerate(values)
+        if not value.startswith(BUILTIN)
+    ]
+    if options.subset:
+        wanted.append((find_file, options.subset, f"{where}.subset", "subset"))
+    found: list[tuple[str | None, str]] = []
+    for find, value, label, key in wanted:
+        try:
+            find(value, spec_dir, label=label, key=key)
+        except DataError as exc:
+            found.append((exc.key, str(exc)))
+    return found
+
+
+def _folders(section: dict[str, Any], kind: DatasetKind, where: str) -> dict[str, tuple[str, ...]]:
+    given = {k: section[k] for k in FOLDER_KEYS if k in section}
     for key in given:
-        if key not in allowed:
+        if key not in kind.folders:
             raise DataError(
-                f"{where}.{key}: type '{kind}' does not read '{key}'; it reads "
-                f"{', '.join(allowed)} (remove '{key}' or change type)"
+                f"{where}.{key}: type '{kind.name}' does not read '{key}'; it reads "
+                f"{', '.join(kind.folders)} (remove '{key}' or change type)",
+                key=key,
             )
-    folders = {k: tuple([v] if isinstance(v, str) else v) for k, v in given.items()}
-    ok = {
-        "sr": "hr" in folders,
-        "sr_seg": {"hr", "seg"} <= set(folders),
-        "frames": "hr" in folders,
-        "single": "folder" in folders,
-        "interp": "folder" in folders,
-        "unpaired": {"A", "B"} <= set(folders),
-        "paired": {"A", "B"} <= set(folders) or set(folders) == {"folder"},
-    }[kind]
-    if not ok or (kind == "paired" and "folder" in folders and len(folders) > 1):
-        raise DataError(f"{where}: type '{kind}' needs {_REQUIRED[kind]}")
-    return folders
+    if not kind.fits(set(given)):
+        raise DataError(f"{where}: type '{kind.name}' needs {kind.needs}")
+    return {k: tuple([v] if isinstance(v, str) else v) for k, v in given.items()}
 
 
-def _crop_size(section: dict[str, Any], kind: str, scale: int, where: str) -> int | None:
+def _crop_size(section: dict[str, Any], kind: DatasetKind, scale: int, where: str) -> int | None:
     crop, lr_crop = section.get("crop_size"), section.get("lr_crop_size")
-    if kind not in SCALED_KINDS:
+    if not kind.scaled:
         if lr_crop is not None:
-            raise DataError(f"{where}.lr_crop_size: type '{kind}' has no LR side; use crop_size")
+            raise DataError(
+                f"{where}.lr_crop_size: type '{kind.name}' has no LR side; use crop_size",
+                key="lr_crop_size",
+            )
         return crop
     if lr_crop is not None:
         if crop is not None and crop != lr_crop * scale:
             raise DataError(
                 f"{where}: crop_size {crop} (HR) and lr_crop_size {lr_crop} disagree at "
                 f"scale {scale}: crop_size must be lr_crop_size x scale = {lr_crop * scale}; "
-                "set only one of them"
+                "set only one of them",
+                key="lr_crop_size",
             )
         return lr_crop * scale
     if crop is not None and crop % scale:
         raise DataError(
             f"{where}.crop_size {crop} (the HR crop) is not a multiple of the scale {scale}: "
-            f"use {max(crop // scale, 1) * scale}, or give lr_crop_size instead"
+            f"use {max(crop // scale, 1) * scale}, or give lr_crop_size instead",
+            key="crop_size",
         )
     return crop
+
+
+def _geometry(
+    section: dict[str, Any], kind: DatasetKind, scale: int, train: bool, where: str
+) -> tuple[int | None, Preprocess, int | None]:
+    """The crop size (HR side), the preprocess mode and the load size, which depend on
+    each other: the first problem among them."""
+    crop = _crop_size(section, kind, scale, where)
+    preprocess = _preprocess(section, train, crop, where)
+    load_size = _load_size(section, kind, scale, preprocess, crop, where)
+    if preprocess.crop and crop is None:
+        raise DataError(f"{where}.preprocess '{preprocess}' crops: set crop_size", key="preprocess")
+    return crop, preprocess, load_size
+
+
+def _check_degradations(section: dict[str, Any], kind: DatasetKind, where: str) -> None:
+    if section.get("degradations") and not kind.scaled:
+        scaled = ", ".join(k.name for k in KINDS.values() if k.scaled)
+        raise DataError(
+            f"{where}.degradations: only types {scaled} degrade their input "
+            f"(this is '{kind.name}'); remove degradations",
+            key="degradations",
+        )
+
+
+def _check_seg_classes(section: dict[str, Any], kind: DatasetKind, where: str) -> None:
+    if "seg_classes" in section and "seg" not in kind.folders:
+        raise DataError(
+            f"{where}.seg_classes: only type sr_seg reads probability maps (this is "
+            f"'{kind.name}'); remove seg_classes",
+            key="seg_classes",
+        )
+
+
+def _check_frames(section: dict[str, Any], kind: DatasetKind, where: str) -> None:
+    if kind.name == "interp" and section.get("frames", 3) != 3:
+        raise DataError(
+            f"{where}.frames: type interp always reads 3 frames (f0, mid, f1); remove frames, "
+            "or use frame_skip to take the inputs further from the middle frame",
+            key="frames",
+        )
 
 
 def _preprocess(section: dict[str, Any], train: bool, crop: int | None, where: str) -> Preprocess:
@@ -224,6 +271,37 @@ def _preprocess(section: dict[str, Any], train: bool, crop: int | None, where: s
     return mode
 
 
+def _load_size(
+    section: dict[str, Any],
+    kind: DatasetKind,
+    scale: int,
+    preprocess: Preprocess,
+    crop: int | None,
+    where: str,
+) -> int | None:
+    load_size = section.get("load_size")
+    if load_size is None:
+        if preprocess.resize:
+            raise DataError(
+                f"{where}.preprocess '{preprocess}' resizes to load_size: set load_size",
+                key="preprocess",
+            )
+        return None
+    if preprocess.resize == "resize" and crop and load_size < crop:
+        raise DataError(
+            f"{where}.load_size {load_size} is smaller than crop_size {crop}: "
+            "raise load_size or lower crop_size",
+            key="load_size",
+        )
+    if kind.scaled and load_size % scale:
+        raise DataError(
+            f"{where}.load_size {load_size} is not a multiple of the scale {scale}: "
+            f"use {load_size // scale * scale or scale}",
+            key="load_size",
+        )
+    return load_size
+
+
 def _weights(
     section: dict[str, Any], folders: dict[str, tuple[str, ...]], where: str
 ) -> tuple[float, ...] | None:
@@ -234,13 +312,15 @@ def _weights(
     if not counts:
         raise DataError(
             f"{where}.weights: weights sample between several folders of one side, but every "
-            "side has one folder; give a list of folders or remove weights"
+            "side has one folder; give a list of folders or remove weights",
+            key="weights",
         )
     for key, n in counts.items():
         if n != len(weights):
             raise DataError(
                 f"{where}.weights has {len(weights)} values but {where}.{key} lists {n} "
-                "folders: give one weight per folder"
+                "folders: give one weight per folder",
+                key="weights",
             )
     return tuple(float(w) for w in weights)
 

@@ -5,7 +5,7 @@ come from the kernel, stretched by the downscaling factor so that shrinking aver
 instead of aliasing (as Pillow and MATLAB's ``imresize`` do). Weights near the border
 are renormalized over the pixels that exist. The kernels: ``nearest``; ``area`` (box,
 exact pixel averaging for integer factors); ``bilinear`` (triangle); ``bicubic``
-(Keys, a = -0.5); ``lanczos`` (3 lobes).
+(Keys, a = -0.5); ``lanczos`` (3 lobes). Their names are :data:`engine.data.kinds.KERNELS`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from functools import lru_cache
 
 import torch
 
-KERNELS: tuple[str, ...] = ("nearest", "bilinear", "bicubic", "lanczos", "area")
+from engine.data.kinds import KERNELS
 
 
 def _box(x: torch.Tensor) -> torch.Tensor:
