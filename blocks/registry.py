@@ -15,9 +15,12 @@ import difflib
 import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 BlockKind = Literal["module", "loss", "op"]
+
+#: A block class or factory function; registering it returns it unchanged.
+Factory = TypeVar("Factory", bound=Callable[..., Any])
 
 #: Constructor parameters that the compiler fills from the shapes of the inputs;
 #: they never appear in a spec.
@@ -92,7 +95,7 @@ class Registry:
         min_inputs: int | None = None,
         grad: bool = True,
         trainable: bool = True,
-    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    ) -> Callable[[Factory], Factory]:
         """Class decorator that adds a block under ``name``.
 
         ``variadic`` blocks take any number of inputs (at least ``min_inputs``) on
@@ -100,7 +103,7 @@ class Registry:
         superpixels); ``trainable=False`` marks blocks that never hold parameters.
         """
 
-        def add(factory: Callable[..., Any]) -> Callable[..., Any]:
+        def add(factory: Factory) -> Factory:
             if name in self._blocks:
                 raise RegistryError(f"block {name!r} is registered twice")
             _check_keyword_only(name, factory)

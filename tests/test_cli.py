@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,35 @@ def cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=120,
+    )
+
+
+def installed_loom() -> str | None:
+    """The `loom` console script of this interpreter's environment, else the one on PATH."""
+    return shutil.which("loom", path=str(Path(sys.executable).parent)) or shutil.which("loom")
+
+
+@pytest.mark.parametrize(
+    ("args", "code"),
+    [
+        (["validate", "specs/quickstart.yaml"], 0),
+        (["validate", "tests/broken/unknown_train_key.yaml"], 2),
+        (["validate", "specs/quickstart.yaml", "train.itrations=5"], 2),
+        (["validate", "specs/quickstart.yaml", "--bogus"], 2),
+    ],
+    ids=["valid", "invalid", "bad-override", "bad-option"],
+)
+def test_the_loom_console_script_is_python_cli_py(args: list[str], code: int) -> None:
+    loom = installed_loom()
+    if loom is None:
+        pytest.skip("the loom console script is not installed: pip install -e .")
+    script = subprocess.run([loom, *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    module = cli(*args)
+    assert module.returncode == code, module.stderr
+    assert (script.returncode, script.stdout, script.stderr) == (
+        module.returncode,
+        module.stdout,
+        module.stderr,
     )
 
 

@@ -123,7 +123,8 @@ class Dropout(nn.Module):
         self.drop = nn.Dropout2d(p) if channelwise else nn.Dropout(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(x)
+        out: torch.Tensor = self.drop(x)
+        return out
 
 
 @register("identity", trainable=False)

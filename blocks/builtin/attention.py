@@ -81,4 +81,5 @@ class SelfAttention(nn.Module):
         )
         attended = F.scaled_dot_product_attention(q, k, v)
         attended = rearrange(attended, "b n (h w) d -> b (n d) h w", h=h)
-        return x + self.gamma * self.proj(attended)
+        projected: torch.Tensor = self.proj(attended)
+        return x + self.gamma * projected

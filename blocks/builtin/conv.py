@@ -101,7 +101,9 @@ class Conv(nn.Conv2d):
         if self.conv_last:
             for layer in self._post:
                 x = layer(x)
-            return self._conv_forward(x, self.weight, self.bias)
+            # Assigned, not returned: torch leaves _conv_forward's result unannotated.
+            x = self._conv_forward(x, self.weight, self.bias)
+            return x
         x = self._conv_forward(x, self.weight, self.bias)
         for layer in self._post:
             x = layer(x)
@@ -176,10 +178,13 @@ class Deconv(nn.ConvTranspose2d):
         self.norm = make_norm(norm, in_ch if self.conv_last else out, groups=norm_groups)
         self.act = make_act(act, slope=slope)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
+        # output_size as in nn.ConvTranspose2d, whose forward this overrides; graphs
+        # never pass it (the padding above already gives stride × the input size).
         if self.conv_last:
-            return super().forward(self.act(self.norm(x)))
-        return self.act(self.norm(super().forward(x)))
+            return super().forward(self.act(self.norm(x)), output_size)
+        out: torch.Tensor = self.act(self.norm(super().forward(x, output_size)))
+        return out
 
 
 @register("linear")

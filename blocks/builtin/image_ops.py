@@ -271,6 +271,7 @@ class Superpixel(nn.Module):
         image = np.clip(image, 0.0, 1.0)
         gray = image.shape[-1] == 1
         image, axis = (image[..., 0], None) if gray else (image, -1)
+        labels: np.ndarray  # scikit-image's segmentation functions are unannotated
         if self.method == "slic":
             labels = segmentation.slic(
                 image,
@@ -292,7 +293,8 @@ class Superpixel(nn.Module):
         """The (H, W, C) image with every segment filled by its colour."""
         labels = self.segment(image)
         colors = segment_colors(image, labels, self.coloring, self.power)
-        return colors[labels]
+        painted: np.ndarray = colors[labels]  # (numpy: indexing by labels is Any)
+        return painted
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -343,7 +345,8 @@ def segment_colors(
     )
     low, high = ADAPTIVE_STD
     mean_share = np.where(std < low, 1.0, np.where(std < high, 0.5, 0.0))[:, None]
-    colors = np.clip(mean_share * mean + (1 - mean_share) * median, 0.0, None) ** power
+    # Annotated: numpy types np.clip with a None bound as Any.
+    colors: np.ndarray = np.clip(mean_share * mean + (1 - mean_share) * median, 0.0, None) ** power
     top = colors.max()
     return colors / top if top > 0 else colors
 
@@ -366,6 +369,9 @@ class ImagePool(nn.Module):
     Args:
         size: how many images the pool holds (CycleGAN: 50); 0 disables it.
     """
+
+    images: torch.Tensor  # buffers, declared for the type checker
+    count: torch.Tensor
 
     def __init__(self, *, size: Annotated[int, Range(ge=0)] = 50) -> None:
         super().__init__()

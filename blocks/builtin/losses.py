@@ -298,7 +298,8 @@ class GradientPenalty(nn.Module):
                 "output of an 'interpolate' op, and 'out' the discriminator's output on it"
             )
         (grad,) = torch.autograd.grad(out.sum(), x, create_graph=True)
-        return ((grad.flatten(1).norm(dim=1) - self.target) ** 2).mean()
+        norms: torch.Tensor = grad.flatten(1).norm(dim=1)  # unannotated in torch
+        return ((norms - self.target) ** 2).mean()
 
 
 @register("feature_matching", kind="loss", inputs=("x",), variadic=True, min_inputs=2)
@@ -333,7 +334,7 @@ class FeatureMatchingLoss(nn.Module):
 
 
 #: ESRGAN's perceptual layer: conv5_4 before its activation, weight 1.
-ESRGAN_LAYERS = {"conv5_4": 1.0}
+ESRGAN_LAYERS: dict[VGGLayer, float] = {"conv5_4": 1.0}
 
 
 def _cosine_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -87,6 +87,8 @@ class SSIMLoss(nn.Module):
     at least 11×11.
     """
 
+    window: torch.Tensor  # a buffer, declared for the type checker
+
     def __init__(self) -> None:
         super().__init__()
         window = _gaussian_1d(SSIM_WINDOW, SSIM_SIGMA)
@@ -112,6 +114,8 @@ class MSSSIMLoss(nn.Module):
     to 1e-6 before the fractional powers. Inputs are in [0, 1] and at least 11×11.
     """
 
+    window: torch.Tensor  # a buffer, declared for the type checker
+
     def __init__(self) -> None:
         super().__init__()
         window = _gaussian_1d(SSIM_WINDOW, SSIM_SIGMA)
@@ -121,7 +125,7 @@ class MSSSIMLoss(nn.Module):
         _check_same_shape("ms_ssim", pred, target)
         _check_ssim_size("ms_ssim", pred)
         scales = ms_ssim_scales(*pred.shape[-2:])
-        weights = MS_SSIM_WEIGHTS
+        weights: tuple[float, ...] = MS_SSIM_WEIGHTS
         if scales < len(weights):
             weights = tuple(w / sum(weights[:scales]) for w in weights[:scales])
         value = pred.new_ones(pred.shape[:2])
@@ -166,6 +170,9 @@ class ColorLoss(nn.Module):
         sigma: standard deviation of the blur in pixels; 0 compares unblurred chroma.
     """
 
+    rows: torch.Tensor  # buffers, declared for the type checker
+    kernel: torch.Tensor | None
+
     def __init__(self, *, sigma: Annotated[float, Range(ge=0)] = 3.0) -> None:
         super().__init__()
         if sigma < 0:
@@ -195,6 +202,8 @@ class LumaLoss(nn.Module):
     of the PSNR/SSIM metrics is the studio-range one, 219/255 of this and offset.
     Colour changes that keep Y cost nothing (see color). Inputs are RGB in [0, 1].
     """
+
+    row: torch.Tensor  # a buffer, declared for the type checker
 
     def __init__(self) -> None:
         super().__init__()
@@ -241,7 +250,13 @@ class FFTLoss(nn.Module):
 # --- VGG statistics: style and contextual ------------------------------------------------
 
 #: Gatys et al.'s style layers: the first ReLU of each stage, equal weights.
-STYLE_LAYERS = {"relu1_1": 1.0, "relu2_1": 1.0, "relu3_1": 1.0, "relu4_1": 1.0, "relu5_1": 1.0}
+STYLE_LAYERS: dict[VGGLayer, float] = {
+    "relu1_1": 1.0,
+    "relu2_1": 1.0,
+    "relu3_1": 1.0,
+    "relu4_1": 1.0,
+    "relu5_1": 1.0,
+}
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:
@@ -293,7 +308,7 @@ class StyleLoss(nn.Module):
 
 
 #: Mid-level layers, where features describe local texture and shape parts.
-CONTEXTUAL_LAYERS = {"relu3_2": 1.0, "relu4_2": 1.0}
+CONTEXTUAL_LAYERS: dict[VGGLayer, float] = {"relu3_2": 1.0, "relu4_2": 1.0}
 
 # ε of the relative distance d / (min d + ε).
 _CONTEXTUAL_EPS = 1e-5

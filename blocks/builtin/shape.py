@@ -109,7 +109,8 @@ class Pool(nn.Module):
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(x)
+        out: torch.Tensor = self.pool(x)
+        return out
 
 
 @register("adaptive_pool", trainable=False)
@@ -133,7 +134,8 @@ class AdaptivePool(nn.Module):
         self.pool = layer(size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(x)
+        out: torch.Tensor = self.pool(x)
+        return out
 
 
 @register("pad", trainable=False)
@@ -181,7 +183,8 @@ class Rearrange(nn.Module):
         self.op = EinopsRearrange(pattern, **(axes or {}))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.op(x)
+        out: torch.Tensor = self.op(x)
+        return out
 
 
 @register("concat", variadic=True, min_inputs=2, trainable=False)
@@ -231,7 +234,7 @@ class Split(nn.Module):
         self.sizes = tuple(sizes)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a, b = torch.split(x, self.sizes, dim=1)
+        a, b = torch.split(x, list(self.sizes), dim=1)
         return a, b
 
     def extra_repr(self) -> str:

@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -53,7 +53,20 @@ def _layer_names() -> list[str]:
 VGG19_LAYERS: dict[str, int] = {name: i for i, name in enumerate(_layer_names())}
 
 #: A VGG19 layer name, as a type: schemas list every name, so ``validate`` catches typos.
-VGGLayer = Literal[tuple(VGG19_LAYERS)]  # type: ignore[valid-type]
+#: Spelled out (a type checker cannot read a Literal built at run time); the check
+#: below keeps it equal to the names derived from the configuration.
+VGGLayer = Literal[
+    "conv1_1", "relu1_1", "conv1_2", "relu1_2", "pool1",
+    "conv2_1", "relu2_1", "conv2_2", "relu2_2", "pool2",
+    "conv3_1", "relu3_1", "conv3_2", "relu3_2", "conv3_3", "relu3_3", "conv3_4", "relu3_4",
+    "pool3",
+    "conv4_1", "relu4_1", "conv4_2", "relu4_2", "conv4_3", "relu4_3", "conv4_4", "relu4_4",
+    "pool4",
+    "conv5_1", "relu5_1", "conv5_2", "relu5_2", "conv5_3", "relu5_3", "conv5_4", "relu5_4",
+    "pool5",
+]  # fmt: skip
+if get_args(VGGLayer) != tuple(VGG19_LAYERS):
+    raise AssertionError("VGGLayer no longer lists VGG19's layers in order; update it")
 
 #: ImageNet statistics torchvision's VGG was trained with (inputs in [0, 1]).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -110,6 +123,9 @@ class VGG19Features(nn.Module):
     generator's output reuses the first one's, and one asking for deeper layers goes on
     from where the first stopped.
     """
+
+    mean: torch.Tensor  # buffers, declared for the type checker
+    std: torch.Tensor
 
     def __init__(self, layers: list[str], *, normalize: bool = False) -> None:
         super().__init__()
@@ -198,7 +214,8 @@ def _random_init(features: nn.Sequential) -> None:
             nn.init.kaiming_normal_(
                 layer.weight, mode="fan_out", nonlinearity="relu", generator=generator
             )
-            nn.init.zeros_(layer.bias)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
 
 
 def imagenet_path() -> Path:
