@@ -61,7 +61,8 @@ examples:
 
 SCHEMA_HELP = """\
 Regenerate the JSON Schemas under schemas/ from the blocks' Python signatures (the
-spec skeleton, and one file per block). --check only reports stale files (exit 1).
+spec skeleton, and one file per block), docs/blocks.md, and docs/settings.md from the
+settings classes. --check only reports stale files (exit 1).
 
 examples:
   python cli.py schema
@@ -239,15 +240,18 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
 
 def cmd_schema(ns: argparse.Namespace) -> int:
+    from engine.settings import docs as settings_docs
     from engine.spec import schema_files
 
     if ns.check:
         problems = schema_files.stale()
+        if settings_docs.stale():
+            problems.append("docs/settings.md")
         for rel in problems:
             print(f"{rel} is stale; run: python cli.py schema")
         return EXIT_FAILED if problems else EXIT_OK
-    written = schema_files.write()
-    print(f"wrote {len(written)} files (schemas/ and docs/blocks.md)")
+    written = [*schema_files.write(), settings_docs.write()]
+    print(f"wrote {len(written)} files (schemas/, docs/blocks.md and docs/settings.md)")
     return EXIT_OK
 
 

@@ -76,7 +76,7 @@ def main() -> None:
     iteration = [10]
 
     def loom() -> None:
-        r._iteration(iteration[0], gan, batch)
+        r.iteration(iteration[0], gan, batch)
         iteration[0] += 1
 
     loom()

@@ -63,14 +63,14 @@ def main() -> None:
         "train.phases.0.until=1",
     ]
     r = prepared_run("wbc.yaml", overrides, phase=1, data=True)
-    batch = next(r._batches())
+    batch = next(iter(r.loader))
     photo, cartoon = batch["A"], batch["B"]
     G, Ds, Dt = r.networks["G"], r.networks["D_surface"], r.networks["D_texture"]
     ops, losses = r.ops, r.losses
     iteration = [10]
 
     def whole() -> None:
-        r._iteration(iteration[0], r.phase, batch)
+        r.iteration(iteration[0], r.phase, batch)
         iteration[0] += 1
 
     def generator() -> None:

@@ -9,44 +9,17 @@
 
 from __future__ import annotations
 
-import fnmatch
 from typing import Any
 
 import networkx as nx
 
 from engine.graph.model import Network, TrainingGraph
+from engine.graph.select import parameter_nodes, select
 from engine.graph.training import gradient_networks
+from engine.settings.base import iteration_of
 from engine.spec.diagnostics import Diagnostics, Loc, did_you_mean, quote_list
 from engine.spec.skeleton import OPTIMIZERS
 from engine.spec.yamlio import Doc, as_dict, as_list
-
-
-def parameter_nodes(networks: dict[str, Network | None]) -> dict[str, list[str]]:
-    """Per trainable network, its leaf nodes that may hold parameters (qualified names)."""
-    from engine.spec.catalog import default_catalog
-
-    catalog = default_catalog()
-    found: dict[str, list[str]] = {}
-    for name, net in networks.items():
-        if net is None or not net.trainable:
-            continue
-        leaves = []
-        for leaf in net.leaves():
-            entry = catalog.get(net.node(leaf)["block"])
-            if entry is not None and entry.trainable:
-                leaves.append(f"{name}.{leaf}")
-        found[name] = leaves
-    return found
-
-
-def select(selector: str, networks: dict[str, list[str]]) -> list[str]:
-    """The qualified parameter nodes a selector names: a network, a prefix, or a glob."""
-    if selector in networks:
-        return list(networks[selector])
-    everything = [leaf for leaves in networks.values() for leaf in leaves]
-    if any(ch in selector for ch in "*?["):
-        return [leaf for leaf in everything if fnmatch.fnmatchcase(leaf, selector)]
-    return [leaf for leaf in everything if leaf == selector or leaf.startswith(selector + ".")]
 
 
 def _selectors(value: Any) -> list[tuple[int | None, str]]:
@@ -161,17 +134,6 @@ def _check_groups(
                     f"optimizer '{opt_name}': group selector '{selector}'"
                     f" reaches parameters outside this optimizer's 'params'",
                 )
-
-
-def iteration_of(value: Any, total: int) -> int | None:
-    """An ``until``-style value (int iteration, or float fraction) as an iteration."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and 0 < value <= 1:
-        return round(value * total)
-    return None
 
 
 def check_phases(

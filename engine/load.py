@@ -18,6 +18,7 @@ from engine import checks
 from engine.graph.expand import Expander
 from engine.graph.model import Network, TrainingGraph
 from engine.graph.training import TrainingGraphBuilder
+from engine.settings import Settings, parse_settings
 from engine.spec.catalog import Catalog, default_catalog
 from engine.spec.diagnostics import Diagnostics, Loc, SpecError
 from engine.spec.library import BlockTable
@@ -38,6 +39,7 @@ class Spec:
     doc: Doc
     networks: dict[str, Network]
     training: TrainingGraph
+    settings: Settings
     diagnostics: Diagnostics = field(default_factory=Diagnostics)
     #: Where a graph parameter or loss weight was a ``$expression``: its path in the
     #: spec → the expression as written (``data`` holds its value).
@@ -76,11 +78,12 @@ def check_spec(
     data = doc.data
     check_schema(_SPEC_VALIDATOR, data, doc, diags)
     networks, training, expressions = _expand_all(data, doc, found, catalog, diags)
+    settings = parse_settings(data, doc, diags, found.parent)
     if diags.errors:
         return None, diags
     assert training is not None
     nets = {k: v for k, v in networks.items() if v is not None}
-    spec = Spec(found, data, doc, nets, training, diags, expressions)
+    spec = Spec(found, data, doc, nets, training, settings, diags, expressions)
     return spec, diags
 
 

@@ -272,4 +272,4 @@ def test_scale_mismatch_between_output_and_target_is_reported_at_the_loss() -> N
 
 def test_crop_not_a_multiple_of_the_scale(tmp_path: Path) -> None:
     [message] = shape_error(BASE, ["data.train.crop_size=33"])
-    assert "crop_size 33 is not a multiple of scale 2" in message
+    assert "data.train.crop_size 33 (the HR crop) is not a multiple of the scale 2" in message

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from engine import load_spec
 from engine.train import checkpoint as ckpt
 from engine.train.runner import TrainingError, run
+from engine.train.schedules import Schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -249,13 +250,15 @@ def gan_spec(tmp_path: Path) -> Path:
     return spec_file(tmp_path, GAN_SPEC)
 
 
-def test_gan_phases_freeze_and_compute_the_generator_once(tmp_path: Path) -> None:
+def test_gan_phases_freeze_and_compute_the_generator_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     path = gan_spec(tmp_path)
     spec = load_spec(path)
     calls = {"G": 0}
-    import engine.compile.network as network
+    import engine.train.setup as setup
 
-    real = network.materialize
+    real = setup.compile_network
 
     def counting(inference, device="cpu"):  # type: ignore[no-untyped-def]
         module = real(inference, device)
@@ -263,19 +266,14 @@ def test_gan_phases_freeze_and_compute_the_generator_once(tmp_path: Path) -> Non
             module.register_forward_hook(lambda *a: calls.__setitem__("G", calls["G"] + 1))
         return module
 
-    import engine.train.runner as runner
-
-    runner.materialize = counting
-    try:
-        result = run(
-            spec,
-            out=tmp_path / "run",
-            stream=io.StringIO(),
-            live=False,
-            datasets={"train": SyntheticSR()},
-        )
-    finally:
-        runner.materialize = real
+    monkeypatch.setattr(setup, "compile_network", counting)
+    result = run(
+        spec,
+        out=tmp_path / "run",
+        stream=io.StringIO(),
+        live=False,
+        datasets={"train": SyntheticSR()},
+    )
     assert result.iteration == 8
     recs = [r for r in records(tmp_path / "run") if "loss/d_loss" in r]
     assert [r["iter"] for r in recs] == [5, 6, 7, 8]
@@ -290,22 +288,49 @@ def test_gan_phases_freeze_and_compute_the_generator_once(tmp_path: Path) -> Non
     assert not torch.equal(after["up.weight"], before["up.weight"])
 
 
-def test_schedules_are_functions_of_the_iteration() -> None:
-    from engine.train.optim import build_schedule
+def schedule_of(section: dict, total: int) -> Schedule:
+    """A scheduler section as the runner builds it (parsed settings, then the factor)."""
+    from engine.settings.base import Reader
+    from engine.settings.schedule import parse_schedule
+    from engine.spec.diagnostics import Diagnostics
+    from engine.spec.yamlio import Doc
 
-    multistep = build_schedule({"type": "multistep", "milestones": [0.5, 8], "gamma": 0.5}, 10)
+    diags = Diagnostics()
+    reader = Reader(Doc(section, {}, {}), diags, (), section)
+    settings = parse_schedule(reader, total, lr=1e-3)
+    assert not diags.errors, diags.errors
+    return Schedule(settings, total)
+
+
+def test_schedules_are_functions_of_the_iteration() -> None:
+    multistep = schedule_of({"type": "multistep", "milestones": [0.5, 8], "gamma": 0.5}, 10)
     assert [multistep(i) for i in (0, 4, 5, 7, 8, 9)] == [1, 1, 0.5, 0.5, 0.25, 0.25]
-    decay = build_schedule({"type": "linear_decay", "start": 0.5}, 10)
+    decay = schedule_of({"type": "linear_decay", "start": 0.5}, 10)
     assert [decay(i) for i in (0, 4, 5, 10)] == [1.0, 1.0, 1.0, 0.0]
-    warm = build_schedule({"type": "cosine", "warmup": 4}, 100)
+    warm = schedule_of({"type": "cosine", "warmup": 4}, 100)
     assert warm(0) == pytest.approx(0.25 * 1.0) and warm(3) < 1.0 and warm(99) < 0.01
-    ours = build_schedule({"type": "step", "step_size": 3, "gamma": 0.5}, 100)
-    theirs = build_schedule(
+    ours = schedule_of({"type": "step", "step_size": 3, "gamma": 0.5}, 100)
+    theirs = schedule_of(
         {"type": "torch", "name": "StepLR", "options": {"step_size": 3, "gamma": 0.5}}, 100
     )
     assert [ours(i) for i in range(10)] == [theirs(i) for i in range(10)]
-    restarts = build_schedule({"type": "cosine_restarts", "periods": [4, 4]}, 8)
+    restarts = schedule_of({"type": "cosine_restarts", "periods": [4, 4]}, 8)
     assert restarts(0) == restarts(4) == 1.0 and restarts(3) < 0.2
+    peak = schedule_of({"type": "onecycle", "max_lr": 4e-3}, 10)
+    assert max(peak(i) for i in range(10)) == pytest.approx(4.0)  # max_lr ÷ lr 1e-3
+
+
+def test_a_plateau_schedule_lowers_the_lr_when_the_metric_stalls_and_resumes_its_state() -> None:
+    plateau = schedule_of({"type": "plateau", "metric": "psnr", "patience": 1, "gamma": 0.5}, 10)
+    said = [plateau.observe({"psnr": v}) for v in (20.0, 21.0, 20.5, 20.9, 21.0)]
+    assert said[:3] == [None, None, None] and said[3] is not None and plateau(0) == 0.5
+    again = schedule_of({"type": "plateau", "metric": "psnr", "patience": 1, "gamma": 0.5}, 10)
+    again.load_state_dict(plateau.state_dict())
+    assert again(5) == plateau(5) == 0.5
+    lower = schedule_of({"type": "plateau", "metric": "lpips", "patience": 0}, 10)
+    assert lower.settings is not None and lower.settings.mode == "min"
+    lower.observe({"lpips": 0.3})
+    assert lower.observe({"lpips": 0.2}) is None and lower.observe({"lpips": 0.25}) is not None
 
 
 def test_bf16_autocast_trains(tmp_path: Path) -> None:

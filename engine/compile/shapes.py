@@ -17,7 +17,7 @@ import networkx as nx
 from blocks.registry import REGISTRY
 from engine.compile.network import Inference, ShapeError, constructor_kwargs, infer, report
 from engine.compile.probe import Probe, ProbeKind, Shape
-from engine.data.options import SEG_CLASSES
+from engine.data.kinds import KINDS
 from engine.graph.model import Source
 from engine.load import Spec
 from engine.spec.diagnostics import Diagnostics
@@ -35,43 +35,26 @@ class SpecShapes:
 
 
 def data_shapes(spec: Spec, diags: Diagnostics, batch: int | None = None) -> dict[str, Shape]:
-    """The tensors of one training batch, from ``data.train``."""
-    section = spec.data.get("data")
-    train = section.get("train") if isinstance(section, dict) else None
-    if not isinstance(train, dict):
+    """The tensors of one training batch, from the parsed ``data.train`` options (their
+    crop, already checked against the scale by ``validate``)."""
+    train = spec.settings.data.train
+    if train is None:
         return {}
-    scale = int(spec.data.get("scale", 1))
-    size = int(train.get("crop_size") or DEFAULT_SIZE * scale)
-    channels = int(train.get("channels") or 3)
-    n = batch or int(train.get("batch_size") or 1)
-    kind = train.get("type")
-    if kind in ("sr", "sr_seg", "frames"):
-        lr_size = train.get("lr_crop_size")
-        if lr_size is None:
-            if size % scale:
-                diags.error(
-                    spec.doc.loc(("data", "train", "crop_size")),
-                    f"crop_size {size} is not a multiple of scale {scale}; the LR crop would be "
-                    f"{size / scale:g} pixels (use {size - size % scale} or set lr_crop_size)",
-                )
-                return {}  # every later shape would be off by this; report the cause only
-            lr_size = size // scale
-        size = int(lr_size) * scale
-        shapes = {"data.lr": (n, channels, lr_size, lr_size), "data.hr": (n, channels, size, size)}
-        if kind == "sr_seg":  # probability maps at the HR size
-            shapes["data.seg"] = (n, int(train.get("seg_classes") or SEG_CLASSES), size, size)
-        if kind == "frames":  # a window of LR frames around the HR centre frame
-            frames = int(train.get("frames") or 3)
-            shapes["data.lr"] = (n, frames, channels, int(lr_size), int(lr_size))
+    scale = spec.settings.scale
+    n = batch or train.batch_size
+    c = train.channels
+    if KINDS[train.kind].scaled:
+        size = train.crop_size or DEFAULT_SIZE * scale
+        lr = size // scale
+        shapes = {"data.lr": (n, c, lr, lr), "data.hr": (n, c, size, size)}
+        if train.kind == "sr_seg":  # probability maps at the HR size
+            shapes["data.seg"] = (n, train.seg_classes, size, size)
+        if train.kind == "frames":  # a window of LR frames around the HR centre frame
+            shapes["data.lr"] = (n, train.frames, c, lr, lr)
         return shapes
-    if kind == "interp":  # the spec's scale does not apply: three full-resolution frames
-        size = int(train.get("crop_size") or DEFAULT_SIZE)
-        return {f"data.{k}": (n, channels, size, size) for k in ("f0", "f1", "mid")}
-    if kind in ("paired", "unpaired"):
-        return {"data.A": (n, channels, size, size), "data.B": (n, channels, size, size)}
-    if kind == "single":
-        return {"data.x": (n, channels, size, size)}
-    return {}
+    # The other types have no LR side: the spec's scale does not apply to their crop.
+    size = train.crop_size or DEFAULT_SIZE * (1 if train.kind == "interp" else scale)
+    return {f"data.{key}": (n, c, size, size) for key in KINDS[train.kind].provides}
 
 
 def infer_spec(

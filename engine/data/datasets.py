@@ -47,7 +47,7 @@ SEG_CUT = 8
 
 
 def make_dataset(
-    section: dict[str, Any],
+    section: DataOptions | dict[str, Any],
     *,
     scale: int,
     train: bool,
@@ -55,8 +55,13 @@ def make_dataset(
     multiple: int = 1,
     spec_dir: Path | None = None,
 ) -> LoomDataset:
-    """The dataset a ``data.train`` / ``data.val`` section describes; see the module doc."""
-    opts = parse_options(section, train=train, scale=scale)
+    """The dataset a ``data.train`` / ``data.val`` section describes (as parsed
+    settings, or the section itself); see the module doc."""
+    opts = (
+        section
+        if isinstance(section, DataOptions)
+        else parse_options(section, train=train, scale=scale)
+    )
     return DATASETS[opts.kind](
         opts,
         scale=scale if KINDS[opts.kind].scaled else 1,  # the others have no LR side

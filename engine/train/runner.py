@@ -1,20 +1,15 @@
 """``run``: train a spec with one Accelerator, from start or from a checkpoint.
 
-The pieces live in their own modules — the step program (program.py), optimizers and
-schedules (optim.py), phases (phases.py), checkpoints (checkpoint.py), reporting
-(report.py), validation (validate.py); this module wires them together in a fixed,
-recorded order and owns the loop.
+The pieces live in their own modules: set-up (setup.py), the step program
+(program.py), schedules (schedules.py), EMA (ema.py), checkpoint state (state.py),
+validation rounds (validator.py), reporting (report.py). This module opens the run,
+prepares everything with Accelerate in a fixed, recorded order, and owns the loop.
 """
 
 from __future__ import annotations
 
-import copy
-import functools
-import math
-import re
 import signal
 import sys
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,19 +18,28 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
-from blocks.registry import REGISTRY
 from engine.compile.build import check_shapes
-from engine.compile.network import materialize
-from engine.compile.weights import export, load_weights
+from engine.compile.network import unwrap
+from engine.compile.sizes import size_rule
 from engine.graph.training import gradient_networks
 from engine.load import Spec, load_spec
+from engine.settings import PhaseSettings, TrainSettings
 from engine.spec.diagnostics import Diagnostics, SpecError
 from engine.train import checkpoint as ckpt
-from engine.train.optim import apply_lr, build_optimizer, build_schedule, named_parameters, select
-from engine.train.phases import Phase, phase_at, phases_of
-from engine.train.program import Program
+from engine.train import state
+from engine.train.ema import Ema
+from engine.train.optim import apply_lr, named_parameters
+from engine.train.program import Program, StepPlan
 from engine.train.report import Reporter
-from engine.train.validate import Tiled, evaluate
+from engine.train.setup import (
+    OptimizerRun,
+    build_datasets,
+    build_graph_modules,
+    build_networks,
+    build_optimizers,
+    parameter_selector,
+)
+from engine.train.validator import Validator
 
 
 class TrainingError(Exception):
@@ -49,17 +53,6 @@ class RunResult:
     interrupted: bool = False
     best: dict[str, float] = field(default_factory=dict)
     networks: dict[str, nn.Module] = field(default_factory=dict)  # trained (EMA when enabled)
-
-
-@dataclass
-class _Optimizer:
-    name: str
-    optimizer: torch.optim.Optimizer
-    params: list[str]  # qualified names it owns
-    networks: frozenset[str]
-    schedule: Any
-    clip: dict[str, float]
-    micro: int = 0  # batches accumulated toward the next step
 
 
 class _Stop:
@@ -102,267 +95,177 @@ def run(
         if isinstance(spec_or_path, Spec)
         else load_spec(spec_or_path, tuple(overrides))
     )
-    return _Run(
-        spec, Path(out) if out else Path("runs") / spec.name, resume, stream, live, datasets
-    ).go()
+    run_dir = Path(out) if out else Path("runs") / spec.name
+    trainer = prepare(spec, run_dir, stream=stream, live=live, datasets=datasets)
+    try:
+        return trainer.train(resume)
+    finally:
+        trainer.close()
 
 
-class _Run:
+def _accelerator(train: TrainSettings, run_dir: Path, tensorboard: bool) -> Any:
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+
+    # One run per Accelerator: forget an earlier run's settings in this process
+    # (precision, trackers); the process group, if any, is kept.
+    AcceleratorState._reset_state()
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),  # so torchrun on CPUs gives a gloo process group
+        log_with="tensorboard" if tensorboard else None,
+        project_dir=str(run_dir),
+        mixed_precision={"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[train.precision],
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    set_seed(train.seed)
+    if train.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    return accelerator
+
+
+def prepare(
+    spec: Spec,
+    run_dir: Path,
+    *,
+    stream: TextIO | None = None,
+    live: bool | None = None,
+    datasets: dict[str, Any] | None = None,
+    data: bool = True,
+) -> Trainer:
+    """A run set up to its first iteration (benchmarks call this and then step it)."""
+    train = spec.settings.train
+    if train is None:
+        raise TrainingError(f"{spec.path}: the spec has no 'train:' section; nothing to run")
+    logging = spec.settings.logging
+    accelerator = _accelerator(train, run_dir, logging.tensorboard)
+    main = accelerator.is_main_process
+    reporter = Reporter(
+        run_dir, spec.name, train.iterations, logging.every, main=main,
+        stream=stream or sys.stdout, live=live,
+    )  # fmt: skip
+    if logging.tensorboard:
+        accelerator.init_trackers(spec.name)
+        reporter.tracker = accelerator.log
+    try:
+        return Trainer(spec, run_dir, accelerator, reporter, datasets, data=data)
+    except BaseException:
+        reporter.close()
+        accelerator.end_training()
+        raise
+
+
+class Trainer:
+    """A prepared run: its parts, the phase schedule, and the loop."""
+
     def __init__(
         self,
         spec: Spec,
         run_dir: Path,
-        resume: str | None,
-        stream: TextIO | None,
-        live: bool | None,
+        accelerator: Any,
+        reporter: Reporter,
         datasets: dict[str, Any] | None,
+        *,
+        data: bool = True,
     ) -> None:
-        from accelerate import Accelerator
-        from accelerate.state import AcceleratorState
-        from accelerate.utils import DistributedDataParallelKwargs, set_seed
-
+        assert spec.settings.train is not None
         self.spec = spec
-        self.data = spec.data
-        self.train_cfg = self.data["train"]
-        self.total = int(self.train_cfg["iterations"])
+        self.train_settings: TrainSettings = spec.settings.train
+        self.total = self.train_settings.iterations
         self.run_dir = run_dir
-        precision = {"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[
-            self.train_cfg.get("precision", "fp32")
-        ]
-        logging = self.data.get("logging") or {}
-        tensorboard = bool(logging.get("tensorboard"))
-        if tensorboard:
-            try:
-                import tensorboard as _  # noqa: F401
-            except ImportError:
-                raise TrainingError(
-                    "logging.tensorboard is true but the tensorboard package is not installed: "
-                    "pip install tensorboard (or set logging.tensorboard: false)"
-                ) from None
-        # One run per Accelerator: forget an earlier run's settings in this process
-        # (precision, trackers); the process group, if any, is kept.
-        AcceleratorState._reset_state()
-        self.accelerator = Accelerator(
-            cpu=not torch.cuda.is_available(),  # so torchrun on CPUs gives a gloo process group
-            log_with="tensorboard" if tensorboard else None,
-            project_dir=str(run_dir),
-            mixed_precision=precision,
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-        )
-        self.main = self.accelerator.is_main_process
-        self.seed = int(self.train_cfg.get("seed", 0))
-        set_seed(self.seed)
-        if self.train_cfg.get("tf32"):
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        self.reporter = Reporter(
-            run_dir,
-            spec.name,
-            self.total,
-            int(logging.get("every", 50)),
-            main=self.main,
-            stream=stream or sys.stdout,
-            live=live,
-        )
-        if tensorboard:
-            self.accelerator.init_trackers(spec.name)
-            self.reporter.tracker = self.accelerator.log
-        self.resume = resume
-        self.datasets = datasets
-        self.best: dict[str, float] = {}
-
-    # ------------------------------------------------------------------ set-up
-    def _networks(self) -> None:
-        shapes = check_shapes(self.spec, batch=1)
-        self.shapes = shapes
-        device = self.accelerator.device
-        self.networks: dict[str, nn.Module] = {}
+        self.accelerator = accelerator
+        self.reporter = reporter
+        self.main = bool(accelerator.is_main_process)
+        self.world, self.rank = accelerator.num_processes, accelerator.process_index
+        if self.main:
+            _write_spec(spec, run_dir)
+        device = accelerator.device
+        self.shapes = check_shapes(spec, batch=1)
         problems = Diagnostics()
-        for name, net in self.spec.networks.items():
-            module = materialize(shapes.networks[name], device)
-            section = self.data["networks"][name]
-            pretrained = section.get("pretrained")
-            if pretrained:
-                self._pretrained(name, module, pretrained, problems)
-            if not net.trainable:
-                module.requires_grad_(False).eval()
-            if self.train_cfg.get("channels_last"):
-                module = module.to(memory_format=torch.channels_last)
-            if self.train_cfg.get("compile"):
-                module = torch.compile(module)
-            self.networks[name] = module
-        self._ops_and_losses(problems)
+        networks = build_networks(spec, self.shapes, device, self.reporter.log, problems)
+        self.ops, self.losses = build_graph_modules(
+            spec, self.shapes, device, self.reporter.log, problems
+        )
         if problems.errors:
             raise SpecError(problems)
-
-    def _pretrained(
-        self, name: str, module: nn.Module, pretrained: dict[str, Any], problems: Diagnostics
-    ) -> None:
-        strict = pretrained.get("strict", True)
-        try:
-            report = load_weights(module, self._path(pretrained["path"]), strict=strict)
-        except Exception as exc:  # any failure to read or fit the file is about this key
-            hint = (
-                f"\n(to load only the keys that fit: networks.{name}.pretrained.strict: false)"
-                if strict
-                else ""
+        self.params = named_parameters(networks)
+        self.select = parameter_selector(spec, self.params)
+        optimizers = build_optimizers(spec, self.params, self.select)
+        self._val_multiple: int | None = None
+        train_ds, val_ds = (None, None)
+        if datasets is not None:
+            train_ds, val_ds = datasets["train"], datasets.get("val")
+        elif data:
+            train_ds, val_ds = build_datasets(
+                spec, seed=self.train_settings.seed, val_multiple=self.val_multiple
             )
-            where = self.spec.doc.loc(("networks", name, "pretrained", "path"))
-            problems.error(where, f"network {name}: pretrained weights not loaded: {exc}{hint}")
-            return
-        self.reporter.log(
-            f"network {name}: pretrained weights from {pretrained['path']}: {report.summary()}"
+        self.loader = None if train_ds is None else self._loader(train_ds)
+        self.networks, optimizers = self._prepare(networks, optimizers)
+        self.optimizers = optimizers
+        self.ema = Ema(self.train_settings.ema, self.networks)
+        self.validator = None
+        if spec.settings.validation is not None and val_ds is not None:
+            self.validator = Validator(
+                spec, spec.settings.validation, val_ds, run_dir / "samples",
+                multiple=self.val_multiple, autocast=accelerator.autocast,
+            )  # fmt: skip
+        self.program = Program(
+            spec.training,
+            self.networks,
+            self.ops,
+            self.losses,
+            gradient_networks(spec.training, spec.networks),
+            autocast=accelerator.autocast,
         )
+        self.bad = 0
+        self.frozen: set[int] = set()
+        self.phase_lr: dict[str, float] = {}
+        self.plans_cache: dict[tuple[int, ...], list[StepPlan]] = {}
 
-    def _ops_and_losses(self, problems: Diagnostics) -> None:
-        """Build the graph's ops and losses. A block that fails to build (a weights file
-        it cannot find) is reported at its parameter in the spec, with every other such
-        failure; warnings are logged to train.log."""
-        g = self.spec.training.graph
-        self.ops: dict[str, nn.Module] = {}
-        self.losses: dict[str, nn.Module] = {}
-        device = self.accelerator.device
-        for name, attrs in g.nodes(data=True):
-            if attrs["kind"] not in ("op", "loss"):
-                continue
-            info = REGISTRY.get(attrs["target"])
-            kwargs = dict(attrs["params"])
-            if "in_ch" in info.signature.parameters:
-                first = next(iter(attrs["ports"].values()))[0]
-                kwargs["in_ch"] = sum(self.shapes.values[s][1] for s in first)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                try:
-                    module = info.factory(**kwargs).to(device)
-                except (OSError, ValueError) as exc:
-                    self._node_problem(name, attrs, exc, problems)
-                    continue
-            for warning in caught:
-                self.reporter.log(
-                    f"warning: graph node '{name}' ({attrs['target']}, {attrs['loc']}): "
-                    f"{warning.message}"
-                )
-            (self.ops if attrs["kind"] == "op" else self.losses)[name] = module
-
-    def _node_problem(
-        self, name: str, attrs: dict[str, Any], exc: Exception, problems: Diagnostics
-    ) -> None:
-        param = getattr(exc, "param", None)
-        path = ("graph", name, param) if param else ("graph", name)
-        message = f"graph node '{name}' ({attrs['target']}): {exc}"
-        written = self.spec.expressions.get(path, "")
-        variable = re.fullmatch(r"\$([A-Za-z_][A-Za-z0-9_]*)", written.strip())
-        if variable:
-            message += (
-                f"\n(here {param} is {written}: set it from the command line with the "
-                f"override params.{variable[1]}=VALUE)"
-            )
-        problems.error(self.spec.doc.loc(path) or attrs["loc"], message)
-
-    def _path(self, value: str) -> Path:
-        path = Path(value)
-        return path if path.is_absolute() or path.exists() else self.spec.path.parent / path
-
-    def _optimizers(self) -> None:
-        params = named_parameters(self.networks)
-        self.params = params
-        self.plateau: dict[str, dict[str, Any]] = {}
-        self.optimizers: dict[str, _Optimizer] = {}
-        for name, section in (self.data.get("optimizers") or {}).items():
-            optimizer, owned = build_optimizer(name, section, params)
-            networks = frozenset(n.split(".", 1)[0] for n in owned)
-            scheduler = section.get("scheduler") or {}
-            if scheduler.get("type") == "plateau":
-                self.plateau[name] = {
-                    "factor": 1.0,
-                    "best": None,
-                    "bad": 0,
-                    "metric": scheduler.get("metric", "psnr"),
-                    "mode": scheduler.get("mode", "max"),
-                    "patience": int(scheduler.get("patience", 2)),
-                    "gamma": float(scheduler.get("gamma", 0.5)),
-                }
-            self.optimizers[name] = _Optimizer(
-                name,
-                optimizer,
-                owned,
-                networks,
-                build_schedule(section.get("scheduler"), self.total),
-                dict(section.get("clip") or {}),
-            )
-
-    def _data(self) -> None:
+    # ------------------------------------------------------------------ set-up
+    def _loader(self, dataset: Any) -> Any:
         from engine.data import make_loader
 
-        section = self.data.get("data") or {}
-        scale = int(self.data.get("scale", 1))
-        if self.datasets is not None:
-            train_ds, self.val_ds = self.datasets["train"], self.datasets.get("val")
-        else:
-            from engine.data import make_dataset
-
-            train_ds = make_dataset(
-                section["train"],
-                scale=scale,
-                train=True,
-                seed=self.seed,
-                spec_dir=self.spec.path.parent,
-            )
-            val = section.get("val")
-            self.val_ds = (
-                make_dataset(
-                    val,
-                    scale=scale,
-                    train=False,
-                    seed=self.seed,
-                    multiple=self.val_multiple,
-                    spec_dir=self.spec.path.parent,
-                )
-                if val
-                else None
-            )
         # Every process reads the same global batch (batch_size × processes) and keeps
         # its own slice: the run then sees exactly the samples a single process with the
         # global batch would, and every process resumes from the same data position.
-        self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
-        train = section.get("train") or {}
-        self.loader = make_loader(
-            train_ds,
-            batch_size=int(train.get("batch_size", 1)) * self.world,
-            workers=int(train.get("workers", 0)),
-            seed=self.seed,
+        options = self.spec.settings.data.train
+        return make_loader(
+            dataset,
+            batch_size=(options.batch_size if options is not None else 1) * self.world,
+            workers=options.workers if options is not None else 0,
+            seed=self.train_settings.seed,
             shuffle=True,
             drop_last=True,
             pin_memory=self.accelerator.device.type == "cuda",
         )
 
-    @functools.cached_property
     def val_multiple(self) -> int:
-        """The input size multiple of the network validation runs (probed on meta)."""
-        from engine.compile.inspect import size_rule
+        """The input size multiple of the network validation runs (probed once, lazily)."""
+        if self._val_multiple is None:
+            self._val_multiple = 1
+            validation = self.spec.settings.validation
+            if validation is not None:
+                attrs = self.spec.training.graph.nodes.get(validation.output.split(".")[0], {})
+                target = attrs.get("target")
+                if attrs.get("kind") == "call" and target in self.shapes.networks:
+                    rule = size_rule(self.spec.networks[target], self.shapes.networks[target])
+                    self._val_multiple = rule.multiple or 1
+        return self._val_multiple
 
-        output = (self.data.get("validation") or {}).get("output")
-        if not isinstance(output, str):
-            return 1
-        attrs = self.spec.training.graph.nodes.get(output.split(".")[0], {})
-        if attrs.get("kind") != "call" or attrs["target"] not in self.shapes.networks:
-            return 1
-        target = attrs["target"]
-        rule = size_rule(self.spec.networks[target], self.shapes.networks[target])
-        return rule.multiple or 1
-
-    def _prepare(self) -> None:
+    def _prepare(
+        self, networks: dict[str, nn.Module], optimizers: dict[str, OptimizerRun]
+    ) -> tuple[dict[str, nn.Module], dict[str, OptimizerRun]]:
         """Networks then optimizers, in spec order: the order is recorded in train.log."""
-        names = list(self.networks)
-        opt_names = list(self.optimizers)
+        names, opt_names = list(networks), list(optimizers)
         prepared = self.accelerator.prepare(
-            *[self.networks[n] for n in names], *[self.optimizers[n].optimizer for n in opt_names]
+            *[networks[n] for n in names], *[optimizers[n].optimizer for n in opt_names]
         )
         prepared = prepared if isinstance(prepared, tuple) else (prepared,)
-        for n, module in zip(names, prepared[: len(names)], strict=True):
-            self.networks[n] = module
+        networks = dict(zip(names, prepared[: len(names)], strict=True))
         for n, opt in zip(opt_names, prepared[len(names) :], strict=True):
-            self.optimizers[n].optimizer = opt
+            optimizers[n].optimizer = opt
         self.reporter.log(
             "prepared with accelerate, in order: networks "
             + ", ".join(names)
@@ -372,137 +275,63 @@ class _Run:
             f"precision {self.accelerator.mixed_precision}",
             console=False,
         )
-        ema = self.train_cfg.get("ema") or {}
-        self.ema_decay = float(ema.get("decay", 0.999))
-        self.ema_start = int(ema.get("start", 0))
-        self.ema = {
-            n: copy.deepcopy(_unwrap(self.networks[n])).eval().requires_grad_(False)
-            for n in ema.get("networks") or []
-        }
+        return networks, optimizers
+
+    def close(self) -> None:
+        self.reporter.close()
+        self.accelerator.end_training()
 
     # ------------------------------------------------------------------- state
-    def _state(self, iteration: int, rng: dict[str, Any], data_state: Any) -> dict[str, Any]:
-        state = {
-            "iteration": iteration,
-            "networks": {n: _unwrap(m).state_dict() for n, m in self.networks.items()},
-            "ema": {n: m.state_dict() for n, m in self.ema.items()},
-            "optimizers": {n: o.optimizer.state_dict() for n, o in self.optimizers.items()},
-            "micro": {n: o.micro for n, o in self.optimizers.items()},
-            "ops": {n: m.state_dict() for n, m in self.ops.items()},
-            "rng": rng,
-            "data": data_state,
-            "best": dict(self.best),
-            "bad": self.bad,
-            "plateau": {n: dict(p) for n, p in self.plateau.items()},
-        }
-        scaler = getattr(self.accelerator, "scaler", None)
-        if scaler is not None:
-            state["scaler"] = scaler.state_dict()
-        return state
+    def _parts(self) -> state.Parts:
+        return state.Parts(
+            self.networks,
+            self.ema,
+            self.optimizers,
+            self.ops,
+            self.loader,
+            getattr(self.accelerator, "scaler", None),
+        )
 
-    def _restore(self, state: dict[str, Any]) -> int:
-        for n, sd in state["networks"].items():
-            _unwrap(self.networks[n]).load_state_dict(sd)
-        for n, sd in state["ema"].items():
-            if n in self.ema:
-                self.ema[n].load_state_dict(sd)
-        for n, sd in state["optimizers"].items():
-            self.optimizers[n].optimizer.load_state_dict(sd)
-            self.optimizers[n].micro = state["micro"][n]
-        for n, sd in state["ops"].items():
-            self.ops[n].load_state_dict(sd)
-        if "scaler" in state and getattr(self.accelerator, "scaler", None) is not None:
-            self.accelerator.scaler.load_state_dict(state["scaler"])
-        self.loader.load_state_dict(state["data"])
-        ckpt.set_rng_state(state["rng"])
-        self.best = dict(state["best"])
-        self.bad = int(state["bad"])
-        for name, saved in state.get("plateau", {}).items():
-            self.plateau[name].update(saved)
-        return int(state["iteration"])
+    def _counters(self, iteration: int) -> state.Counters:
+        best = self.validator.best if self.validator is not None else {}
+        return state.Counters(iteration, dict(best), self.bad)
+
+    def _resume(self, resume: str | None) -> int:
+        if not resume:
+            return 0
+        found = ckpt.find(resume, self.run_dir)
+        if found is None:
+            if resume != "auto":
+                raise TrainingError(f"--resume {resume}: nothing to resume")
+            self.reporter.log(f"--resume auto: no checkpoint in {self.run_dir}; starting fresh")
+            return 0
+        parts = self._parts()
+        counters = state.restore(parts, ckpt.load(found, parts.plain_networks()))
+        self.bad = counters.bad
+        if self.validator is not None:
+            self.validator.best = dict(counters.best)
+        self.reporter.log(f"resumed from {found} at iteration {counters.iteration}")
+        return counters.iteration
 
     def _save(self, iteration: int, rng: dict[str, Any], data_state: Any) -> Path | None:
         if not self.main:
             return None
-        section = self.data.get("checkpoints") or {}
-        meta = {
-            "spec": self.spec.name,
-            "hash": self.spec.hash,
-            "shapes": ckpt.shapes_of({n: _unwrap(m) for n, m in self.networks.items()}),
-        }
-        path = ckpt.save(
-            self.run_dir / "checkpoints",
-            iteration,
-            self._state(iteration, rng, data_state),
-            meta,
-            keep=int(section.get("keep", 3)),
-        )
-        for name, module in self.networks.items():
-            weights = self.ema.get(name, _unwrap(module))
-            export(weights, self.run_dir / "models" / f"{name}_iter_{iteration:08d}.safetensors")
-            export(weights, self.run_dir / "models" / f"{name}_iter_{iteration:08d}.pth")
+        parts, counters = self._parts(), self._counters(iteration)
+        path = state.save(self.spec, self.run_dir, parts, counters, rng, data_state)
         self.reporter.checkpoint(path)
         return path
 
     # -------------------------------------------------------------------- loop
-    def go(self) -> RunResult:
-        try:
-            return self._go()
-        finally:
-            self.reporter.close()
-            self.accelerator.end_training()
-
-    def _go(self) -> RunResult:
-        self._write_spec()
-        self._networks()
-        self._optimizers()
-        self._data()
-        self._prepare()
-        self.bad = 0
-        self.phases = phases_of(self.train_cfg)
-        reach = gradient_networks(self.spec.training, self.spec.networks)
-        self.program = Program(
-            self.spec.training,
-            self.networks,
-            self.ops,
-            self.losses,
-            reach,
-            autocast=self.accelerator.autocast,
-        )
-        start = 0
-        if self.resume:
-            found = ckpt.find(self.resume, self.run_dir)
-            if found is not None:
-                start = self._restore(
-                    ckpt.load(found, {n: _unwrap(m) for n, m in self.networks.items()})
-                )
-                self.reporter.log(f"resumed from {found} at iteration {start}")
-            elif self.resume != "auto":
-                raise TrainingError(f"--resume {self.resume}: nothing to resume")
-            else:
-                self.reporter.log(f"--resume auto: no checkpoint in {self.run_dir}; starting fresh")
-        return self._loop(start)
-
-    def _write_spec(self) -> None:
-        if not self.main:
-            return
-        from ruamel.yaml import YAML
-
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        yaml = YAML()
-        yaml.default_flow_style = None
-        with (self.run_dir / "spec.resolved.yaml").open("w", encoding="utf-8") as handle:
-            handle.write(f"# resolved from {self.spec.path}\n# sha256: {self.spec.hash}\n")
-            yaml.dump(self.spec.data, handle)
-
-    def _loop(self, start: int) -> RunResult:
-        checkpoints = self.data.get("checkpoints") or {}
-        save_every = int(checkpoints.get("every", 0)) or self.total
-        validation = self.data.get("validation") or {}
-        val_every = int(validation.get("every", 0))
-        max_bad = int(self.train_cfg.get("max_bad_steps", 10))
+    def train(self, resume: str | None = None) -> RunResult:
+        if self.loader is None:
+            raise TrainingError("the run was prepared without data")
+        start = self._resume(resume)
+        checkpoints = self.spec.settings.checkpoints
+        save_every = checkpoints.every or self.total
+        validation = self.spec.settings.validation
+        val_every = validation.every if validation is not None else 0
         batches = self._batches()
-        phase: Phase | None = None
+        phase: PhaseSettings | None = None
         iteration = start
         with _Stop() as stop:
             while iteration < self.total:
@@ -513,89 +342,90 @@ class _Run:
                         f"interrupted: saved iteration {iteration}; continue with --resume auto"
                     )
                     return self._result(iteration, interrupted=True)
-                current = phase_at(self.phases, iteration)
+                current = self.train_settings.phase_at(iteration)
                 if current is not phase:
                     phase = current
-                    self._enter_phase(phase)
+                    self.enter_phase(phase)
                 batch = {
                     k: v[self.rank :: self.world].to(self.accelerator.device, non_blocking=True)
                     for k, v in next(batches).items()
                 }
-                losses = self._iteration(iteration, phase, batch)
-                if losses is None:
-                    self.bad += 1
-                    if self.bad > max_bad:
-                        path = self._save(iteration, rng, data_state)
-                        raise TrainingError(
-                            f"{self.bad} iterations in a row had a NaN or infinite loss; "
-                            f"stopped at iteration {iteration}. The last good state is saved "
-                            f"in {path}. Lower the learning rate, check the data, or use "
-                            "precision: fp32."
-                        )
-                else:
-                    self.bad = 0
+                losses = self.iteration(iteration, phase, batch)
+                self._count_bad(losses is None, iteration, rng, data_state)
                 iteration += 1
                 lrs = {n: o.optimizer.param_groups[0]["lr"] for n, o in self.optimizers.items()}
                 self.reporter.progress(iteration, phase.name, losses or {}, lrs)
                 if val_every and (iteration % val_every == 0 or iteration == self.total):
-                    self._validate(iteration, phase.name, validation)
+                    self._validate(iteration, phase.name)
                 if iteration % save_every == 0 or iteration == self.total:
                     self._save(iteration, ckpt.rng_state(), self.loader.state_dict())
         return self._result(iteration)
 
+    def _count_bad(self, bad: bool, iteration: int, rng: dict[str, Any], data: Any) -> None:
+        if not bad:
+            self.bad = 0
+            return
+        self.bad += 1
+        if self.bad > self.train_settings.max_bad_steps:
+            path = self._save(iteration, rng, data)
+            raise TrainingError(
+                f"{self.bad} iterations in a row had a NaN or infinite loss; "
+                f"stopped at iteration {iteration}. The last good state is saved "
+                f"in {path}. Lower the learning rate, check the data, or use "
+                "precision: fp32."
+            )
+
     def _result(self, iteration: int, interrupted: bool = False) -> RunResult:
-        trained = {n: self.ema.get(n, _unwrap(m)) for n, m in self.networks.items()}
-        return RunResult(self.run_dir, iteration, interrupted, dict(self.best), trained)
+        trained = {n: self.ema.get(n, unwrap(m)) for n, m in self.networks.items()}
+        best = dict(self.validator.best) if self.validator is not None else {}
+        return RunResult(self.run_dir, iteration, interrupted, best, trained)
 
     def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
         while True:
             yield from self.loader
 
-    def _enter_phase(self, phase: Phase) -> None:
-        self.frozen = {
-            id(self.params[n]) for glob in phase.frozen for n in select(glob, self.params)
-        }
+    def enter_phase(self, phase: PhaseSettings) -> None:
+        self.frozen = {id(self.params[n]) for sel in phase.frozen for n in self.select(sel)}
         # Frozen parameters stop recording gradients, so DDP sees them as unused.
         trainable = {n for n, net in self.spec.networks.items() if net.trainable}
         for name, param in self.params.items():
             if name.split(".", 1)[0] in trainable:
                 param.requires_grad_(id(param) not in self.frozen)
-        self.phase_lr = {}
-        for name, lr in phase.lr.items():
-            self.phase_lr[name] = lr / float(self.data["optimizers"][name]["lr"])
-        self.plans_cache: dict[tuple[int, ...], Any] = {}
+        self.phase_lr = {name: lr / self.spec.settings.optimizers[name].lr for name, lr in phase.lr}
+        self.plans_cache = {}
         self.reporter.log(
             f"phase {phase.name}: iterations {phase.start}..{phase.end}"
             + (f", frozen {', '.join(phase.frozen)}" if phase.frozen else "")
         )
 
-    def _iteration(
-        self, iteration: int, phase: Phase, batch: dict[str, torch.Tensor]
-    ) -> dict[str, float] | None:
-        for opt in self.optimizers.values():
-            plateau = self.plateau.get(opt.name, {}).get("factor", 1.0)
-            apply_lr(
-                opt.optimizer, opt.schedule(iteration), self.phase_lr.get(opt.name, 1.0) * plateau
-            )
-        active = tuple(i for i, s in enumerate(phase.steps) if s.active(iteration, phase.start))
+    def _plans(self, phase: PhaseSettings, active: tuple[int, ...]) -> list[StepPlan]:
         if active not in self.plans_cache:
             # A loss weighted by a constant 0 is not computed at all (CycleGAN's identity).
             self.plans_cache[active] = [
                 self.program.plan(
                     phase.steps[i].optimizer,
-                    {k: w for k, w in phase.steps[i].weights.items() if w != 0},
+                    {k: w for k, w in phase.steps[i].weights if w != 0},  # type: ignore[misc]
                     self.optimizers[phase.steps[i].optimizer].networks,
                 )
                 for i in active
             ]
-        plans = self.plans_cache[active]
+        return self.plans_cache[active]
+
+    def iteration(
+        self, iteration: int, phase: PhaseSettings, batch: dict[str, torch.Tensor]
+    ) -> dict[str, float] | None:
+        """One iteration of ``phase``: its active steps in order; None when a loss was bad."""
+        for opt in self.optimizers.values():
+            apply_lr(opt.optimizer, opt.schedule(iteration), self.phase_lr.get(opt.name, 1.0))
+        active = tuple(i for i, s in enumerate(phase.steps) if s.active(iteration, phase.start))
+        plans = self._plans(phase, active)
         self.program.start_iteration(batch)
         logged: dict[str, float] = {}
         healthy = True
         for index, step_index in enumerate(active):
             step = phase.steps[step_index]
             opt = self.optimizers[step.optimizer]
-            weights = step.weight_values(iteration, phase.start, self.total)
+            weights = step.weight_values(iteration, phase.start)
             values = self.program.run_step(index, plans)
             total = sum(weights[k] * v for k, v in values.items())
             for k, v in values.items():
@@ -618,112 +448,35 @@ class _Run:
                 self._step(opt, iteration)
         return logged if healthy else None
 
-    def _step(self, opt: _Optimizer, iteration: int) -> None:
-        if opt.clip.get("norm"):
-            self.accelerator.clip_grad_norm_([self.params[n] for n in opt.params], opt.clip["norm"])
-        if opt.clip.get("value"):
-            self.accelerator.clip_grad_value_(
-                [self.params[n] for n in opt.params], opt.clip["value"]
-            )
+    def _step(self, opt: OptimizerRun, iteration: int) -> None:
+        if opt.clip_norm:
+            self.accelerator.clip_grad_norm_([self.params[n] for n in opt.params], opt.clip_norm)
+        if opt.clip_value:
+            self.accelerator.clip_grad_value_([self.params[n] for n in opt.params], opt.clip_value)
         opt.optimizer.step()
         opt.optimizer.zero_grad(set_to_none=True)
         opt.micro = 0
         self.program.bump(opt.networks)
-        for name in opt.networks & set(self.ema):
-            decay = 0.0 if iteration < self.ema_start else self.ema_decay
-            with torch.no_grad():
-                live = _unwrap(self.networks[name]).state_dict()
-                for key, value in self.ema[name].state_dict().items():
-                    if value.dtype.is_floating_point:
-                        value.mul_(decay).add_(live[key].detach(), alpha=1 - decay)
-                    else:
-                        value.copy_(live[key])
+        self.ema.update(opt.networks, self.networks, iteration)
 
-    # -------------------------------------------------------------- validation
-    def _validate(self, iteration: int, phase: str, section: dict[str, Any]) -> None:
-        if self.val_ds is None or not self.main:
+    def _validate(self, iteration: int, phase: str) -> None:
+        if self.validator is None or not self.main:
             return
-        networks = {n: self.ema.get(n, _unwrap(m)) for n, m in self.networks.items()}
-        tile = section.get("tile")
-        if tile:
-            multiple = self.val_multiple
-            networks = {n: Tiled(m, int(tile), multiple=multiple) for n, m in networks.items()}
-        for module in networks.values():
-            module.eval()
-        for op in self.ops.values():
-            op.eval()
-        program = Program(
-            self.spec.training,
-            networks,
-            self.ops,
-            self.losses,
-            {},
-            autocast=self.accelerator.autocast,
-        )
-        device = self.accelerator.device
-
-        def run_graph(batch: dict[str, torch.Tensor], targets: list[str]) -> dict[str, Any]:
-            program.start_iteration(batch)
-            plan = program.plan("validation", dict.fromkeys(targets, 1.0), frozenset())
-            plan.weights = {}
-            program.run_step(0, [plan])
-            return {n: e.outputs for n, e in program.cache.items()}
-
-        def batches() -> Iterator[dict[str, torch.Tensor]]:
-            for i in range(len(self.val_ds)):
-                yield {k: v[None].to(device) for k, v in self.val_ds[i].items()}
-
-        scale = int(self.data.get("scale", 1))
-        crop = section.get("crop_border")
-        values = evaluate(
-            run_graph,
-            batches(),
-            output=section["output"],
-            target=section.get("target"),
-            source=section.get("input"),
-            metrics=list(section.get("metrics") or ["psnr", "ssim"]),
-            crop=scale if crop is None else int(crop),
-            y_channel=bool(section.get("y_channel", False)),
-            samples=int(section.get("samples", 2)),
-            sample_dir=self.run_dir / "samples",
-            iteration=iteration,
-        )
-        for module in self.networks.values():
-            module.train()
-        for op in self.ops.values():
-            op.train()
-        for key, value in values.items():
-            if math.isfinite(value) and not key.endswith("_bicubic"):  # baselines do not improve
-                better = max if key in ("psnr", "ssim") else min
-                self.best[key] = better(self.best.get(key, value), value)
-        self._plateau(values)
-        self.reporter.validation(iteration, phase, values, self.best)
-
-    def _plateau(self, values: dict[str, float]) -> None:
-        """ReduceLROnPlateau: scale the lr down when the metric stops improving."""
-        for name, p in self.plateau.items():
-            value = values.get(p["metric"])
-            if value is None:
-                continue
-            better = p["best"] is None or (
-                value > p["best"] if p["mode"] == "max" else value < p["best"]
-            )
-            if better:
-                p["best"], p["bad"] = value, 0
-                continue
-            p["bad"] += 1
-            if p["bad"] > p["patience"]:
-                p["factor"] *= p["gamma"]
-                p["bad"] = 0
-                self.reporter.log(
-                    f"optimizer {name}: {p['metric']} has not improved; lr × {p['gamma']}"
-                )
+        networks = {n: self.ema.get(n, unwrap(m)) for n, m in self.networks.items()}
+        values = self.validator(iteration, networks, self.ops, self.losses, self.accelerator.device)
+        for name, opt in self.optimizers.items():
+            said = opt.schedule.observe(values)
+            if said:
+                self.reporter.log(f"optimizer {name}: {said}")
+        self.reporter.validation(iteration, phase, values, self.validator.best)
 
 
-def _unwrap(module: nn.Module) -> nn.Module:
-    """The network itself, inside DDP's and torch.compile's wrappers."""
-    while True:
-        inner = getattr(module, "module", None) or getattr(module, "_orig_mod", None)
-        if not isinstance(inner, nn.Module):
-            return module
-        module = inner
+def _write_spec(spec: Spec, run_dir: Path) -> None:
+    from ruamel.yaml import YAML
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    yaml = YAML()
+    yaml.default_flow_style = None
+    with (run_dir / "spec.resolved.yaml").open("w", encoding="utf-8") as handle:
+        handle.write(f"# resolved from {spec.path}\n# sha256: {spec.hash}\n")
+        yaml.dump(spec.data, handle)

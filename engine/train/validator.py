@@ -1,0 +1,93 @@
+"""A validation round: run the training graph on the validation set, compute the
+metrics against their baseline, save samples, and keep the best values."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from engine.load import Spec
+from engine.settings import LOWER_IS_BETTER, ValidationSettings
+from engine.train.program import Program
+from engine.train.validate import Tiled, evaluate
+
+
+class Validator:
+    def __init__(
+        self,
+        spec: Spec,
+        settings: ValidationSettings,
+        dataset: Any,
+        sample_dir: Path,
+        *,
+        multiple: Callable[[], int],
+        autocast: Callable[[], AbstractContextManager[Any]],
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.dataset = dataset
+        self.sample_dir = sample_dir
+        self.multiple = multiple
+        self.autocast = autocast
+        self.best: dict[str, float] = {}
+
+    def __call__(
+        self,
+        iteration: int,
+        networks: dict[str, nn.Module],
+        ops: dict[str, nn.Module],
+        losses: dict[str, nn.Module],
+        device: torch.device,
+    ) -> dict[str, float]:
+        """The metrics at ``iteration`` (networks as given: EMA copies where there are)."""
+        s = self.settings
+        modules = [*networks.values(), *ops.values()]
+        modes = [m.training for m in modules]  # frozen networks and EMA copies stay in eval
+        for module in modules:
+            module.eval()
+        if s.tile:
+            networks = {
+                n: Tiled(m, int(s.tile), multiple=self.multiple()).eval()
+                for n, m in networks.items()
+            }
+        program = Program(self.spec.training, networks, ops, losses, {}, autocast=self.autocast)
+
+        def run_graph(batch: dict[str, torch.Tensor], targets: list[str]) -> dict[str, Any]:
+            program.start_iteration(batch)
+            plan = program.plan("validation", dict.fromkeys(targets, 1.0), frozenset())
+            plan.weights = {}
+            program.run_step(0, [plan])
+            return {n: e.outputs for n, e in program.cache.items()}
+
+        def batches() -> Iterator[dict[str, torch.Tensor]]:
+            for i in range(len(self.dataset)):
+                yield {k: v[None].to(device) for k, v in self.dataset[i].items()}
+
+        try:
+            values = evaluate(
+                run_graph,
+                batches(),
+                output=s.output,
+                target=s.target,
+                source=s.input,
+                metrics=list(s.metrics),
+                crop=self.spec.settings.scale if s.crop_border is None else int(s.crop_border),
+                y_channel=s.y_channel,
+                samples=s.samples,
+                sample_dir=self.sample_dir,
+                iteration=iteration,
+            )
+        finally:
+            for module, mode in zip(modules, modes, strict=True):
+                module.train(mode)
+        for key, value in values.items():
+            if math.isfinite(value) and not key.endswith("_bicubic"):  # baselines do not improve
+                better = min if key in LOWER_IS_BETTER else max
+                self.best[key] = better(self.best.get(key, value), value)
+        return values
