@@ -10,13 +10,14 @@ the diagnostics; expansion carries on past them so that one run reports everythi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any
 
 import networkx as nx
 
+from engine.graph.cycles import report_cycles
 from engine.graph.model import Network, PortBindings, Source
+from engine.graph.ports import Ports, Value, bind, references, resolve_reference
 from engine.spec.catalog import Catalog
 from engine.spec.diagnostics import Diagnostics, Loc, did_you_mean, quote_list
 from engine.spec.expr import ExprError, is_expression, substitute
@@ -30,24 +31,12 @@ MAX_REPEAT = 100_000
 MAX_NODES = 2_000_000
 MAX_NESTING = 16
 
-#: A value flowing along the graph: sources concatenated along channels.
-Value = list[Source]
 #: A node as seen by its neighbours: its outputs by port (None: it failed to expand).
 Outputs = dict[str, Value] | None
 
 
 class _TooBig(Exception):
     pass
-
-
-@dataclass
-class _Ports:
-    """The input side of something a node can instantiate (a leaf or a composite)."""
-
-    names: tuple[str, ...]
-    variadic: bool
-    min_inputs: int
-    what: str  # "block 'conv'", for messages
 
 
 class Expander:
@@ -199,7 +188,7 @@ class Expander:
                 local[name] = None
         result: dict[str, Value] = {}
         for port, (ref, path) in outputs_spec.items():
-            value = self._resolve(ref, local, doc.loc(path), doc, owner)
+            value = self._resolve(ref, local, doc.loc(path), owner)
             if value is None:
                 return None
             result[port] = value
@@ -249,22 +238,16 @@ class Expander:
         for name, node in nodes.items():
             if not isinstance(node, dict):
                 continue
-            for ref, _ in _refs(node.get("in")):
+            for ref, _ in references(node.get("in")):
                 base = ref.split(".", 1)[0]
                 if base in deps:
                     deps.add_edge(base, name)
         return deps
 
     def _order(self, deps: nx.DiGraph, nodes: dict[str, Any], doc: Doc, owner: str) -> list[str]:
-        cyclic: set[str] = set()
-        for component in nx.strongly_connected_components(deps):
-            members = [n for n in nodes if n in component]
-            if len(component) > 1 or any(deps.has_edge(n, n) for n in component):
-                first = members[0]
-                cycle = nx.find_cycle(deps.subgraph(component), source=first)
-                path = " → ".join([*(u for u, _ in cycle), cycle[0][0]])
-                self.diags.error(doc.loc(("nodes", first, "in")), f"cycle in {owner}: {path}")
-                cyclic.update(component)
+        cyclic = report_cycles(
+            deps, list(nodes), lambda n: doc.loc(("nodes", n, "in")), owner, self.diags
+        )
         acyclic = deps.subgraph([n for n in deps if n not in cyclic])
         # Stable order: YAML order among the nodes that are ready.
         position = {n: i for i, n in enumerate(nodes)}
@@ -412,7 +395,7 @@ class Expander:
     def _bypass(
         self,
         node: dict[str, Any],
-        ports: _Ports,
+        ports: Ports,
         local: dict[str, Outputs],
         node_doc: Doc,
         name: str,
@@ -451,12 +434,13 @@ class Expander:
             return None
         return value
 
-    def _ports(self, entry: Any, composite: BlockDef | None) -> _Ports:
+    @staticmethod
+    def _ports(entry: Any, composite: BlockDef | None) -> Ports:
         if entry is not None:
-            return _Ports(entry.inputs, entry.variadic, entry.min_inputs, f"block '{entry.name}'")
+            return Ports(entry.inputs, entry.variadic, entry.min_inputs, f"block '{entry.name}'")
         assert composite is not None
         names = tuple(composite.inputs)
-        return _Ports(names, False, len(names), f"block '{composite.name}'")
+        return Ports(names, False, len(names), f"block '{composite.name}'")
 
     def _params(
         self, raw: dict[str, Any], scope: dict[str, Any], node_doc: Doc
@@ -473,127 +457,31 @@ class Expander:
 
     # -------------------------------------------------------------------- inputs
     def _inputs(
-        self, raw: Any, ports: _Ports, local: dict[str, Outputs], node_doc: Doc, name: str
-    ) -> dict[str, list[Value]] | None:
+        self, raw: Any, ports: Ports, local: dict[str, Outputs], node_doc: Doc, name: str
+    ) -> PortBindings | None:
         """Bind a node's ``in:`` to the ports of what it instantiates."""
-        at = node_doc.loc(("in",))
-        if raw is None:
-            if ports.names:
-                self.diags.error(
-                    node_doc.loc(()),
-                    f"node '{name}' has no input: add 'in:' "
-                    f"({ports.what} takes {_port_list(ports)})",
-                )
-                return None
-            return {}
-        if isinstance(raw, dict):
-            return self._inputs_by_port(raw, ports, local, node_doc, name)
-        refs = raw if isinstance(raw, list) else [raw]
-        values = []
-        for i, ref in enumerate(refs):
-            path = ("in", i) if isinstance(raw, list) else ("in",)
-            value = self._resolve(ref, local, node_doc.loc(path), None, f"node '{name}'")
-            if value is None:
-                return None
-            values.append(value)
-        if not ports.names:
-            self.diags.error(at, f"{ports.what} takes no inputs")
-            return None
-        if ports.variadic:
-            if len(values) < ports.min_inputs:
-                self.diags.error(
-                    at, f"{ports.what} needs at least {ports.min_inputs} inputs, got {len(values)}"
-                )
-                return None
-            return {ports.names[0]: values}
-        if len(ports.names) == 1:
-            return {ports.names[0]: [[s for v in values for s in v]]}
-        if not ports.min_inputs <= len(values) <= len(ports.names):
-            count = (
-                str(ports.min_inputs)
-                if ports.min_inputs == len(ports.names)
-                else f"{ports.min_inputs} to {len(ports.names)}"
-            )
-            self.diags.error(
-                at, f"{ports.what} takes {count} inputs ({_port_list(ports)}), got {len(values)}"
-            )
-            return None
-        return {port: [value] for port, value in zip(ports.names, values, strict=False)}
+        owner = f"node '{name}'"
 
-    def _inputs_by_port(
-        self,
-        raw: dict[str, Any],
-        ports: _Ports,
-        local: dict[str, Outputs],
-        node_doc: Doc,
-        name: str,
-    ) -> dict[str, list[Value]] | None:
-        bound: dict[str, list[Value]] = {}
-        ok = True
-        for port, refs in raw.items():
-            if port not in ports.names:
-                self.diags.error(
-                    node_doc.key_loc(("in", port)),
-                    f"{ports.what} has no input "
-                    f"port '{port}'{did_you_mean(port, ports.names)}; ports: "
-                    f"{_port_list(ports)}",
-                )
-                ok = False
-                continue
-            items = refs if isinstance(refs, list) else [refs]
-            values = []
-            for i, ref in enumerate(items):
-                path = ("in", port, i) if isinstance(refs, list) else ("in", port)
-                value = self._resolve(ref, local, node_doc.loc(path), None, f"node '{name}'")
-                if value is None:
-                    ok = False
-                    continue
-                values.append(value)
-            bound[port] = values if ports.variadic else [[s for v in values for s in v]]
-        required = ports.names[: ports.min_inputs]
-        missing = [p for p in required if p not in bound]
-        if ok and missing:
-            self.diags.error(
-                node_doc.loc(("in",)),
-                f"node '{name}': input port {quote_list(missing)} of {ports.what} is not connected",
-            )
-            ok = False
-        return bound if ok else None
+        def resolve(ref: str, at: Loc | None) -> Value | None:
+            return self._resolve(ref, local, at, owner)
+
+        return bind(raw, ports, resolve, node_doc, (), self.diags, owner).ports
 
     def _resolve(
-        self, ref: Any, local: dict[str, Outputs], at: Loc | None, doc: Doc | None, owner: str
+        self, ref: Any, local: dict[str, Outputs], at: Loc | None, owner: str
     ) -> Value | None:
         """A reference ``node`` or ``node.port`` to a value in the local scope."""
         if not isinstance(ref, str):
             return None
-        base, _, port = ref.partition(".")
-        if base == "data":
+        if ref.partition(".")[0] == "data":
             self.diags.error(at, f"'{ref}': data can only be used in the training graph ('graph:')")
             return None
-        if base not in local:
-            self.diags.error(at, f"{owner}: unknown reference '{base}'{did_you_mean(base, local)}")
+        found = resolve_reference(ref, local, at, self.diags, owner)
+        if found is None:
             return None
-        outputs = local[base]
-        if outputs is None:
-            return None  # already reported where it failed
-        if not port:
-            if len(outputs) == 1:
-                return next(iter(outputs.values()))
-            if "out" in outputs:
-                return outputs["out"]
-            self.diags.error(
-                at,
-                f"'{base}' has several outputs ({quote_list(outputs)}): write "
-                f"'{base}.{next(iter(outputs))}'",
-            )
-            return None
-        if port not in outputs:
-            self.diags.error(
-                at,
-                f"'{base}' has no output '{port}'{did_you_mean(port, outputs)}; "
-                f"outputs: {quote_list(outputs)}",
-            )
-            return None
+        node, port = found
+        outputs = local[node]
+        assert outputs is not None  # resolve_reference fails on a node that failed
         return outputs[port]
 
     # ---------------------------------------------------------- leaves, composites
@@ -750,26 +638,3 @@ class Expander:
                 )
                 return False
         return True
-
-
-def _port_list(ports: _Ports) -> str:
-    if ports.variadic:
-        return f"any number on '{ports.names[0]}'"
-    return ", ".join(ports.names) if ports.names else "none"
-
-
-def _refs(raw: Any) -> list[tuple[str, tuple]]:
-    """Every reference string in an ``in:`` value, with its path below the node."""
-    if isinstance(raw, str):
-        return [(raw, ("in",))]
-    if isinstance(raw, list):
-        return [(r, ("in", i)) for i, r in enumerate(raw) if isinstance(r, str)]
-    if isinstance(raw, dict):
-        out = []
-        for port, value in raw.items():
-            if isinstance(value, str):
-                out.append((value, ("in", port)))
-            elif isinstance(value, list):
-                out.extend((r, ("in", port, i)) for i, r in enumerate(value) if isinstance(r, str))
-        return out
-    return []

@@ -12,9 +12,11 @@ from typing import Any
 
 import networkx as nx
 
-from engine.graph.model import Network, PortBindings, Source, TrainingGraph
-from engine.spec.catalog import Catalog, CatalogEntry
-from engine.spec.diagnostics import Diagnostics, did_you_mean, quote_list
+from engine.graph.cycles import cycles, report_cycles
+from engine.graph.model import Network, Source, TrainingGraph
+from engine.graph.ports import Ports, Value, bind, resolve_reference
+from engine.spec.catalog import Catalog
+from engine.spec.diagnostics import Diagnostics, Loc, did_you_mean, quote_list
 from engine.spec.schema_check import check_schema
 from engine.spec.skeleton import DATASET_PROVIDES
 from engine.spec.yamlio import Doc
@@ -51,7 +53,11 @@ class TrainingGraphBuilder:
         for name, node in nodes.items():
             if isinstance(node, dict) and g.nodes[name]["kind"] != "invalid":
                 self._connect(name, node, doc, g, outputs)
-        self._check_cycles(g, doc)
+        cyclic = report_cycles(
+            g, list(nodes), lambda n: doc.loc((n, "in")), "the training graph", self.diags
+        )
+        for name in cyclic:
+            g.nodes[name]["broken"] = True  # reported: checks downstream stay quiet
         return tg
 
     # ------------------------------------------------------------------ nodes
@@ -155,83 +161,34 @@ class TrainingGraphBuilder:
         name: str,
         node: dict[str, Any],
         doc: Doc,
-        g: nx.DiGraph,
+        g: nx.DiGraph[str],
         outputs: dict[str, list[str] | None],
     ) -> None:
         attrs = g.nodes[name]
-        raw = node.get("in")
-        ports: tuple[str, ...] = attrs["inputs"]
-        entry: CatalogEntry | None = attrs["entry"]
-        what = (
-            f"network '{attrs['target']}'"
-            if attrs["kind"] == "call"
-            else f"{attrs['kind']} '{attrs['target']}'"
-        )
-        if raw is None:
-            if ports:
-                self.diags.error(
-                    doc.key_loc((name,)),
-                    f"graph node '{name}' has no input: add "
-                    f"'in:' ({what} takes {', '.join(ports)})",
-                )
-            return
-        refs: list[tuple[str | None, Any, tuple]] = []
-        variadic = entry is not None and entry.variadic
-        single_concat = len(ports) == 1 and not variadic
-        if isinstance(raw, dict):
-            for port, value in raw.items():
-                if port not in ports:
-                    self.diags.error(
-                        doc.key_loc((name, "in", port)),
-                        f"{what} has no input '{port}'"
-                        f"{did_you_mean(port, ports)}; inputs: {quote_list(ports)}",
-                    )
-                    continue
-                items = value if isinstance(value, list) else [value]
-                for i, ref in enumerate(items):
-                    path = (name, "in", port, i) if isinstance(value, list) else (name, "in", port)
-                    refs.append((port, ref, path))
+        entry = attrs["entry"]
+        inputs: tuple[str, ...] = attrs["inputs"]
+        if attrs["kind"] == "call":  # a network takes each of its inputs
+            ports = Ports(inputs, False, len(inputs), f"network '{attrs['target']}'")
         else:
-            items = raw if isinstance(raw, list) else [raw]
-            for i, ref in enumerate(items):
-                path = (name, "in", i) if isinstance(raw, list) else (name, "in")
-                refs.append((None, ref, path))
-            minimum = entry.min_inputs if entry is not None else len(ports)
-            if not variadic and not single_concat and not minimum <= len(items) <= len(ports):
-                count = str(len(ports)) if minimum == len(ports) else f"{minimum} to {len(ports)}"
-                self.diags.error(
-                    doc.loc((name, "in")),
-                    f"{what} takes {count} inputs ({', '.join(ports)}), got {len(items)}",
-                )
-        bindings: PortBindings = {}
-        for i, (port, ref, path) in enumerate(refs):
-            source = self._resolve(ref, doc.loc(path), g, outputs)
-            if source is None:
-                attrs["broken"] = True  # later checks stay quiet about this node
-                continue
+            what = f"{attrs['kind']} '{attrs['target']}'"
+            ports = Ports(inputs, entry.variadic, entry.min_inputs, what)
+
+        def resolve(ref: str, at: Loc | None) -> Value | None:
+            source = self._resolve(ref, at, g, outputs)
+            return None if source is None else [source]
+
+        binding = bind(
+            node.get("in"), ports, resolve, doc, (name,), self.diags, f"graph node '{name}'"
+        )
+        for source in binding.sources:  # kept even when the binding failed: cycles, use
             g.add_edge(source.node, name)
-            if port is None:  # positional
-                port = ports[0] if (variadic or single_concat) else ports[min(i, len(ports) - 1)]
-            groups = bindings.setdefault(port, [])
-            if variadic or not groups:
-                groups.append([source])
-            else:
-                groups[0].append(source)  # several sources on one port: concatenated
-        attrs["ports"] = bindings
-        if isinstance(raw, dict):
-            required = ports[: entry.min_inputs] if entry is not None else ports
-            missing = [p for p in required if p not in raw]
-            if missing:
-                self.diags.error(
-                    doc.loc((name, "in")),
-                    f"graph node '{name}': input {quote_list(missing)} of {what} is not connected",
-                )
+        attrs["ports"] = binding.ports or {}
+        if binding.ports is None:
+            attrs["broken"] = True  # later checks stay quiet about this node
 
     def _resolve(
-        self, ref: Any, at: Any, g: nx.DiGraph, outputs: dict[str, list[str] | None]
+        self, ref: str, at: Loc | None, g: nx.DiGraph[str], outputs: dict[str, list[str] | None]
     ) -> Source | None:
-        if not isinstance(ref, str):
-            return None
         base, _, port = ref.partition(".")
         if base == "data":
             if self.data_keys is None:
@@ -249,43 +206,14 @@ class TrainingGraphBuilder:
                 return None
             g.add_node(ref, kind="data", loc=None)
             return Source(ref)
-        if base not in outputs:
-            self.diags.error(at, f"unknown reference '{base}'{did_you_mean(base, outputs)}")
-            return None
-        ports = outputs[base]
-        if ports is None:
-            return None
-        if g.nodes[base]["kind"] == "loss":
+        if base in outputs and g.nodes[base]["kind"] == "loss":
             self.diags.error(
                 at,
                 f"'{base}' is a loss; losses are minimized in 'train.phases', not used as inputs",
             )
             return None
-        if not port:
-            if len(ports) > 1 and "out" not in ports:
-                self.diags.error(
-                    at,
-                    f"'{base}' has several outputs ({quote_list(ports)}): write "
-                    f"'{base}.{ports[0]}'",
-                )
-                return None
-            return Source(base, "out" if "out" in ports else ports[0])
-        if port not in ports:
-            self.diags.error(
-                at,
-                f"'{base}' has no output '{port}'{did_you_mean(port, ports)}; "
-                f"outputs: {quote_list(ports)}",
-            )
-            return None
-        return Source(base, port)
-
-    def _check_cycles(self, g: nx.DiGraph, doc: Doc) -> None:
-        for component in nx.strongly_connected_components(g):
-            if len(component) > 1:
-                first = min(component, key=lambda n: g.nodes[n]["loc"] or doc.loc(()))
-                cycle = nx.find_cycle(g.subgraph(component), source=first)
-                path = " → ".join([*(u for u, _ in cycle), cycle[0][0]])
-                self.diags.error(doc.loc((first, "in")), f"cycle in the training graph: {path}")
+        found = resolve_reference(ref, outputs, at, self.diags)
+        return None if found is None else Source(*found)
 
 
 def gradient_networks(
@@ -293,10 +221,10 @@ def gradient_networks(
 ) -> dict[str, set[str]]:
     """For each graph node, the trainable networks its value can send gradients to."""
     g = tg.graph
-    reach: dict[str, set[str]] = {}
-    if not nx.is_directed_acyclic_graph(g):
-        return {n: set() for n in g}
-    for name in nx.topological_sort(g):
+    # Nodes on a cycle (an error, already reported) reach nothing; the rest is a DAG.
+    reach: dict[str, set[str]] = {n: set() for component in cycles(g) for n in component}
+    acyclic = g.subgraph([n for n in g if n not in reach])
+    for name in nx.topological_sort(acyclic):
         attrs = g.nodes[name]
         found: set[str] = set()
         entry = attrs.get("entry")
