@@ -255,12 +255,12 @@ def cmd_schema(ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python cli.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python cli.py",
+        prog=prog,
         description="Loom: declarative graph-spec training engine for image models.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Run 'python cli.py COMMAND --help' for each command's options and examples.",
+        epilog=f"Run '{prog} COMMAND --help' for each command's options and examples.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     fmt = argparse.RawDescriptionHelpFormatter
@@ -326,7 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    parser = build_parser()
+    # Help and usage errors name the command as it was typed: `loom` or `python cli.py`.
+    parser = build_parser("loom" if Path(sys.argv[0]).name == "loom" else "python cli.py")
     ns, extra = parser.parse_known_args(argv)
     # Overrides may also follow options (`run SPEC --out DIR a.b=c`).
     listed = "overrides" if hasattr(ns, "overrides") else "items" if hasattr(ns, "items") else ""

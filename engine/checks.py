@@ -19,7 +19,7 @@ from engine.graph.training import gradient_networks
 from engine.settings.base import iteration_of
 from engine.spec.diagnostics import Diagnostics, Loc, did_you_mean, quote_list
 from engine.spec.skeleton import OPTIMIZERS
-from engine.spec.yamlio import Doc, as_dict, as_list
+from engine.spec.yamlio import Doc, Path, as_dict, as_list
 
 
 def _selectors(value: Any) -> list[tuple[int | None, str]]:
@@ -107,7 +107,7 @@ def check_optimizers(
 def _check_groups(
     opt: dict[str, Any],
     opt_name: str,
-    base: tuple,
+    base: Path,
     chosen: set[str],
     params: dict[str, list[str]],
     doc: Doc,
@@ -149,7 +149,7 @@ def check_phases(
         return
     total = train.get("iterations") if isinstance(train.get("iterations"), int) else None
     phases = train["phases"]
-    optimizers = spec.get("optimizers") if isinstance(spec.get("optimizers"), dict) else {}
+    optimizers = as_dict(spec.get("optimizers"))
     graph = tg.graph if tg is not None else None
     losses = tg.losses() if tg is not None else []
     reach = gradient_networks(tg, networks) if tg is not None else {}
@@ -204,7 +204,7 @@ def _check_until(
     phase: dict[str, Any],
     p: int,
     count: int,
-    base: tuple,
+    base: Path,
     label: str,
     total: int | None,
     previous_end: int,
@@ -244,7 +244,7 @@ def _check_until(
 
 def _check_step(
     step: dict[str, Any],
-    base: tuple,
+    base: Path,
     label: str,
     optimizers: dict[str, Any],
     losses: list[str],
@@ -291,15 +291,11 @@ def _check_step(
                 )
 
 
-def _is_broken(attrs: dict[str, Any]) -> bool:
-    return bool(attrs.get("broken")) or attrs["kind"] == "invalid"
-
-
 def check_references(
     spec: dict[str, Any], doc: Doc, tg: TrainingGraph | None, diags: Diagnostics
 ) -> None:
     """``validation:`` and ``train.ema`` name things that exist."""
-    networks = spec.get("networks") if isinstance(spec.get("networks"), dict) else {}
+    networks = as_dict(spec.get("networks"))
     ema = as_dict(spec.get("train")).get("ema")
     if isinstance(ema, dict):
         for i, name in enumerate(as_list(ema.get("networks"))):
@@ -334,12 +330,12 @@ def unused_graph_nodes(
         return
     g = tg.graph
     used: set[str] = set()
-    train = spec.get("train") if isinstance(spec.get("train"), dict) else {}
+    train = as_dict(spec.get("train"))
     for phase in as_list(train.get("phases")):
         for step in as_list(as_dict(phase).get("steps")):
             if isinstance(step, dict) and isinstance(step.get("minimize"), dict):
                 used.update(k for k in step["minimize"] if k in g)
-    validation = spec.get("validation") if isinstance(spec.get("validation"), dict) else {}
+    validation = as_dict(spec.get("validation"))
     for key in ("output", "input", "target"):
         ref = validation.get(key)
         if isinstance(ref, str) and ref.split(".", 1)[0] in g:

@@ -77,3 +77,10 @@ def test_ramps_and_phase_ends_resolve_fractions_once() -> None:
     assert step.weight_values(gan.start, gan.start)["g_gan"] == 0.0
     assert step.weight_values(gan.start + 250, gan.start)["g_gan"] == pytest.approx(0.0025)
     assert step.weight_values(gan.start + 900, gan.start)["g_gan"] == pytest.approx(0.005)
+
+
+def test_every_optimizer_validate_accepts_is_a_torch_optimizer() -> None:
+    from engine.spec.skeleton import OPTIMIZERS
+    from engine.train.optim import OPTIMIZER_CLASSES
+
+    assert set(OPTIMIZER_CLASSES) == set(OPTIMIZERS)

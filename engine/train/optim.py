@@ -15,14 +15,16 @@ import torch
 from torch import nn
 
 from engine.settings import OptimizerSettings
+from engine.spec.skeleton import OPTIMIZERS
 
-#: Lower-case names → torch.optim classes.
+#: The optimizers a spec may name (``OPTIMIZERS``, checked by ``validate``) → their
+#: torch.optim classes.
 OPTIMIZER_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
     name.lower(): cls
     for name, cls in vars(torch.optim).items()
-    if inspect.isclass(cls)
+    if name.lower() in OPTIMIZERS
+    and inspect.isclass(cls)
     and issubclass(cls, torch.optim.Optimizer)
-    and cls is not torch.optim.Optimizer
 }
 
 
