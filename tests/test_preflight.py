@@ -66,3 +66,23 @@ def test_the_commands_print_the_same_diagnostics(name: str, tmp_path: Path) -> N
     lines = [line for line in validated.stderr.splitlines() if ": error: " in line]
     assert lines and lines == [line for line in ran.stderr.splitlines() if ": error: " in line]
     assert "Traceback" not in ran.stderr
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "specs").glob("*.yaml")))
+def test_every_shipped_spec_passes_validate_and_the_runner_pre_flight(
+    name: str, tmp_path: Path
+) -> None:
+    """What validates, the runner sets up: networks, weights, ops, losses, optimizers
+    and schedules, the datasets' options (tiny sizes from the training tests)."""
+    from test_specs_train import TINY
+
+    from engine.train.runner import prepare
+
+    spec, diags = check_spec(ROOT / "specs" / name, TINY[name])
+    assert spec is not None, [str(d) for d in diags.errors]
+    trainer = prepare(spec, tmp_path / "run", live=False, data=False)
+    try:
+        assert set(trainer.optimizers) == set(spec.settings.optimizers)
+        assert all(trainer.optimizers[n].params for n in trainer.optimizers)
+    finally:
+        trainer.close()
