@@ -29,8 +29,8 @@ from engine.settings.run import (
 from engine.settings.schedule import ScheduleSettings
 from engine.settings.train import EmaSettings, PhaseSettings, Ramp, StepSettings, TrainSettings
 from engine.settings.train import parse_train as _parse_train
-from engine.spec.diagnostics import Diagnostics
-from engine.spec.yamlio import Doc
+from engine.spec.diagnostics import Diagnostics, Loc
+from engine.spec.yamlio import Doc, as_dict
 
 __all__ = [
     "LOWER_IS_BETTER",
@@ -89,12 +89,12 @@ def parse_settings(data: dict[str, Any], doc: Doc, diags: Diagnostics, spec_dir:
     train = read(("train",), _parse_train)
     total = train.iterations if train is not None else None
     optimizers: dict[str, OptimizerSettings] = {}
-    for name in data.get("optimizers") or {} if isinstance(data.get("optimizers"), dict) else {}:
+    for name in as_dict(data.get("optimizers")):
         found = read(("optimizers", name), lambda r, n=name: parse_optimizer(r, n, total))
         if found is not None:
             optimizers[name] = found
     pretrained = {}
-    networks = data.get("networks") if isinstance(data.get("networks"), dict) else {}
+    networks = as_dict(data.get("networks"))
     for name in networks:
         found = read(
             ("networks", name, "pretrained"), lambda r, n=name: parse_pretrained(r, n, spec_dir)
@@ -115,6 +115,7 @@ def parse_settings(data: dict[str, Any], doc: Doc, diags: Diagnostics, spec_dir:
         pretrained=pretrained,
     )
     _check_plateaus(settings, doc, diags)
+    _check_data_for(settings, data, doc, diags)
     return settings
 
 
@@ -128,6 +129,23 @@ def _dataset(r: Reader, scale: int, spec_dir: Path, *, train: bool) -> DataOptio
     for key, message in folder_warnings(options, spec_dir):
         r.warning(() if key is None else (key,), message)
     return options
+
+
+def _check_data_for(settings: Settings, data: dict[str, Any], doc: Doc, diags: Diagnostics) -> None:
+    """Training reads data.train; validation reads data.val."""
+    section = data.get("data")
+    if settings.train is not None and settings.data.train is None and section is None:
+        diags.error(
+            doc.key_loc(("train",)) or Loc("?"),
+            "'train:' needs a 'data:' section with a 'train:' dataset to train on",
+        )
+    has_val = isinstance(section, dict) and section.get("val") is not None
+    if settings.validation is not None and not has_val:
+        diags.warning(
+            doc.key_loc(("validation",)) or Loc("?"),
+            "'validation:' has no dataset to run on: add data.val (nothing is validated "
+            "without it)",
+        )
 
 
 def _check_plateaus(settings: Settings, doc: Doc, diags: Diagnostics) -> None:
