@@ -25,7 +25,7 @@ from engine.spec.library import BlockTable
 from engine.spec.resolve import apply_overrides, find_file, load_with_extends, strip_replace_markers
 from engine.spec.schema_check import check_schema
 from engine.spec.skeleton import DATASET_PROVIDES, SPEC
-from engine.spec.yamlio import Doc, as_dict, as_list
+from engine.spec.yamlio import Doc, Path, as_dict, as_list
 
 _SPEC_VALIDATOR = Draft202012Validator(SPEC)
 
@@ -117,12 +117,13 @@ def check_library(path: str | FsPath, catalog: Catalog | None = None) -> Diagnos
         return diags
     expander = Expander(catalog, table, diags, {}, FsPath(path).parent)
     for name, block in found.items():
-        declared = block.data.get("params") if isinstance(block.data.get("params"), dict) else {}
+        declared = as_dict(block.data.get("params"))
         if any(
             isinstance(d, dict) and "type" in d and "default" not in d for d in declared.values()
         ):
             continue  # needs parameters from its user; checked where it is used
-        doc = Doc({"use": name}, {(): block.loc, ("use",): block.loc}, {})
+        loc = block.loc
+        doc = Doc({"use": name}, {(): loc, ("use",): loc} if loc is not None else {}, {})
         expander.network(name, {"use": name}, doc)
     return diags
 
@@ -201,13 +202,13 @@ def _substitute_globals(
 
     expressions: dict[tuple[Any, ...], str] = {}
 
-    def visit(container: dict[str, Any] | list[Any], key: Any, path: tuple) -> None:
-        written = container[key]  # type: ignore[index]
+    def visit(container: dict[str, Any] | list[Any], key: Any, path: Path) -> None:
+        written = container[key]
         try:
-            container[key] = substitute(written, scope)  # type: ignore[index]
+            container[key] = substitute(written, scope)
         except ExprError as exc:
             diags.error(doc.loc(path), str(exc))
-        if isinstance(written, str) and container[key] != written:  # type: ignore[index]
+        if isinstance(written, str) and container[key] != written:
             expressions[path] = written
 
     graph = data.get("graph")
@@ -215,11 +216,11 @@ def _substitute_globals(
         if isinstance(node, dict):
             for key in [k for k in node if k not in ("call", "op", "loss", "in")]:
                 visit(node, key, ("graph", name, key))
-    train = data.get("train") if isinstance(data.get("train"), dict) else {}
+    train = as_dict(data.get("train"))
     for p, phase in enumerate(as_list(train.get("phases"))):
         for s, step in enumerate(as_list(as_dict(phase).get("steps"))):
-            minimize = step.get("minimize") if isinstance(step, dict) else None
-            for loss in minimize if isinstance(minimize, dict) else ():
+            minimize = as_dict(as_dict(step).get("minimize"))
+            for loss in minimize:
                 visit(minimize, loss, ("train", "phases", p, "steps", s, "minimize", loss))
     return expressions
 

@@ -19,6 +19,9 @@ The same stems appear in every domain, so ``paired`` with ``A: builtin:edges`` a
 ``B: builtin:photos`` gives edge → photo pairs. docs/data.md says how each is made.
 """
 
+# scikit-image ships py.typed yet leaves its functions unannotated; calling them is fine.
+# mypy: allow-untyped-calls
+
 from __future__ import annotations
 
 import os
@@ -71,8 +74,10 @@ def _photo(stem: str) -> np.ndarray:
 
     if stem.startswith("motorcycle_"):
         left, right, _ = skimage.data.stereo_motorcycle()
-        return left if stem.endswith("left") else right
-    return getattr(skimage.data, stem)()
+        pair: np.ndarray = left if stem.endswith("left") else right
+        return pair
+    photo: np.ndarray = getattr(skimage.data, stem)()
+    return photo
 
 
 def _edges(stem: str) -> np.ndarray:
@@ -106,7 +111,8 @@ def _cartoon(stem: str) -> np.ndarray:
     edges = morphology.dilation(edges, morphology.disk(1))
     out = flat_rgb.copy()
     out[edges] = (out[edges] * 0.15).astype(np.uint8)
-    return out
+    result: np.ndarray = out
+    return result
 
 
 def _pans(stem: str) -> dict[str, np.ndarray]:
@@ -164,7 +170,8 @@ def _segments(stem: str) -> np.ndarray:
             for k in range(len(prototypes))
         ]
     )
-    return (smooth / smooth.sum(axis=0, keepdims=True)).astype(np.float32)
+    maps: np.ndarray = (smooth / smooth.sum(axis=0, keepdims=True)).astype(np.float32)
+    return maps
 
 
 _DOMAINS: dict[str, Callable[[str], np.ndarray | dict[str, np.ndarray]]] = {
@@ -214,7 +221,9 @@ def cache_root() -> Path:
         base = Path.home() / ".cache" / "loom"
     import skimage
 
-    return base / "builtin" / f"v{RECIPE_VERSION}-skimage{skimage.__version__}"
+    # skimage's __init__.pyi lists __version__ in __all__ but does not declare it.
+    version = skimage.__version__  # type: ignore[attr-defined]
+    return base / "builtin" / f"v{RECIPE_VERSION}-skimage{version}"
 
 
 def materialize(name: str, *, train: bool, label: str) -> Path:

@@ -72,7 +72,7 @@ def make_dataset(
     )
 
 
-class LoomDataset(Dataset):
+class LoomDataset(Dataset[Sample]):
     """What every dataset type shares: keys, seeding, loading, checks, skipping."""
 
     def __init__(

@@ -106,11 +106,12 @@ def blur_kernel(p: Params, rng: Rng) -> np.ndarray:
     size = _odd(p["size"], rng)
     angle = math.radians(draw(p["angle"], rng))
     if kind in ("box", "motion", "sinc"):
-        kernel = {
+        makers: dict[str, Callable[[], np.ndarray]] = {
             "box": lambda: np.ones((size, size)),
             "motion": lambda: _motion(size, angle),
             "sinc": lambda: _sinc(size, draw(p["cutoff"], rng)),
-        }[kind]()
+        }
+        kernel = makers[kind]()
     else:
         sx = draw(p["sigma"], rng)
         sy = draw(p["sigma"], rng) if kind.endswith("aniso") else sx
@@ -121,7 +122,8 @@ def blur_kernel(p: Params, rng: Rng) -> np.ndarray:
             kernel = 1.0 / (1.0 + q ** draw(p["beta"], rng))
         else:
             kernel = np.exp(-0.5 * q)
-    return kernel / kernel.sum()
+    normalised: np.ndarray = kernel / kernel.sum()
+    return normalised
 
 
 def _odd(value: Any, rng: Rng) -> int:
@@ -225,7 +227,8 @@ def resize_step(image: torch.Tensor, p: Params, rng: Rng, ctx: Context) -> torch
             "keep": (1.0, 1.0),
         }[way]
     factor = float(rng.uniform(lo, hi))
-    return resize(image, scaled_size(*image.shape[-2:], factor), kernel)
+    height, width = image.shape[-2:]
+    return resize(image, scaled_size(height, width, factor), kernel)
 
 
 def sharpen(image: torch.Tensor, p: Params, rng: Rng, ctx: Context) -> torch.Tensor:
@@ -256,6 +259,10 @@ class Context:
 # -- parsing ---------------------------------------------------------------------------------
 
 
+#: One way a step may go, and its weight: (kind, params) applied in order.
+Option = tuple[tuple[tuple[str, Params], ...], float]
+
+
 @dataclass(frozen=True)
 class Step:
     """One step: run with probability ``prob``; then one of ``options`` by weight.
@@ -265,7 +272,7 @@ class Step:
     """
 
     prob: float
-    options: tuple[tuple[tuple[tuple[str, Params], ...], float], ...]
+    options: tuple[Option, ...]
 
     def run(self, image: torch.Tensor, rng: Rng, ctx: Context) -> torch.Tensor:
         if rng.random() >= self.prob:
@@ -307,7 +314,7 @@ def _parse_step(step: Mapping[str, Any], where: str, *, nested: bool) -> Step:
         stray = [k for k in KINDS if k in step and k not in step["kinds"]]
         if stray:
             raise DataError(f"{where}: parameters for '{stray[0]}', which is not in kinds")
-        options = []
+        options: list[Option] = []
         for kind, weight in step["kinds"].items():
             options.append(
                 ((_params(kind, dict(step.get(kind) or {}), f"{where}.{kind}"),), weight)
@@ -334,7 +341,8 @@ def _single(step: Step, where: str) -> tuple[tuple[str, Params], ...]:
 
 
 def _nested(image: torch.Tensor, p: Params, rng: Rng, ctx: Context) -> torch.Tensor:
-    return p["step"].run(image, rng, ctx)
+    step: Step = p["step"]
+    return step.run(image, rng, ctx)
 
 
 _APPLY["_step"] = _nested

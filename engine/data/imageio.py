@@ -12,12 +12,16 @@ from __future__ import annotations
 import io
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from engine.data.errors import DataError
 from engine.data.png import SIGNATURE, damaged_chunk, is_png16, read_png16
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made, not with this module
+    import torch
 
 #: File extensions read as images (lower case); other files in a folder are ignored.
 EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -63,7 +67,7 @@ def read_image(path: Path, channels: int) -> np.ndarray:
     return convert_channels(orient(pixels, orientation), channels)
 
 
-def to_tensor(pixels: np.ndarray):  # -> torch.Tensor
+def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """HxWxC uint8/uint16/float32 → float32 CxHxW in [0, 1]."""
     import torch
 
@@ -103,6 +107,8 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, int] | None:
     try:
         with tifffile.TiffFile(path) as tif:
             page = tif.pages[0]
+            if not isinstance(page, tifffile.TiffPage):
+                return None  # a frame, not a page: only with TiffFile(useframes=True)
             tag = page.tags.get("Orientation")
             pixels = page.asarray()
             photometric = int(page.photometric)
@@ -130,7 +136,8 @@ def _pil_array(im: Image.Image) -> np.ndarray:
     if mode in ("I;16", "I;16L", "I;16B", "I;16N"):
         return np.asarray(im).astype(np.uint16)[:, :, None]
     if mode == "I":  # 16-bit gray PNG in some Pillow versions; 32-bit TIFF
-        return np.clip(np.asarray(im), 0, 65535).astype(np.uint16)[:, :, None]
+        clipped: np.ndarray = np.clip(np.asarray(im), 0, 65535)
+        return clipped.astype(np.uint16)[:, :, None]
     if mode == "F":
         return np.asarray(im, np.float32)[:, :, None]
     if mode not in ("L", "LA", "RGB", "RGBA"):
@@ -202,7 +209,8 @@ def _luma(color: np.ndarray) -> np.ndarray:
 
 def _like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     if dtype.kind in "ui":
-        return np.clip(np.rint(values), 0, np.iinfo(dtype).max).astype(dtype)
+        rounded: np.ndarray = np.clip(np.rint(values), 0, np.iinfo(dtype).max)
+        return rounded.astype(dtype)
     return values.astype(dtype)
 
 

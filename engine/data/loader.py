@@ -87,7 +87,7 @@ class Loader:
 
     def __init__(
         self,
-        dataset: Dataset,
+        dataset: Dataset[Batch],
         *,
         batch_size: int,
         workers: int,
@@ -100,7 +100,7 @@ class Loader:
     ) -> None:
         self.dataset = dataset
         self.sampler = EpochBatches(
-            len(dataset),  # type: ignore[arg-type]
+            len(dataset),  # type: ignore[arg-type]  # torch's Dataset declares no __len__
             batch_size=batch_size,
             seed=seed,
             shuffle=shuffle,
@@ -187,7 +187,7 @@ class Loader:
 
 
 def make_loader(
-    dataset: Dataset,
+    dataset: Dataset[Batch],
     *,
     batch_size: int,
     workers: int,
@@ -222,7 +222,8 @@ def collate(samples: Sequence[Batch]) -> Batch:
                 f"images of different sizes in one batch ('{key}': {shown}); crop them "
                 "(preprocess: crop with crop_size) or use batch_size: 1"
             )
-    return torch_collate(list(samples))
+    batch: Batch = torch_collate(list(samples))  # its stub returns Any
+    return batch
 
 
 def _seed_worker(seed: int, worker_id: int) -> None:

@@ -121,8 +121,9 @@ def parse_options(section: dict[str, Any], *, train: bool, scale: int) -> DataOp
 
     folders = attempt(None, _folders, section, kind, where)
     weights = attempt(None, _weights, section, folders, where) if folders else None
+    no_geometry: tuple[int | None, Preprocess, int | None] = (None, Preprocess(), None)
     crop, preprocess, load_size = attempt(
-        (None, Preprocess(), None), _geometry, section, kind, scale, train, where
+        no_geometry, _geometry, section, kind, scale, train, where
     )
     for check in (_check_degradations, _check_seg_classes, _check_frames):
         attempt(None, check, section, kind, where)
@@ -194,7 +195,9 @@ def _folders(section: dict[str, Any], kind: DatasetKind, where: str) -> dict[str
 
 
 def _crop_size(section: dict[str, Any], kind: DatasetKind, scale: int, where: str) -> int | None:
-    crop, lr_crop = section.get("crop_size"), section.get("lr_crop_size")
+    # Positive integers or None (the schema check reports anything else).
+    crop: int | None = section.get("crop_size")
+    lr_crop: int | None = section.get("lr_crop_size")
     if not kind.scaled:
         if lr_crop is not None:
             raise DataError(
@@ -279,7 +282,7 @@ def _load_size(
     crop: int | None,
     where: str,
 ) -> int | None:
-    load_size = section.get("load_size")
+    load_size: int | None = section.get("load_size")  # as crop_size
     if load_size is None:
         if preprocess.resize:
             raise DataError(

@@ -133,4 +133,5 @@ def read_seg(path: Path, classes: int) -> np.ndarray:
             f"from {float(sums.min()):.3g} to {float(sums.max()):.3g}): maps must hold "
             "per-pixel probabilities, e.g. a softmax over the classes"
         )
-    return values / sums
+    probabilities: np.ndarray = values / sums
+    return probabilities

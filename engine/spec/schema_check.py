@@ -8,7 +8,7 @@ that are allowed there; wrong values point at the value and say what is expected
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -62,9 +62,14 @@ def _report(
     rel = tuple(error.absolute_path)
     path = base + rel
     kind = error.validator
-    if kind == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = list(error.schema.get("properties", {}))
-        extras = [k for k in error.instance if k not in allowed]
+    # Errors from iter_errors always carry the instance and the rule's value; the stubs
+    # also allow jsonschema's "unset" marker, which only a hand-made error has.
+    instance: Any = error.instance
+    rule_value: Any = error.validator_value
+    schema: Mapping[str, Any] = error.schema if isinstance(error.schema, Mapping) else {}
+    if kind == "additionalProperties" and isinstance(instance, dict):
+        allowed = list(schema.get("properties", {}))
+        extras = [k for k in instance if k not in allowed]
         preposition = "for" if key_word == "parameter" else "in"
         for key in extras:
             where = namer(path)
@@ -74,24 +79,24 @@ def _report(
             diags.error(doc.key_loc((*path, key)), msg)
         return len(extras)
     if kind == "required":
-        missing = [k for k in error.validator_value if k not in error.instance]
+        missing = [k for k in rule_value if k not in instance]
         for key in missing:
             diags.error(doc.key_loc(path), f"missing required {key_word} '{key}' in {namer(path)}")
         return len(missing)
-    if "propertyNames" in error.relative_schema_path and "enum" in error.schema:
-        name = error.instance
-        choices = [str(c) for c in error.schema["enum"]]
+    if "propertyNames" in error.relative_schema_path and "enum" in schema:
+        name = instance
+        choices = [str(c) for c in schema["enum"]]
         hint = did_you_mean(str(name), choices) or f"; allowed: {quote_list(choices)}"
         diags.error(doc.key_loc((*path, name)), f"'{name}' is not allowed in {namer(path)}{hint}")
         return 1
     if "propertyNames" in error.relative_schema_path:
-        name = error.instance
+        name = instance
         diags.error(
             doc.key_loc((*path, name)),
             f"invalid name '{name}' in {namer(path)}: names hold only letters, digits and '_'",
         )
         return 1
-    if kind in ("minProperties", "minItems") and not error.instance:
+    if kind in ("minProperties", "minItems") and not instance:
         diags.error(doc.loc(path), f"{namer(path)} must not be empty")
         return 1
     if kind in ("anyOf", "oneOf") and error.context:
@@ -99,7 +104,7 @@ def _report(
         if deeper:
             return sum(_report(e, data, doc, diags, base, namer, key_word) for e in deeper)
     expected = describe(error.schema)
-    got = _show(error.instance)
+    got = _show(instance)
     diags.error(doc.loc(path), f"{namer(path)} must be {expected}, got {got}")
     return 1
 
@@ -159,7 +164,7 @@ def describe(schema: Any) -> str:
     if "anyOf" in schema or "oneOf" in schema:
         parts = [
             describe(s)
-            for s in schema.get("anyOf", schema.get("oneOf"))
+            for s in (schema["anyOf"] if "anyOf" in schema else schema["oneOf"])
             if not (isinstance(s, dict) and s.get("pattern") == r"^\$")
         ]
         unique = list(dict.fromkeys(parts))

@@ -82,7 +82,8 @@ def _obj(
     return schema
 
 
-def _map_of(value: dict[str, Any], key_pattern: str = NAME, **extra: Any) -> dict[str, Any]:
+def _map_of(value: dict[str, Any] | bool, key_pattern: str = NAME, **extra: Any) -> dict[str, Any]:
+    """An object of named entries, each matching ``value`` (``True``: anything)."""
     return {
         "type": "object",
         "propertyNames": {"pattern": key_pattern},
@@ -503,7 +504,7 @@ DATASET = _obj(
     ("type",),
 )
 
-SPEC = {
+SPEC: dict[str, Any] = {
     "type": "object",
     "title": "Loom spec",
     "properties": {
@@ -542,7 +543,7 @@ SPEC = {
 }
 
 #: Top-level sections a *library* file (``specs/lib/*.yaml``) may have.
-LIBRARY = {
+LIBRARY: dict[str, Any] = {
     "type": "object",
     "properties": {
         "spec": {"const": 1},
@@ -562,7 +563,7 @@ def editor_schema(block_schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:
     schema = copy.deepcopy(SPEC)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "spec.schema.json"
-    rules = [
+    rules: list[dict[str, Any]] = [
         {
             "if": {"properties": {key: {"const": name}}, "required": [key]},
             "then": {"$ref": f"blocks/{name}.json"},

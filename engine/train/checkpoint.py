@@ -16,7 +16,7 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -33,7 +33,9 @@ def rng_state() -> dict[str, Any]:
         "torch": torch.get_rng_state(),
         "python": _plain(random.getstate()),
     }
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    # The default (legacy) form is this tuple; numpy's stub types the call as the dict form.
+    legacy = cast(tuple[str, np.ndarray, int, int, float], np.random.get_state())
+    kind, keys, pos, has_gauss, gauss = legacy
     state["numpy"] = {
         "keys": torch.from_numpy(keys.astype(np.int64)),
         "pos": int(pos),
@@ -166,4 +168,5 @@ def load(path: Path, networks: dict[str, torch.nn.Module]) -> dict[str, Any]:
             + ". Use the spec that wrote it, or start a new run (another --out) and load weights "
             "with pretrained weights instead."
         )
-    return torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    state: dict[str, Any] = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    return state

@@ -18,8 +18,9 @@ from engine.settings import OptimizerSettings
 from engine.spec.skeleton import OPTIMIZERS
 
 #: The optimizers a spec may name (``OPTIMIZERS``, checked by ``validate``) → their
-#: torch.optim classes.
-OPTIMIZER_CLASSES: dict[str, type[torch.optim.Optimizer]] = {
+#: torch.optim classes, each called as ``cls(param_groups, lr=..., **options)`` (the
+#: base class itself takes no ``lr``, so they are typed as what they are called as).
+OPTIMIZER_CLASSES: dict[str, Callable[..., torch.optim.Optimizer]] = {
     name.lower(): cls
     for name, cls in vars(torch.optim).items()
     if name.lower() in OPTIMIZERS
@@ -71,9 +72,9 @@ def build_optimizer(
     optimizer = cls(
         [{k: v for k, v in g.items() if k != "names"} for g in groups], lr=settings.lr, **options
     )
-    for group, spec_group in zip(optimizer.param_groups, groups, strict=True):
-        group["base_lr"] = group["lr"]
-        group["names"] = spec_group["names"]
+    for live, spec_group in zip(optimizer.param_groups, groups, strict=True):
+        live["base_lr"] = live["lr"]
+        live["names"] = spec_group["names"]
     return optimizer, owned
 
 

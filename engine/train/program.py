@@ -181,8 +181,8 @@ class Program:
                 net = self.networks[attrs["target"]]
                 # Under DDP, a network no backward will train through must not wait for
                 # its gradients to be reduced (a GAN's D inside the G step).
-                quiet = attrs["target"] not in backprop and hasattr(net, "no_sync")
-                with self.autocast(), net.no_sync() if quiet else nullcontext():
+                no_sync = getattr(net, "no_sync", None) if attrs["target"] not in backprop else None
+                with self.autocast(), no_sync() if no_sync is not None else nullcontext():
                     out = net(**{port: values[0] for port, values in args.items()})
                 ports = getattr(unwrap(net), "output_ports", ("out",))
                 if isinstance(out, dict):

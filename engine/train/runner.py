@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -330,7 +330,7 @@ class Trainer:
         save_every = checkpoints.every or self.total
         validation = self.spec.settings.validation
         val_every = validation.every if validation is not None else 0
-        batches = self._batches()
+        batches = _endless(self.loader)
         phase: PhaseSettings | None = None
         iteration = start
         with _Stop() as stop:
@@ -379,10 +379,6 @@ class Trainer:
         trained = {n: self.ema.get(n, unwrap(m)) for n, m in self.networks.items()}
         best = dict(self.validator.best) if self.validator is not None else {}
         return RunResult(self.run_dir, iteration, interrupted, best, trained)
-
-    def _batches(self) -> Iterator[dict[str, torch.Tensor]]:
-        while True:
-            yield from self.loader
 
     def enter_phase(self, phase: PhaseSettings) -> None:
         self.frozen = {id(self.params[n]) for sel in phase.frozen for n in self.select(sel)}
@@ -480,3 +476,9 @@ def _write_spec(spec: Spec, run_dir: Path) -> None:
     with (run_dir / "spec.resolved.yaml").open("w", encoding="utf-8") as handle:
         handle.write(f"# resolved from {spec.path}\n# sha256: {spec.hash}\n")
         yaml.dump(spec.data, handle)
+
+
+def _endless(loader: Iterable[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
+    """The loader's batches, epoch after epoch."""
+    while True:
+        yield from loader

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from engine.settings import ScheduleSettings
 from engine.spec.skeleton import SCHEDULERS
@@ -69,6 +69,14 @@ FACTORS: dict[str, _Factor] = {
 assert set(FACTORS) | {"torch"} == set(SCHEDULERS), "a scheduler kind without its factor"
 
 
+class PlateauState(TypedDict):
+    """What a plateau schedule has learned from validation; saved with the run."""
+
+    factor: float  # the multiplier so far: gamma per reduction
+    best: float | None  # the best metric value seen
+    bad: int  # validations since the last improvement
+
+
 class Schedule:
     """One optimizer's schedule, with the plateau state when it follows a metric."""
 
@@ -78,7 +86,7 @@ class Schedule:
         self._replay: Callable[[int], float] | None = None
         if settings is not None and settings.type == "torch":
             self._replay = _torch_replay(settings)
-        self.plateau: dict[str, Any] = {"factor": 1.0, "best": None, "bad": 0}
+        self.plateau: PlateauState = {"factor": 1.0, "best": None, "bad": 0}
 
     def __call__(self, iteration: int) -> float:
         s = self.settings
@@ -114,7 +122,8 @@ class Schedule:
         return dict(self.plateau)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.plateau.update(state)
+        # What state_dict() gave, back from torch.load (which returns Any).
+        self.plateau.update(cast(PlateauState, state))
 
 
 def _torch_replay(settings: ScheduleSettings) -> Callable[[int], float]:

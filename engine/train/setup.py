@@ -12,6 +12,7 @@ import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -167,9 +168,9 @@ def build_datasets(
 
     data = spec.settings.data
     assert data.train is not None, "validated specs that train have data.train"
-    common = {"scale": spec.settings.scale, "seed": seed, "spec_dir": spec.path.parent}
-    train = make_dataset(data.train, train=True, **common)
+    make = partial(make_dataset, scale=spec.settings.scale, seed=seed, spec_dir=spec.path.parent)
+    train = make(data.train, train=True)
     val = None
     if data.val is not None:
-        val = make_dataset(data.val, train=False, multiple=val_multiple(), **common)
+        val = make(data.val, train=False, multiple=val_multiple())
     return train, val
