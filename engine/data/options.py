@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from engine.data.errors import DataError
+from engine.data.imageio import MAX_MEGAPIXELS
 from engine.data.kinds import FOLDER_KEYS, KINDS, DatasetKind
 from engine.data.paths import BUILTIN, find_file, find_folder, folder_label
 
@@ -57,7 +58,7 @@ class Preprocess:
                 "or a resize and a crop mode joined with '_and_' (e.g. resize_and_crop)",
                 key="preprocess",
             )
-        return cls(resize, crop)  # type: ignore[arg-type]
+        return cls(resize, crop)  # type: ignore[arg-type]  # both checked against the modes
 
     def __str__(self) -> str:
         parts = [p for p in (self.resize, self.crop) if p]
@@ -85,6 +86,7 @@ class DataOptions:
     max_size: int | None = None
     subset: str | None = None
     on_bad_image: Literal["error", "skip"] = "error"
+    max_megapixels: float = MAX_MEGAPIXELS  # larger images are refused from their header
     channels: int = 3
     seg_classes: int = SEG_CLASSES
     batch_size: int = 1  # per process
@@ -104,7 +106,8 @@ def parse_options(section: dict[str, Any], *, train: bool, scale: int) -> DataOp
     only their first problem, not the ones that follow from it.
     """
     where = "data.train" if train else "data.val"
-    kind = KINDS.get(section.get("type"))  # type: ignore[arg-type]
+    type_name = section.get("type")
+    kind = KINDS.get(type_name) if isinstance(type_name, str) else None
     if kind is None:
         raise DataError(
             f"{where}.type: unknown dataset type {section.get('type')!r}; use " + ", ".join(KINDS),
@@ -132,7 +135,7 @@ def parse_options(section: dict[str, Any], *, train: bool, scale: int) -> DataOp
     assert folders is not None
     return DataOptions(
         where=where,
-        kind=kind.name,  # type: ignore[arg-type]
+        kind=kind.name,  # type: ignore[arg-type]  # a KINDS name: a test keeps Kind equal
         folders=folders,
         weights=weights,
         preprocess=preprocess,
@@ -148,6 +151,7 @@ def parse_options(section: dict[str, Any], *, train: bool, scale: int) -> DataOp
         max_size=section.get("max_size"),
         subset=section.get("subset"),
         on_bad_image=section.get("on_bad_image", "error"),
+        max_megapixels=float(section.get("max_megapixels", MAX_MEGAPIXELS)),
         channels=int(section.get("channels", 3)),
         seg_classes=int(section.get("seg_classes", SEG_CLASSES)),
         batch_size=int(section.get("batch_size", 1)),

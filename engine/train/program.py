@@ -30,6 +30,7 @@ from torch import nn
 from blocks.memo import step_memo
 from engine.compile.network import unwrap
 from engine.graph.model import Source, TrainingGraph
+from engine.settings.train import Weight
 
 Values = dict[str, torch.Tensor]
 
@@ -39,7 +40,7 @@ class StepPlan:
     """What one optimizer step needs: its losses, networks and graph nodes."""
 
     name: str  # the optimizer
-    weights: dict[str, float]
+    weights: dict[str, Weight]  # the step's losses (a weight may ramp over the phase)
     trains: frozenset[str]  # networks whose parameters this step updates
     needed: list[str]  # graph nodes to evaluate, in order
 
@@ -80,7 +81,7 @@ class Program:
             self.depends[name] = deps
 
     # ----------------------------------------------------------------- planning
-    def plan(self, optimizer: str, weights: dict[str, float], trains: frozenset[str]) -> StepPlan:
+    def plan(self, optimizer: str, weights: dict[str, Weight], trains: frozenset[str]) -> StepPlan:
         g = self.training.graph
         wanted: set[str] = set(weights)
         for loss in weights:

@@ -400,7 +400,7 @@ class Trainer:
             self.plans_cache[active] = [
                 self.program.plan(
                     phase.steps[i].optimizer,
-                    {k: w for k, w in phase.steps[i].weights if w != 0},  # type: ignore[misc]
+                    {k: w for k, w in phase.steps[i].weights if w != 0},
                     self.optimizers[phase.steps[i].optimizer].networks,
                 )
                 for i in active

@@ -75,7 +75,7 @@ def build_networks(
         if train is not None and train.channels_last:
             module = module.to(memory_format=torch.channels_last)
         if train is not None and train.compile:
-            module = torch.compile(module)  # type: ignore[assignment]
+            module = torch.compile(module)  # type: ignore[assignment]  # a module, typed as callable
         networks[name] = module
     return networks
 
