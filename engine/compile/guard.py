@@ -58,7 +58,10 @@ class SizeGuard:
     def __call__(
         self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
     ) -> None:
-        if not self.active or torch.compiler.is_compiling() or torch.jit.is_tracing():
+        if not self.active or torch.compiler.is_compiling():
+            return
+        # torch.jit.is_tracing is public but unannotated and not re-exported for typing.
+        if torch.jit.is_tracing():  # type: ignore[attr-defined, no-untyped-call]
             return
         x = kwargs.get(self.input, args[0] if args else None)
         if not isinstance(x, torch.Tensor) or x.dim() != 4:

@@ -130,7 +130,9 @@ class Probe:
                 shell = factory(**kwargs)
             if not stateless(shell):
                 try:  # storage without values: an empty batch reads none of them
-                    return self._measure(shell._apply(_cpu_storage), inputs)
+                    # Module._apply is unannotated in torch; it returns the module.
+                    moved = shell._apply(_cpu_storage)  # type: ignore[no-untyped-call]
+                    return self._measure(moved, inputs)
                 except Exception:  # a real batch decides, and raises the real error
                     pass
             with on_device("cpu"):

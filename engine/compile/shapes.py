@@ -46,7 +46,7 @@ def data_shapes(spec: Spec, diags: Diagnostics, batch: int | None = None) -> dic
     if KINDS[train.kind].scaled:
         size = train.crop_size or DEFAULT_SIZE * scale
         lr = size // scale
-        shapes = {"data.lr": (n, c, lr, lr), "data.hr": (n, c, size, size)}
+        shapes: dict[str, Shape] = {"data.lr": (n, c, lr, lr), "data.hr": (n, c, size, size)}
         if train.kind == "sr_seg":  # probability maps at the HR size
             shapes["data.seg"] = (n, train.seg_classes, size, size)
         if train.kind == "frames":  # a window of LR frames around the HR centre frame
@@ -83,7 +83,9 @@ def infer_spec(
     n = batch or 1
     for name, net in spec.networks.items():
         if name not in shapes.networks:
-            inputs = {k: (n, c, DEFAULT_SIZE, DEFAULT_SIZE) for k, c in net.inputs.items()}
+            inputs: dict[str, Shape] = {
+                k: (n, c, DEFAULT_SIZE, DEFAULT_SIZE) for k, c in net.inputs.items()
+            }
             try:
                 shapes.networks[name] = infer(net, inputs, runner)
             except ShapeError as exc:
