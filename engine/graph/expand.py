@@ -23,7 +23,7 @@ from engine.spec.diagnostics import Diagnostics, Loc, did_you_mean, quote_list
 from engine.spec.expr import ExprError, is_expression, substitute
 from engine.spec.library import BlockDef, BlockTable
 from engine.spec.schema_check import check_schema
-from engine.spec.yamlio import Doc
+from engine.spec.yamlio import Doc, Path, as_dict
 
 #: Keys of a node that are not parameters of its block.
 NODE_KEYS = ("block", "in", "repeat", "when")
@@ -55,8 +55,8 @@ class Expander:
         self.diags = diags
         self.global_scope = global_scope
         self.spec_dir = spec_dir
-        self.graph = nx.DiGraph()
-        self._structures: dict[int, tuple[list[str], dict[str, tuple[str, tuple]]]] = {}
+        self.graph: nx.DiGraph[str] = nx.DiGraph()
+        self._structures: dict[int, tuple[list[str], dict[str, tuple[str, Path]]]] = {}
         self._valid_params: set[tuple[str, str]] = set()
 
     # ----------------------------------------------------------------- networks
@@ -91,7 +91,7 @@ class Expander:
             )
             return None
         scope = dict(self.global_scope)
-        params = data.get("params") if isinstance(data.get("params"), dict) else {}
+        params = as_dict(data.get("params"))
         for key, raw in params.items():
             try:
                 scope[key] = substitute(raw, scope)
@@ -130,7 +130,7 @@ class Expander:
                 )
             return None
         channels = dict.fromkeys(block.inputs, 3)
-        for key in declared or {}:
+        for key, count in (declared or {}).items():
             if key not in channels:
                 self.diags.error(
                     doc.key_loc(("inputs", key)),
@@ -138,12 +138,12 @@ class Expander:
                     f"'{block.name}' has no input '{key}'{did_you_mean(key, channels)}",
                 )
             else:
-                channels[key] = declared[key]
+                channels[key] = count
         bindings = {}
         for input_name, count in channels.items():
             self.graph.add_node(input_name, kind="input", channels=count, loc=doc.loc(("use",)))
             bindings[input_name] = [Source(input_name)]
-        raw = data.get("params") if isinstance(data.get("params"), dict) else {}
+        raw = as_dict(data.get("params"))
         params = {}
         for key, value in raw.items():  # `use:` params may be expressions over the globals
             try:
@@ -201,7 +201,7 @@ class Expander:
         doc: Doc,
         bindings: dict[str, Value],
         owner: str,
-    ) -> tuple[list[str], dict[str, tuple[str, tuple]]]:
+    ) -> tuple[list[str], dict[str, tuple[str, Path]]]:
         """Order and outputs of a definition: checked once, reused by every instance."""
         key = id(body)
         if key not in self._structures:
@@ -221,7 +221,7 @@ class Expander:
     @staticmethod
     def _declared_outputs(
         body: dict[str, Any], nodes: dict[str, Any]
-    ) -> dict[str, tuple[str, tuple]]:
+    ) -> dict[str, tuple[str, Path]]:
         if isinstance(body.get("outputs"), dict):
             return {
                 p: (r, ("outputs", p)) for p, r in body["outputs"].items() if isinstance(r, str)
@@ -231,8 +231,10 @@ class Expander:
         last = list(nodes)[-1]
         return {"out": (last, ("nodes", last))}
 
-    def _local_dependencies(self, nodes: dict[str, Any], inputs: set[str], doc: Doc) -> nx.DiGraph:
-        deps = nx.DiGraph()
+    def _local_dependencies(
+        self, nodes: dict[str, Any], inputs: set[str], doc: Doc
+    ) -> nx.DiGraph[str]:
+        deps: nx.DiGraph[str] = nx.DiGraph()
         deps.add_nodes_from(inputs)
         deps.add_nodes_from(nodes)
         for name, node in nodes.items():
@@ -244,7 +246,9 @@ class Expander:
                     deps.add_edge(base, name)
         return deps
 
-    def _order(self, deps: nx.DiGraph, nodes: dict[str, Any], doc: Doc, owner: str) -> list[str]:
+    def _order(
+        self, deps: nx.DiGraph[str], nodes: dict[str, Any], doc: Doc, owner: str
+    ) -> list[str]:
         cyclic = report_cycles(
             deps, list(nodes), lambda n: doc.loc(("nodes", n, "in")), owner, self.diags
         )
@@ -258,8 +262,8 @@ class Expander:
 
     def _check_reachability(
         self,
-        deps: nx.DiGraph,
-        outputs: dict[str, tuple[str, tuple]],
+        deps: nx.DiGraph[str],
+        outputs: dict[str, tuple[str, Path]],
         nodes: dict[str, Any],
         bindings: dict[str, Value],
         doc: Doc,
@@ -414,7 +418,7 @@ class Expander:
         return {"out": first}
 
     def _repeat(
-        self, node: dict[str, Any], doc: Doc, path: tuple, scope: dict[str, Any]
+        self, node: dict[str, Any], doc: Doc, path: Path, scope: dict[str, Any]
     ) -> int | None:
         raw = node.get("repeat", 1)
         at = doc.loc((*path, "repeat"))
@@ -562,10 +566,10 @@ class Expander:
         )
 
     def _composite_scope(
-        self, block: BlockDef, given: dict[str, Any], doc: Doc, base: tuple, scope: dict[str, Any]
+        self, block: BlockDef, given: dict[str, Any], doc: Doc, base: Path, scope: dict[str, Any]
     ) -> dict[str, Any] | None:
         """The parameter values inside one instance of a composite block."""
-        declared = block.data.get("params") if isinstance(block.data.get("params"), dict) else {}
+        declared = as_dict(block.data.get("params"))
         ok = True
         for key in given:
             if key not in declared:
@@ -603,8 +607,14 @@ class Expander:
     def _check_typed(
         self, block: BlockDef, key: str, decl: dict[str, Any], value: Any, at: Loc | None
     ) -> bool:
-        kinds = {"int": int, "float": (int, float), "bool": bool, "str": str, "list": list}
-        want = decl.get("type")
+        kinds: dict[str, type | tuple[type, ...]] = {
+            "int": int,
+            "float": (int, float),
+            "bool": bool,
+            "str": str,
+            "list": list,
+        }
+        want = decl["type"]  # typed declarations have one
         if is_expression(value):
             return True
         expected = kinds.get(want)

@@ -31,7 +31,7 @@ class Network:
     """A network after expansion: leaf blocks only, named hierarchically."""
 
     name: str
-    graph: nx.DiGraph
+    graph: nx.DiGraph[str]
     inputs: dict[str, int]
     outputs: dict[str, list[Source]]
     trainable: bool
@@ -48,7 +48,7 @@ class Network:
 class TrainingGraph:
     """The training computation: network calls, ops and losses over ``data.*``."""
 
-    graph: nx.DiGraph = field(default_factory=nx.DiGraph)
+    graph: nx.DiGraph[str] = field(default_factory=nx.DiGraph)
 
     def losses(self) -> list[str]:
         return [n for n, a in self.graph.nodes(data=True) if a.get("kind") == "loss"]

@@ -8,6 +8,7 @@ gradients to, which the phase checks use.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import networkx as nx
@@ -217,7 +218,7 @@ class TrainingGraphBuilder:
 
 
 def gradient_networks(
-    tg: TrainingGraph, networks: dict[str, Network | None]
+    tg: TrainingGraph, networks: Mapping[str, Network | None]
 ) -> dict[str, set[str]]:
     """For each graph node, the trainable networks its value can send gradients to."""
     g = tg.graph
