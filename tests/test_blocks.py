@@ -129,6 +129,41 @@ EXAMPLES: dict[str, Example] = {
     "upsample": Example(
         {"scale": 2, "mode": "bicubic", "align_corners": True}, [IMG], [(2, 4, 12, 12)]
     ),
+    # Math, axes, run-time sizes and warping (behaviour in tests/test_primitives.py).
+    "abs": Example({}, [IMG], [IMG]),
+    "crop_to": Example(
+        {"factor": 2, "anchor": "center"},
+        [(2, 4, 12, 13), (2, 1, 5, 6)],
+        [(2, 4, 10, 12)],
+        detached=(1,),  # the second input gives only its size
+    ),
+    "div": Example({}, [IMG, (2, 1, 6, 6)], [IMG], prepare=lambda xs: [xs[0], xs[1].abs() + 1]),
+    "einsum": Example({"equation": "nchw,ndhw->ncd"}, [IMG, (2, 3, 6, 6)], [(2, 4, 3)]),
+    "exp": Example({}, [IMG], [IMG]),
+    "flatten": Example({}, [IMG], [(2, 144)]),
+    "flow_warp": Example({"padding_mode": "border"}, [IMG, (2, 2, 6, 6)], [IMG]),
+    "gather": Example(
+        {"dim": 1},
+        [IMG, (2, 2, 6, 6)],
+        [(2, 2, 6, 6)],
+        detached=(1,),  # indices carry no gradient
+        prepare=lambda xs: [xs[0], xs[1].detach().abs().mul(2).floor().clamp(max=3)],
+    ),
+    "grid_sample": Example({"align_corners": True}, [IMG, (2, 2, 3, 5)], [(2, 4, 3, 5)]),
+    "index_select": Example({"dim": 1, "index": [3, 0, 0]}, [IMG], [(2, 3, 6, 6)]),
+    "log": Example({}, [IMG], [IMG], prepare=lambda xs: [xs[0].abs() + 0.5]),
+    "matmul": Example({}, [(2, 3, 4), (2, 4, 5)], [(2, 3, 5)]),
+    "mean": Example({"dims": [2, 3], "keepdim": True}, [IMG], [(2, 4, 1, 1)]),
+    "pad_to_multiple": Example({"multiple": [4, 8]}, [IMG], [(2, 4, 8, 8)]),
+    "permute": Example({"dims": [0, 2, 3, 1]}, [(2, 4, 5, 6)], [(2, 5, 6, 4)]),
+    "pow": Example({"exponent": 1.5}, [IMG], [IMG], prepare=lambda xs: [xs[0].abs() + 0.5]),
+    "roll": Example({"shifts": [1, -2]}, [IMG], [IMG]),
+    "softmax": Example({"dim": 1}, [IMG], [IMG]),
+    "sqrt": Example({}, [IMG], [IMG], prepare=lambda xs: [xs[0].abs() + 0.5]),
+    "sub": Example({"value": [0.1, 0.2, 0.3, 0.4]}, [IMG], [IMG]),
+    "sum": Example({"dims": 1}, [IMG], [(2, 6, 6)]),
+    "transpose": Example({"dim0": 1, "dim1": 2}, [(2, 4, 5, 6)], [(2, 5, 4, 6)]),
+    "unflatten": Example({"dim": 1, "sizes": [2, -1]}, [IMG], [(2, 2, 2, 6, 6)]),
 }
 
 BLOCKS = [info.name for info in REGISTRY]

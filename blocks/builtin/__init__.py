@@ -4,6 +4,28 @@ One module per concern: ``layers`` holds the shared norm/activation factories (n
 blocks), the others each register a family of blocks.
 """
 
-from blocks.builtin import arith, attention, conv, image_ops, losses, losses_extra, shape
+from blocks.builtin import (
+    arith,
+    attention,
+    axes,
+    conv,
+    image_ops,
+    losses,
+    losses_extra,
+    math_ops,
+    shape,
+    warp,
+)
 
-__all__ = ["arith", "attention", "conv", "image_ops", "losses", "losses_extra", "shape"]
+__all__ = [
+    "arith",
+    "attention",
+    "axes",
+    "conv",
+    "image_ops",
+    "losses",
+    "losses_extra",
+    "math_ops",
+    "shape",
+    "warp",
+]

@@ -1,44 +1,167 @@
 """Elementwise arithmetic and pass-through blocks, none with parameters.
 
-add, multiply, scale, residual, clamp, dropout, identity and detach.
+add, multiply, sub, div, scale, residual, clamp, dropout, identity and detach. The
+elementwise ones take a second input or a constant ``value`` (a number, or a list of
+one value per channel).
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import operator
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import torch
 from torch import nn
 
 from blocks.registry import Range, register
 
+#: A constant operand: one number, or one value per channel of (..., C, H, W) input.
+Constant = float | list[float]
 
-@register("add", variadic=True, min_inputs=2, trainable=False)
-class Add(nn.Module):
-    """Sum of the inputs (broadcasting, as torch does)."""
 
-    def __init__(self) -> None:
+class _WithConstant(nn.Module):
+    """A block with an optional constant operand, kept as ``constant``.
+
+    A number stays a Python float, so the compiler writes it into the generated code
+    (``x - 0.5``); a list becomes a non-persistent buffer of shape (C, 1, 1) that moves
+    with the network and stays out of its state dict.
+    """
+
+    constant: float | torch.Tensor | None
+
+    def keep_constant(self, value: Constant | None) -> None:
+        if isinstance(value, list | tuple):
+            if not value:
+                raise ValueError("value: give a number or a non-empty list, one per channel")
+            per_channel = torch.tensor([float(v) for v in value]).view(-1, 1, 1)
+            self.register_buffer("constant", per_channel, persistent=False)
+        else:
+            self.constant = None if value is None else float(value)
+
+
+def _apply_constant(
+    op: Callable[[Any, Any], torch.Tensor],
+    x: torch.Tensor,
+    constant: float | torch.Tensor | None,
+    reverse: bool = False,
+) -> torch.Tensor:
+    """``op(x, constant)`` (``op(constant, x)`` when reversed); a per-channel constant in
+    x's dtype, so half-precision activations stay half."""
+    if constant is None:
+        return x
+    c = constant.to(dtype=x.dtype) if isinstance(constant, torch.Tensor) else constant
+    return op(c, x) if reverse else op(x, c)
+
+
+def _check_operands(block: str, count: int, constant: object) -> None:
+    if count < 2 and constant is None:
+        raise ValueError(f"{block}: one input and no value; give a second input or value")
+
+
+@register("add", variadic=True, min_inputs=1, trainable=False)
+class Add(_WithConstant):
+    """Sum of the inputs (broadcasting, as torch does), plus a constant if given.
+
+    Args:
+        value: a constant added to the sum, a number or one value per channel (a list,
+            broadcast over (..., C, H, W)); with it one input is enough.
+    """
+
+    def __init__(self, *, value: Constant | None = None) -> None:
         super().__init__()
+        self.keep_constant(value)
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        _check_operands("add", len(xs), self.constant)
         total = xs[0]
         for x in xs[1:]:
             total = total + x
-        return total
+        return _apply_constant(operator.add, total, self.constant)
 
 
-@register("multiply", variadic=True, min_inputs=2, trainable=False)
-class Multiply(nn.Module):
-    """Product of the inputs (broadcasting: a (N, 1, H, W) mask gates every channel)."""
+@register("multiply", variadic=True, min_inputs=1, trainable=False)
+class Multiply(_WithConstant):
+    """Product of the inputs (broadcasting: a (N, 1, H, W) mask gates every channel),
+    times a constant if given.
 
-    def __init__(self) -> None:
+    Args:
+        value: a constant factor, a number or one value per channel (a list, broadcast
+            over (..., C, H, W): a per-channel std for normalization); with it one input
+            is enough.
+    """
+
+    def __init__(self, *, value: Constant | None = None) -> None:
         super().__init__()
+        self.keep_constant(value)
 
     def forward(self, *xs: torch.Tensor) -> torch.Tensor:
+        _check_operands("multiply", len(xs), self.constant)
         product = xs[0]
         for x in xs[1:]:
             product = product * x
-        return product
+        return _apply_constant(operator.mul, product, self.constant)
+
+
+class _Binary(_WithConstant):
+    """x ∘ y, or x ∘ value (value ∘ x when reversed): sub and div."""
+
+    def __init__(
+        self,
+        name: str,
+        op: Callable[[Any, Any], torch.Tensor],
+        value: Constant | None,
+        reverse: bool,
+    ) -> None:
+        super().__init__()
+        if reverse and value is None:
+            raise ValueError(f"{name}: reverse needs a value (it computes value {name} x)")
+        self.name = name
+        self.op = op
+        self.reverse = reverse
+        self.keep_constant(value)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if (y is None) == (self.constant is None):
+            raise ValueError(f"{self.name}: give either a second input y or value, not both")
+        if y is not None:
+            return self.op(x, y)
+        return _apply_constant(self.op, x, self.constant, self.reverse)
+
+    def extra_repr(self) -> str:
+        return f"reverse={self.reverse}" if self.reverse else ""
+
+
+@register("sub", inputs=("x", "y"), min_inputs=1, trainable=False)
+class Sub(_Binary):
+    """Difference ``x − y`` of two inputs, or ``x − value`` with a constant.
+
+    Mean subtraction before a restoration network (EDSR, RCAN, SwinIR) is
+    ``{block: sub, in: lr, value: [0.4488, 0.4371, 0.4040]}``; ``1 − mask`` is
+    ``{block: sub, in: mask, value: 1, reverse: true}``.
+
+    Args:
+        value: the constant subtracted, a number or one value per channel (a list,
+            broadcast over (..., C, H, W)); instead of a second input.
+        reverse: compute value − x instead.
+    """
+
+    def __init__(self, *, value: Constant | None = None, reverse: bool = False) -> None:
+        super().__init__("sub", operator.sub, value, reverse)
+
+
+@register("div", inputs=("x", "y"), min_inputs=1, trainable=False)
+class Div(_Binary):
+    """Quotient ``x / y`` of two inputs, or ``x / value`` with a constant.
+
+    Args:
+        value: the constant divisor, a number or one value per channel (a list,
+            broadcast over (..., C, H, W)); instead of a second input.
+        reverse: compute value / x instead (a reciprocal when value is 1).
+    """
+
+    def __init__(self, *, value: Constant | None = None, reverse: bool = False) -> None:
+        super().__init__("div", operator.truediv, value, reverse)
 
 
 @register("scale", trainable=False)

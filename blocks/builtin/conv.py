@@ -54,6 +54,8 @@ class Conv(nn.Conv2d):
         norm_groups: number of groups when norm is group.
         act: activation after the norm.
         slope: negative slope of lrelu.
+        prelu_per_channel: prelu learns one slope per channel (of the activation's
+            input: out for cna, the input channels for nac) instead of one shared.
         order: cna (conv, norm, act) or nac (norm, act, conv).
         spectral_norm: constrain the weight's largest singular value to 1 (SN-GAN
             discriminators).
@@ -75,6 +77,7 @@ class Conv(nn.Conv2d):
         norm_groups: Positive = 32,
         act: ActType = "none",
         slope: float = 0.2,
+        prelu_per_channel: bool = False,
         order: Order = "cna",
         spectral_norm: bool = False,
     ) -> None:
@@ -90,8 +93,9 @@ class Conv(nn.Conv2d):
             padding_mode=pad_mode,
         )
         self.conv_last = order == "nac"
-        self.norm = make_norm(norm, in_ch if self.conv_last else out, groups=norm_groups)
-        self.act = make_act(act, slope=slope)
+        post_ch = in_ch if self.conv_last else out  # what the norm and act see
+        self.norm = make_norm(norm, post_ch, groups=norm_groups)
+        self.act = make_act(act, slope=slope, num_parameters=post_ch if prelu_per_channel else 1)
         # Skip the identity layers in forward: hundreds of convs make the calls add up.
         self._post = [m for m in (self.norm, self.act) if not isinstance(m, nn.Identity)]
         if spectral_norm:
@@ -143,6 +147,8 @@ class Deconv(nn.ConvTranspose2d):
         norm_groups: number of groups when norm is group.
         act: activation after the norm.
         slope: negative slope of lrelu.
+        prelu_per_channel: prelu learns one slope per channel (of the activation's
+            input: out for cna, the input channels for nac) instead of one shared.
         order: cna (deconv, norm, act) or nac (norm, act, deconv).
     """
 
@@ -160,6 +166,7 @@ class Deconv(nn.ConvTranspose2d):
         norm_groups: Positive = 32,
         act: ActType = "none",
         slope: float = 0.2,
+        prelu_per_channel: bool = False,
         order: Order = "cna",
     ) -> None:
         if padding is None:
@@ -175,8 +182,9 @@ class Deconv(nn.ConvTranspose2d):
             bias=bias,
         )
         self.conv_last = order == "nac"
-        self.norm = make_norm(norm, in_ch if self.conv_last else out, groups=norm_groups)
-        self.act = make_act(act, slope=slope)
+        post_ch = in_ch if self.conv_last else out  # what the norm and act see
+        self.norm = make_norm(norm, post_ch, groups=norm_groups)
+        self.act = make_act(act, slope=slope, num_parameters=post_ch if prelu_per_channel else 1)
 
     def forward(self, x: torch.Tensor, output_size: list[int] | None = None) -> torch.Tensor:
         # output_size as in nn.ConvTranspose2d, whose forward this overrides; graphs
@@ -215,20 +223,39 @@ def norm(
     type: NormType = "batch",
     groups: Positive = 32,
     affine: bool | None = None,
+    eps: Annotated[float, Range(gt=0)] = 1e-5,
+    momentum: Annotated[float, Range(ge=0, le=1)] | None = 0.1,
+    track_running_stats: bool | None = None,
 ) -> nn.Module:
     """Normalization of NCHW features; the node is the torch layer itself.
 
     batch and instance are BatchNorm2d and InstanceNorm2d; group is GroupNorm; layer
-    normalizes each pixel's channel vector (as NAFNet and Restormer do; for the
-    per-sample C×H×W form use group with groups 1); none passes the input through.
+    is the channels-first layer norm of NAFNet, Restormer and ConvNeXt's LayerNorm2d:
+    each pixel's channel vector is normalized over C on its own (for the per-sample
+    C×H×W form use group with groups 1); none passes the input through. Defaults are
+    torch's.
 
     Args:
         type: the normalization.
         groups: number of channel groups for group norm (must divide the channels).
-        affine: learn a per-channel scale and shift; null follows convention (true,
-            except instance norm as in pix2pix and CycleGAN).
+        affine: learn a per-channel scale and shift (torch's affine, or
+            elementwise_affine for layer); null follows convention (true, except
+            instance norm as in pix2pix and CycleGAN).
+        eps: added to the variance before its square root (every kind).
+        momentum: batch and instance: weight of the newest batch in the running
+            statistics; null averages all batches equally.
+        track_running_stats: batch and instance: keep running statistics and use them
+            in evaluation; null follows torch (true for batch, false for instance).
     """
-    return make_norm(type, in_ch, groups=groups, affine=affine)
+    return make_norm(
+        type,
+        in_ch,
+        groups=groups,
+        affine=affine,
+        eps=eps,
+        momentum=momentum,
+        track_running_stats=track_running_stats,
+    )
 
 
 @register("act")
@@ -240,6 +267,10 @@ def act(
     num_parameters: Positive = 1,
 ) -> nn.Module:
     """Elementwise activation; the node is the torch layer itself.
+
+    gelu is the exact GELU, gelu_tanh its tanh approximation; silu is also called
+    swish; softplus, elu and selu use torch's defaults. The same names are accepted by
+    conv's and deconv's ``act``.
 
     Args:
         type: the activation.

@@ -8,6 +8,7 @@ looks at a string.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal, get_args
 
 import torch
@@ -15,7 +16,24 @@ import torch.nn.functional as F
 from torch import nn
 
 NormType = Literal["none", "batch", "instance", "group", "layer"]
-ActType = Literal["none", "relu", "lrelu", "prelu", "gelu", "silu", "tanh", "sigmoid"]
+ActType = Literal[
+    "none",
+    "relu",
+    "relu6",
+    "lrelu",
+    "prelu",
+    "elu",
+    "selu",
+    "gelu",
+    "gelu_tanh",
+    "silu",
+    "mish",
+    "softplus",
+    "hardswish",
+    "hardsigmoid",
+    "sigmoid",
+    "tanh",
+]
 PadMode = Literal["zeros", "reflect", "replicate"]
 Order = Literal["cna", "nac"]
 
@@ -27,8 +45,8 @@ class ChannelLayerNorm(nn.LayerNorm):
     pixel's channel vector is normalized on its own. Works for any ``(N, C, ...)``.
     """
 
-    def __init__(self, ch: int, *, affine: bool = True) -> None:
-        super().__init__(ch, elementwise_affine=affine)
+    def __init__(self, ch: int, *, affine: bool = True, eps: float = 1e-5) -> None:
+        super().__init__(ch, eps=eps, elementwise_affine=affine)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = F.layer_norm(x.movedim(1, -1), self.normalized_shape, self.weight, self.bias, self.eps)
@@ -36,42 +54,81 @@ class ChannelLayerNorm(nn.LayerNorm):
 
 
 def make_norm(
-    kind: NormType, ch: int, *, groups: int = 32, affine: bool | None = None
+    kind: NormType,
+    ch: int,
+    *,
+    groups: int = 32,
+    affine: bool | None = None,
+    eps: float = 1e-5,
+    momentum: float | None = 0.1,
+    track_running_stats: bool | None = None,
 ) -> nn.Module:
     """A normalization layer for ``ch`` channels of NCHW input.
 
     ``affine=None`` follows each kind's usual convention: learnable scale and shift,
     except instance norm, which pix2pix and CycleGAN use without (so their weights load).
+    ``eps`` applies to every kind; ``momentum`` and ``track_running_stats`` (None: torch's
+    default, true for batch and false for instance) to batch and instance only. The
+    defaults are torch's.
     """
     if affine is None:
         affine = kind != "instance"
     if kind == "none":
         return nn.Identity()
     if kind == "batch":
-        return nn.BatchNorm2d(ch, affine=affine)
+        track = True if track_running_stats is None else track_running_stats
+        return nn.BatchNorm2d(
+            ch, eps=eps, momentum=momentum, affine=affine, track_running_stats=track
+        )
     if kind == "instance":
-        return nn.InstanceNorm2d(ch, affine=affine)
+        track = False if track_running_stats is None else track_running_stats
+        if momentum is None:
+            raise ValueError(
+                "instance norm: momentum null (a cumulative average) is batch norm's; "
+                "give a number between 0 and 1"
+            )
+        return nn.InstanceNorm2d(
+            ch, eps=eps, momentum=momentum, affine=affine, track_running_stats=track
+        )
     if kind == "layer":
-        return ChannelLayerNorm(ch, affine=affine)
+        return ChannelLayerNorm(ch, affine=affine, eps=eps)
     if kind == "group":
         if ch % groups:
             raise ValueError(
                 f"group norm: {ch} channels do not split into {groups} groups; "
                 f"choose a group count that divides {ch}"
             )
-        return nn.GroupNorm(groups, ch, affine=affine)
+        return nn.GroupNorm(groups, ch, eps=eps, affine=affine)
     raise ValueError(f"unknown norm {kind!r}; choose one of {list(get_args(NormType))}")
 
 
-_ACTIVATIONS: dict[str, Callable[[float, int], nn.Module]] = {
-    "none": lambda slope, n: nn.Identity(),
-    "relu": lambda slope, n: nn.ReLU(),
-    "lrelu": lambda slope, n: nn.LeakyReLU(slope),
-    "prelu": lambda slope, n: nn.PReLU(n),
-    "gelu": lambda slope, n: nn.GELU(),
-    "silu": lambda slope, n: nn.SiLU(),
-    "tanh": lambda slope, n: nn.Tanh(),
-    "sigmoid": lambda slope, n: nn.Sigmoid(),
+@dataclass(frozen=True)
+class ActArgs:
+    """The settings an activation may need; each factory reads the ones it uses."""
+
+    slope: float = 0.2  # negative slope of lrelu
+    prelu_params: int = 1  # learned slopes of prelu: 1 (shared) or the channel count
+
+
+#: The one table of activations: every ``act`` string in a spec is resolved here, once,
+#: when the block is constructed. ``ActType`` lists the same names, in the same order.
+_ACTIVATIONS: dict[str, Callable[[ActArgs], nn.Module]] = {
+    "none": lambda a: nn.Identity(),
+    "relu": lambda a: nn.ReLU(),
+    "relu6": lambda a: nn.ReLU6(),
+    "lrelu": lambda a: nn.LeakyReLU(a.slope),
+    "prelu": lambda a: nn.PReLU(a.prelu_params),
+    "elu": lambda a: nn.ELU(),
+    "selu": lambda a: nn.SELU(),
+    "gelu": lambda a: nn.GELU(),
+    "gelu_tanh": lambda a: nn.GELU(approximate="tanh"),
+    "silu": lambda a: nn.SiLU(),
+    "mish": lambda a: nn.Mish(),
+    "softplus": lambda a: nn.Softplus(),
+    "hardswish": lambda a: nn.Hardswish(),
+    "hardsigmoid": lambda a: nn.Hardsigmoid(),
+    "sigmoid": lambda a: nn.Sigmoid(),
+    "tanh": lambda a: nn.Tanh(),
 }
 
 
@@ -86,7 +143,7 @@ def make_act(kind: ActType, *, slope: float = 0.2, num_parameters: int = 1) -> n
         raise ValueError(
             f"unknown activation {kind!r}; choose one of {list(_ACTIVATIONS)}"
         ) from None
-    return factory(slope, num_parameters)
+    return factory(ActArgs(slope=slope, prelu_params=num_parameters))
 
 
 def same_padding(kernel: int, dilation: int = 1) -> int:

@@ -1,7 +1,8 @@
 """Blocks that move, resize or regroup values without learning anything.
 
-upsample, pixel_shuffle, pixel_unshuffle, pool, adaptive_pool, pad, rearrange,
-concat and split.
+upsample, pixel_shuffle, pixel_unshuffle, pool, adaptive_pool, pad, pad_to_multiple,
+crop_to, rearrange, concat and split. upsample, pad_to_multiple, crop_to and
+adaptive_pool take their sizes from the input at run time.
 """
 
 from __future__ import annotations
@@ -19,34 +20,68 @@ Positive = Annotated[int, Range(ge=1)]
 NonNegative = Annotated[int, Range(ge=0)]
 
 
-@register("upsample", trainable=False)
+@register("upsample", inputs=("x", "like"), min_inputs=1, trainable=False)
 class Upsample(nn.Module):
-    """Resize by a scale factor with interpolation (ESRGAN upsamples by nearest ×2).
+    """Resize by a scale factor, or to the H and W of a second input, with
+    interpolation (ESRGAN upsamples by nearest ×2).
+
+    With one input the output is scale × its size. With a second input ``like`` (and
+    ``scale: null``) the output takes like's H and W, whatever they are at run time: a
+    U-Net decoder resizing to its skip connection, a pyramid level back to the input.
 
     Args:
-        scale: the factor applied to H and W (below 1 shrinks).
-        mode: interpolation: nearest, bilinear or bicubic.
+        scale: the factor applied to H and W (below 1 shrinks); null with a second
+            input.
+        mode: interpolation: nearest, bilinear, bicubic or area (the mean of the
+            covered pixels, for shrinking).
         align_corners: align the corner pixels (bilinear and bicubic only).
+        antialias: low-pass before shrinking (bilinear and bicubic only), as image
+            libraries resize.
     """
 
     def __init__(
         self,
         *,
-        scale: Annotated[float, Range(gt=0)] = 2.0,
-        mode: Literal["nearest", "bilinear", "bicubic"] = "nearest",
+        scale: Annotated[float, Range(gt=0)] | None = 2.0,
+        mode: Literal["nearest", "bilinear", "bicubic", "area"] = "nearest",
         align_corners: bool = False,
+        antialias: bool = False,
     ) -> None:
         super().__init__()
-        if mode == "nearest" and align_corners:
-            raise ValueError("upsample: align_corners applies to bilinear and bicubic, not nearest")
-        self.scale = float(scale)
+        smooth = mode in ("bilinear", "bicubic")
+        if align_corners and not smooth:
+            raise ValueError(f"upsample: align_corners applies to bilinear and bicubic, not {mode}")
+        if antialias and not smooth:
+            raise ValueError(f"upsample: antialias applies to bilinear and bicubic, not {mode}")
+        self.scale = None if scale is None else float(scale)
         self.mode = mode
-        # F.interpolate rejects any align_corners value for nearest, even False.
-        self.align_corners = None if mode == "nearest" else align_corners
+        # F.interpolate rejects any align_corners value for nearest and area, even False.
+        self.align_corners = align_corners if smooth else None
+        self.antialias = antialias
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
+        # Branches on which inputs the node has and on settings, never on values.
+        if like is None:
+            if self.scale is None:
+                raise ValueError(
+                    "upsample: scale is null, so it needs a second input to take H and W "
+                    "from; give one, or a scale"
+                )
+            return F.interpolate(
+                x,
+                scale_factor=self.scale,
+                mode=self.mode,
+                align_corners=self.align_corners,
+                antialias=self.antialias,
+            )
+        if self.scale is not None:
+            raise ValueError("upsample: a second input sets the output's H and W; set scale: null")
         return F.interpolate(
-            x, scale_factor=self.scale, mode=self.mode, align_corners=self.align_corners
+            x,
+            size=like.shape[-2:],
+            mode=self.mode,
+            align_corners=self.align_corners,
+            antialias=self.antialias,
         )
 
     def extra_repr(self) -> str:
@@ -120,14 +155,15 @@ class AdaptivePool(nn.Module):
     Args:
         type: max or avg.
         size: output size, one number for a square or [height, width]; 1 gives global
-            pooling.
+            pooling; null for height or width keeps the input's (``[1, null]`` pools
+            each column: coordinate attention, strip pooling).
     """
 
     def __init__(
         self,
         *,
         type: Literal["max", "avg"] = "avg",
-        size: Positive | tuple[Positive, Positive] = 1,
+        size: Positive | tuple[Positive | None, Positive | None] = 1,
     ) -> None:
         super().__init__()
         layer = nn.AdaptiveMaxPool2d if type == "max" else nn.AdaptiveAvgPool2d
@@ -163,6 +199,82 @@ class Pad(nn.Module):
 
     def extra_repr(self) -> str:
         return f"amount={self.amount}, mode={self.mode}"
+
+
+@register("pad_to_multiple", trainable=False)
+class PadToMultiple(nn.Module):
+    """Pad H and W at the bottom and right up to the next multiple of a number.
+
+    Window attention (SwinIR, Restormer's downsamplings, NAFNet's U-Net) needs sizes
+    that divide by the window or by 2^levels; padding at run time lets the network take
+    any size, and ``crop_to`` cuts the output back. Sizes that already divide are left
+    as they are.
+
+    Args:
+        multiple: what H and W are padded to a multiple of: one number, or [height,
+            width].
+        mode: what the padding contains: zeros, a reflection (SwinIR) or a replication
+            of the border. A reflection needs the padding to be smaller than the size.
+    """
+
+    def __init__(
+        self,
+        *,
+        multiple: Positive | tuple[Positive, Positive],
+        mode: Literal["zeros", "reflect", "replicate"] = "reflect",
+    ) -> None:
+        super().__init__()
+        self.multiple = (multiple, multiple) if isinstance(multiple, int) else tuple(multiple)
+        self.mode = "constant" if mode == "zeros" else mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        mh, mw = self.multiple
+        # (−h) mod m is what h lacks to a multiple of m: 0 when it divides.
+        return F.pad(x, (0, (-w) % mw, 0, (-h) % mh), mode=self.mode)
+
+    def extra_repr(self) -> str:
+        return f"multiple={list(self.multiple)}, mode={self.mode}"
+
+
+@register("crop_to", inputs=("x", "like"), trainable=False)
+class CropTo(nn.Module):
+    """Crop x to factor × the H and W of a second input, at run time.
+
+    After ``pad_to_multiple`` on the low-resolution input and a ×s network,
+    ``{block: crop_to, in: [sr, lr], factor: s}`` cuts the padding's part of the output
+    away; a U-Net without padding crops its skip connections with ``anchor: center``.
+
+    Args:
+        factor: the output is factor × like's H and W (a super-resolution scale; 1
+            crops to like's size).
+        anchor: keep the top-left corner (undoes pad_to_multiple, which pads bottom
+            and right) or the center.
+    """
+
+    def __init__(
+        self,
+        *,
+        factor: Positive = 1,
+        anchor: Literal["top_left", "center"] = "top_left",
+    ) -> None:
+        super().__init__()
+        self.factor = factor
+        self.anchor = anchor
+
+    def forward(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        th, tw = like.shape[-2] * self.factor, like.shape[-1] * self.factor
+        if th > h or tw > w:  # sizes, not values: a shape check
+            raise ValueError(
+                f"crop_to: cannot crop {h}×{w} to {th}×{tw} ({self.factor} × the second "
+                "input's size); the second input must be smaller"
+            )
+        top, left = ((h - th) // 2, (w - tw) // 2) if self.anchor == "center" else (0, 0)
+        return x[..., top : top + th, left : left + tw]
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}, anchor={self.anchor}"
 
 
 @register("rearrange", trainable=False)
