@@ -25,7 +25,7 @@ from engine.spec.library import BlockTable
 from engine.spec.resolve import apply_overrides, find_file, load_with_extends, strip_replace_markers
 from engine.spec.schema_check import check_schema
 from engine.spec.skeleton import DATASET_PROVIDES, SPEC
-from engine.spec.yamlio import Doc, Path, as_dict, as_list
+from engine.spec.yamlio import Doc, Path, as_dict, as_list, load_yaml
 
 _SPEC_VALIDATOR = Draft202012Validator(SPEC)
 
@@ -89,15 +89,11 @@ def check_spec(
 
 def is_library(path: str | FsPath) -> bool:
     """A block library (``blocks:`` and no ``networks:``) rather than a runnable spec."""
-    from ruamel.yaml import YAML
-
     found = find_file(str(path), None)
     if found is None:
         return False
-    try:
-        data = YAML(typ="safe").load(found.read_text(encoding="utf-8"))
-    except Exception:  # a broken file is reported by the full check
-        return False
+    doc = load_yaml(found, Diagnostics())  # the same limits as every spec read
+    data = doc.data if doc is not None else None  # a broken file is reported in full later
     return (
         isinstance(data, dict)
         and "blocks" in data

@@ -100,15 +100,51 @@ class SpecError(Exception):
         super().__init__("\n".join(lines) if lines else "invalid spec")
 
 
+#: Names longer than this are not compared (a hostile 10 MB key stays fast).
+_LONGEST_NAME = 64
+
+
+def _distance(a: str, b: str, limit: int) -> int:
+    """Levenshtein distance of ``a`` and ``b``, or ``limit + 1`` once it exceeds ``limit``."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        if min(current) > limit:
+            return limit + 1
+        previous = current
+    return previous[-1]
+
+
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
-    """`` (did you mean 'x'?)`` when a choice is close to ``name``, else ``""``."""
-    options = [c for c in choices if isinstance(c, str)]
-    close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    """`` (did you mean 'x'?)`` for the closest choices, else ``""``.
+
+    Choices at the smallest edit distance (at most a third of the name, and 1 for short
+    names) are offered, several when they tie (``ad``: 'add' or 'pad'); otherwise a
+    close match by similarity or by case.
+    """
+    if len(name) > _LONGEST_NAME:
+        return ""
+    options = list(
+        dict.fromkeys(c for c in choices if isinstance(c, str) and len(c) <= _LONGEST_NAME)
+    )
+    limit = max(1, len(name) // 3)
+    scored = [(_distance(name.lower(), c.lower(), limit), c) for c in options]
+    best = min((d for d, _ in scored), default=limit + 1)
+    close = [c for d, c in scored if d == best] if best <= limit else []
     if not close:
-        lowered = {c.lower(): c for c in options}
-        if name.lower() in lowered:
-            close = [lowered[name.lower()]]
-    return f" (did you mean '{close[0]}'?)" if close else ""
+        close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+    if not close:
+        return ""
+    quoted = [f"'{c}'" for c in close[:3]]
+    return (
+        " (did you mean "
+        + (" or ".join(quoted) if len(quoted) < 3 else ", ".join(quoted[:-1]) + " or " + quoted[-1])
+        + "?)"
+    )
 
 
 def quote_list(names: Iterable[str], limit: int = 12) -> str:

@@ -53,6 +53,12 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     "log2": math.log2,
 }
 _MAX_POWER = 64
+#: Limits that keep any expression fast and small, whoever wrote it: its text, its
+#: syntax tree, and every value computed on the way (int bits, str and list lengths).
+MAX_TEXT = 2000
+MAX_NODES = 500
+MAX_INT_BITS = 256
+MAX_LENGTH = 10_000
 
 
 class ExprError(ValueError):
@@ -68,11 +74,51 @@ def evaluate(text: str, scope: Mapping[str, Any]) -> Any:
     source = _NAME.sub(r"\1", text[1:] if text.startswith("$") else text).strip()
     if not source:
         raise ExprError("empty expression")
+    if len(source) > MAX_TEXT:
+        raise ExprError(f"expression of {len(source)} characters is too long (at most {MAX_TEXT})")
     try:
         tree = ast.parse(source, mode="eval")
     except SyntaxError as exc:
-        raise ExprError(f"cannot parse expression '{text}': {exc.msg}") from None
-    return _Evaluator(text, scope).visit(tree.body)
+        raise ExprError(f"cannot parse expression '{_short(text)}': {exc.msg}") from None
+    except (RecursionError, MemoryError):
+        raise ExprError(f"expression '{_short(text)}' is nested too deeply") from None
+    if sum(1 for _ in ast.walk(tree)) > MAX_NODES:
+        raise ExprError(f"expression '{_short(text)}' is too large (more than {MAX_NODES} parts)")
+    try:
+        return _Evaluator(text, scope).visit(tree.body)
+    except RecursionError:
+        raise ExprError(f"expression '{_short(text)}' is nested too deeply") from None
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _size(value: Any) -> tuple[str, int] | None:
+    """What may grow without bound: (what, how big), or None for values of fixed size."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return "bits", value.bit_length()
+    if isinstance(value, str | list | tuple):
+        return "length", len(value)
+    return None
+
+
+def _too_big(left: Any, op: ast.operator, right: Any) -> str | None:
+    """Whether ``left op right`` would exceed the limits, judged before computing it."""
+    if isinstance(op, ast.Pow) and isinstance(left, int) and isinstance(right, int):
+        if right > 0 and abs(left) > 1 and left.bit_length() * right > MAX_INT_BITS:
+            return f"a power of more than {MAX_INT_BITS} bits"
+    if isinstance(op, ast.Mult):
+        for seq, n in ((left, right), (right, left)):
+            if isinstance(seq, str | list | tuple) and isinstance(n, int):
+                if len(seq) * max(n, 0) > MAX_LENGTH:
+                    return f"a result of length {len(seq) * n} (at most {MAX_LENGTH})"
+    if isinstance(op, ast.Add) and isinstance(left, str | list) and isinstance(right, str | list):
+        if len(left) + len(right) > MAX_LENGTH:
+            return f"a result of length {len(left) + len(right)} (at most {MAX_LENGTH})"
+    return None
 
 
 class _Evaluator:
@@ -81,7 +127,7 @@ class _Evaluator:
         self.scope = scope
 
     def fail(self, why: str) -> ExprError:
-        return ExprError(f"in expression '{self.text}': {why}")
+        return ExprError(f"in expression '{_short(self.text)}': {why}")
 
     def visit(self, node: ast.AST) -> Any:
         method = getattr(self, f"_{type(node).__name__}", None)
@@ -120,7 +166,14 @@ class _Evaluator:
             and abs(right) > _MAX_POWER
         ):
             raise self.fail(f"exponent {right} is too large")
-        return op(left, right)
+        why = _too_big(left, node.op, right)
+        if why:
+            raise self.fail(f"too large: {why}")
+        result = op(left, right)
+        size = _size(result)
+        if size is not None and size[1] > (MAX_INT_BITS if size[0] == "bits" else MAX_LENGTH):
+            raise self.fail(f"too large: a result of {size[1]} {size[0]}")
+        return result
 
     def _UnaryOp(self, node: ast.UnaryOp) -> Any:
         op = _UNARY.get(type(node.op))

@@ -86,6 +86,48 @@ def as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+#: Limits that keep any spec fast to read, whoever wrote it (alias "bombs", deep
+#: nesting, huge strings): values in a document after aliases are expanded, nesting
+#: depth, characters in a string and in a key.
+MAX_VALUES = 200_000
+MAX_DEPTH = 64
+MAX_STRING = 100_000
+MAX_KEY = 200
+MAX_TEXT = 2 * 2**20  # characters in one file: real specs are a few kB
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of flow brackets (``[`` ``{``) outside quotes and comments:
+    a cheap look before the parser, whose recursion on deep nesting is slow."""
+    depth = deepest = 0
+    quote = ""
+    comment = False
+    for ch in text:
+        if comment:
+            comment = ch != "\n"
+        elif quote:
+            quote = "" if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch == "#":
+            comment = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+class _TooBig(Exception):
+    """A document past one of the limits: already reported."""
+
+
+@dataclass
+class _Budget:
+    left: int = MAX_VALUES
+
+
 def _yaml() -> YAML:
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
@@ -96,6 +138,16 @@ def parse_yaml(
     text: str, file: str, diagnostics: Diagnostics, *, line_offset: int = 0, col_offset: int = 0
 ) -> Doc | None:
     """Parse YAML text; problems go to ``diagnostics`` and ``None`` is returned."""
+    if len(text) > MAX_TEXT:
+        diagnostics.error(
+            Loc(file), f"YAML: {len(text)} characters is too large for a spec (at most {MAX_TEXT})"
+        )
+        return None
+    if _flow_depth(text) > MAX_DEPTH:
+        diagnostics.error(
+            Loc(file), f"YAML: nested too deeply (a spec nests at most {MAX_DEPTH} levels)"
+        )
+        return None
     try:
         raw = _yaml().load(text)
     except MarkedYAMLError as exc:
@@ -118,10 +170,18 @@ def parse_yaml(
     except YAMLError as exc:
         diagnostics.error(Loc(file), f"YAML: {exc}")
         return None
+    except RecursionError:
+        diagnostics.error(
+            Loc(file), f"YAML: nested too deeply (a spec nests at most {MAX_DEPTH} levels)"
+        )
+        return None
     doc = Doc(None)
     doc.values[()] = Loc(file, 1 + line_offset, 1 + col_offset)
     before = len(diagnostics.errors)
-    doc.data = _plain(raw, (), doc, file, diagnostics, line_offset, col_offset)
+    try:
+        doc.data = _plain(raw, (), doc, file, diagnostics, line_offset, col_offset, _Budget())
+    except _TooBig:
+        return None
     return doc if len(diagnostics.errors) == before else None
 
 
@@ -146,9 +206,35 @@ def load_yaml(path: str | FsPath, diagnostics: Diagnostics, label: str | None = 
     return parse_yaml(text, name, diagnostics)
 
 
-def _plain(node: Any, path: Path, doc: Doc, file: str, diags: Diagnostics, dl: int, dc: int) -> Any:
+def _plain(
+    node: Any,
+    path: Path,
+    doc: Doc,
+    file: str,
+    diags: Diagnostics,
+    dl: int,
+    dc: int,
+    budget: _Budget,
+) -> Any:
     def at(line: int, col: int) -> Loc:
         return Loc(file, line + 1 + dl, col + 1 + (dc if line == 0 else 0))
+
+    def stop(message: str) -> _TooBig:
+        diags.error(doc.values.get(path) or Loc(file), message)
+        return _TooBig()
+
+    budget.left -= 1
+    if budget.left < 0:
+        anchor = getattr(getattr(node, "anchor", None), "value", None)
+        raise stop(
+            f"YAML: more than {MAX_VALUES} values once aliases are expanded"
+            + (f" (here alias '*{anchor}')" if anchor else "")
+            + "; a spec that large is refused (an alias 'bomb'?)"
+        )
+    if len(path) > MAX_DEPTH:
+        raise stop(f"YAML: nested too deeply (a spec nests at most {MAX_DEPTH} levels)")
+    if isinstance(node, str) and len(node) > MAX_STRING:
+        raise stop(f"YAML: a string of {len(node)} characters (at most {MAX_STRING})")
 
     tag = getattr(getattr(node, "tag", None), "value", None)
     if isinstance(node, TaggedScalar) or (tag and tag not in _STANDARD_TAGS):
@@ -161,18 +247,23 @@ def _plain(node: Any, path: Path, doc: Doc, file: str, diags: Diagnostics, dl: i
                 diags.error(doc.values.get(path), f"mapping keys must be plain names, got {key!r}")
                 continue
             skey = str(key)
-            kline, kcol = node.lc.key(key)
-            vline, vcol = node.lc.value(key)
+            if len(skey) > MAX_KEY:
+                raise stop(f"YAML: a key of {len(skey)} characters (at most {MAX_KEY})")
+            try:
+                kline, kcol = node.lc.key(key)
+                vline, vcol = node.lc.value(key)
+            except (KeyError, TypeError):  # a key from a merge (<<: *anchor): no place of its own
+                kline, kcol = vline, vcol = node.lc.line, node.lc.col
             doc.keys[(*path, skey)] = at(kline, kcol)
             doc.values[(*path, skey)] = at(vline, vcol)
-            out[skey] = _plain(node[key], (*path, skey), doc, file, diags, dl, dc)
+            out[skey] = _plain(node[key], (*path, skey), doc, file, diags, dl, dc, budget)
         return out
     if isinstance(node, CommentedSeq):
         items = []
         for i, item in enumerate(node):
             line, col = node.lc.item(i)
             doc.values[(*path, i)] = at(line, col)
-            items.append(_plain(item, (*path, i), doc, file, diags, dl, dc))
+            items.append(_plain(item, (*path, i), doc, file, diags, dl, dc, budget))
         return items
     if isinstance(node, bool) or node is None:
         return node

@@ -1,0 +1,128 @@
+"""Specs from strangers: validate answers every one quickly, with a located error.
+
+Each case is built here: alias bombs, deep nesting, huge strings and keys, merge keys,
+expressions whose values explode. ``validate`` must finish in a few seconds with exit
+code 0 or 2 and never a traceback.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.load import check_spec
+from engine.spec.diagnostics import did_you_mean
+from engine.spec.expr import ExprError, evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART = (ROOT / "specs" / "quickstart.yaml").read_text(encoding="utf-8")
+
+
+def _bomb(levels: int) -> str:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, levels)]
+    return "params:\n" + "".join(f"  {line}\n" for line in lines)
+
+
+CASES = {
+    "alias_bomb": (
+        QUICKSTART.replace("scale: 2\n", "scale: 2\n" + _bomb(9)),
+        "more than 200000 values once aliases are expanded",
+    ),
+    "deep_flow_nesting": (QUICKSTART + "extra: " + "[" * 3000 + "]" * 3000 + "\n", "nested too"),
+    "deep_block_nesting": (
+        QUICKSTART + "".join(f"{'  ' * i}k{i}:\n" for i in range(80)) + "  " * 80 + "v: 1\n",
+        "nested too deeply",
+    ),
+    "huge_string": (
+        QUICKSTART.replace("name: quickstart", "name: quickstart\nnmae: " + "x" * 200_000),
+        "a string of 200000 characters",
+    ),
+    "huge_key": (QUICKSTART + "k" * 1000 + ": 1\n", "a key of 1000 characters"),
+    "huge_file": (QUICKSTART + "#" * (3 * 2**20) + "\n", "too large for a spec"),
+    "power_tower": (
+        QUICKSTART.replace("params: {nf: 32}", "params: {nf: '$(((10 ** 64) ** 64) ** 64) ** 64'}"),
+        "a power of more than 256 bits",
+    ),
+    "string_times_huge": (
+        QUICKSTART.replace("params: {nf: 32}", "params: {nf: \"$'a' * 10 ** 10\"}"),
+        "a result of length 10000000000",
+    ),
+    "list_times_huge": (
+        QUICKSTART.replace("params: {nf: 32}", "params: {nf: '$[0] * 10 ** 9'}"),
+        "a result of length 1000000000",
+    ),
+    "long_sum": (
+        QUICKSTART.replace(
+            "params: {nf: 32}", "params: {nf: '$" + " + ".join(["1"] * 10000) + "'}"
+        ),
+        "is too long",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_hostile_spec_is_refused_quickly_at_its_place(name: str, tmp_path: Path) -> None:
+    text, gist = CASES[name]
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text, encoding="utf-8")
+    started = time.perf_counter()
+    spec, diags = check_spec(path)
+    assert time.perf_counter() - started < 10
+    assert spec is None
+    messages = [str(d) for d in diags.errors]
+    assert any(gist in m for m in messages), messages
+    assert all(m.startswith(str(path)) for m in messages)
+    assert all(len(m) < 2000 for m in messages)  # nothing echoes a huge value
+
+
+def test_merge_keys_work_with_their_yaml_meaning(tmp_path: Path) -> None:
+    text = QUICKSTART.replace(
+        "logging: {every: 50}",
+        "validation: &v {every: 400, output: fake.sr, input: data.lr, target: data.hr}\n"
+        "logging:\n  <<: {every: 25}\n",
+    ).replace(
+        "validation: {every: 400, output: fake.sr, input: data.lr, target: data.hr, "
+        "metrics: [psnr, ssim], samples: 2}\n",
+        "",
+    )
+    path = tmp_path / "merge.yaml"
+    path.write_text(text, encoding="utf-8")
+    spec, diags = check_spec(path)
+    assert spec is not None, [str(d) for d in diags.errors]
+    assert spec.settings.logging.every == 25
+
+
+def test_the_command_line_never_prints_a_traceback(tmp_path: Path) -> None:
+    text, _ = CASES["alias_bomb"]
+    path = tmp_path / "bomb.yaml"
+    path.write_text(text, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "cli.py"), "validate", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"{path}:" in done.stderr
+
+
+def test_expressions_keep_their_ordinary_uses() -> None:
+    assert evaluate("$2 ** 10", {}) == 1024
+    assert evaluate("$[1, 2] * 3", {}) == [1, 2, 1, 2, 1, 2]
+    assert evaluate("$nf * $scale ** 2", {"nf": 64, "scale": 4}) == 1024
+    with pytest.raises(ExprError, match="too large"):
+        evaluate("$(2 ** 60) * (2 ** 60) * (2 ** 60) * (2 ** 60) * (2 ** 60)", {})
+
+
+def test_did_you_mean_offers_ties_and_skips_huge_names() -> None:
+    assert did_you_mean("ad", ["add", "pad", "pool"]) == " (did you mean 'add' or 'pad'?)"
+    assert did_you_mean("l2", ["l1", "mse", "ssim"]) == " (did you mean 'l1'?)"
+    assert did_you_mean("los", ["loss", "call", "op"]) == " (did you mean 'loss'?)"
+    started = time.perf_counter()
+    assert did_you_mean("x" * 10**7, ["x" * 10**7, "conv"]) == ""
+    assert time.perf_counter() - started < 0.5
