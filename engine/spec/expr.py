@@ -107,17 +107,20 @@ def _size(value: Any) -> tuple[str, int] | None:
 
 def _too_big(left: Any, op: ast.operator, right: Any) -> str | None:
     """Whether ``left op right`` would exceed the limits, judged before computing it."""
-    if isinstance(op, ast.Pow) and isinstance(left, int) and isinstance(right, int):
-        if right > 0 and abs(left) > 1 and left.bit_length() * right > MAX_INT_BITS:
-            return f"a power of more than {MAX_INT_BITS} bits"
+    ints = isinstance(left, int) and isinstance(right, int)
+    power_bits = left.bit_length() * right if ints and abs(left) > 1 and right > 0 else 0
+    if isinstance(op, ast.Pow) and power_bits > MAX_INT_BITS:
+        return f"a power of more than {MAX_INT_BITS} bits"
+    sequences = (str, list, tuple)
     if isinstance(op, ast.Mult):
         for seq, n in ((left, right), (right, left)):
-            if isinstance(seq, str | list | tuple) and isinstance(n, int):
-                if len(seq) * max(n, 0) > MAX_LENGTH:
-                    return f"a result of length {len(seq) * n} (at most {MAX_LENGTH})"
+            grown = len(seq) * n if isinstance(seq, sequences) and isinstance(n, int) else 0
+            if grown > MAX_LENGTH:
+                return f"a result of length {grown} (at most {MAX_LENGTH})"
     if isinstance(op, ast.Add) and isinstance(left, str | list) and isinstance(right, str | list):
-        if len(left) + len(right) > MAX_LENGTH:
-            return f"a result of length {len(left) + len(right)} (at most {MAX_LENGTH})"
+        grown = len(left) + len(right)
+        if grown > MAX_LENGTH:
+            return f"a result of length {grown} (at most {MAX_LENGTH})"
     return None
 
 
