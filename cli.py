@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
@@ -88,10 +89,10 @@ def cmd_validate(ns: argparse.Namespace) -> int:
     report = []
     for path in paths:
         if is_library(path) and not overrides:
-            spec, diags = None, check_library(path)
+            spec, diags = None, check_library(path, allow=ns.allow_path)
             ok = not diags.errors
         else:
-            spec, diags = check_spec(path, overrides)
+            spec, diags = check_spec(path, overrides, allow=ns.allow_path)
             ok = spec is not None
         all_ok &= ok
         if ns.json:
@@ -123,7 +124,7 @@ def _load(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
     from engine.spec.diagnostics import did_you_mean
 
     paths, overrides = _split([ns.spec, *ns.overrides])
-    spec, diags = check_spec(paths[0], overrides)
+    spec, diags = check_spec(paths[0], overrides, allow=ns.allow_path)
     _print_diagnostics(diags)
     if spec is None:
         return None
@@ -211,6 +212,13 @@ def cmd_inspect(ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _print_error(exc: BaseException, *, debug: bool) -> None:
+    """The error's message; with --debug its traceback first (a data worker's included)."""
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"error: {exc}", file=sys.stderr)
+
+
 def cmd_run(ns: argparse.Namespace) -> int:
     from engine.spec.diagnostics import SpecError
 
@@ -227,10 +235,10 @@ def cmd_run(ns: argparse.Namespace) -> int:
         _print_diagnostics(exc.diagnostics)
         return EXIT_INVALID
     except (DataError, CheckpointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _print_error(exc, debug=ns.debug)
         return EXIT_INVALID
     except TrainingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        _print_error(exc, debug=ns.debug)
         return EXIT_FAILED
     print(
         f"{'stopped' if result.interrupted else 'finished'} at iteration {result.iteration}; "
@@ -253,6 +261,17 @@ def cmd_schema(ns: argparse.Namespace) -> int:
     written = [*schema_files.write(), settings_docs.write()]
     print(f"wrote {len(written)} files (schemas/, docs/blocks.md and docs/settings.md)")
     return EXIT_OK
+
+
+def _allow_path(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder outside the spec's project that extends/imports/use may reach "
+        "(repeatable; see docs/spec-language.md)",
+    )
 
 
 def build_parser(prog: str = "python cli.py") -> argparse.ArgumentParser:
@@ -278,6 +297,7 @@ def build_parser(prog: str = "python cli.py") -> argparse.ArgumentParser:
         help="spec files, and overrides written key.path=value",
     )
     p.add_argument("--json", action="store_true", help="print the diagnostics as JSON")
+    _allow_path(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser(
@@ -290,6 +310,7 @@ def build_parser(prog: str = "python cli.py") -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides")
     p.add_argument("--net", help="the network to show (default: the training graph)")
     p.add_argument("--format", choices=["tree", "dot", "mermaid", "code"], default="tree")
+    _allow_path(p)
     p.set_defaults(func=cmd_graph)
 
     p = sub.add_parser("run", help="train a spec", description=RUN_HELP, formatter_class=fmt)
@@ -297,6 +318,10 @@ def build_parser(prog: str = "python cli.py") -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides")
     p.add_argument("--out", help="the run folder (default: runs/<spec name>)")
     p.add_argument("--resume", help="'auto' (newest checkpoint in --out) or a checkpoint/run path")
+    p.add_argument(
+        "--debug", action="store_true", help="print the traceback of a data or training error"
+    )
+    _allow_path(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -311,6 +336,7 @@ def build_parser(prog: str = "python cli.py") -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, help="sum nodes by the first N parts of their names")
     p.add_argument("--no-probe", action="store_true", help="skip probing accepted input sizes")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _allow_path(p)
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser(

@@ -148,7 +148,7 @@ class LoomDataset(Dataset[Sample]):
     def scan(self, side: Side) -> None:
         """Read every file's header: unreadable files and their sizes, before training."""
         with ThreadPoolExecutor(max_workers=8) as pool:
-            results = list(pool.map(_probe_or_error, side.files))
+            results = list(pool.map(partial(_probe_or_error, read_header=self.header), side.files))
         ok = []
         for file, result in zip(side.files, results, strict=True):
             if isinstance(result, DataError):
@@ -159,6 +159,10 @@ class LoomDataset(Dataset[Sample]):
                 ok.append(True)
         side.keep(ok)
         self.require(side)
+
+    def header(self, file: Path) -> tuple[int, int]:
+        """An image's (width, height) from its header, refused above max_megapixels."""
+        return probe(file, max_megapixels=self.opts.max_megapixels)
 
     def reject(self, file: Path, reason: str, *, fatal: DataError | None = None) -> None:
         if not self.opts.skip_bad:
@@ -208,7 +212,11 @@ class LoomDataset(Dataset[Sample]):
         if cached is not None:
             self._cache.move_to_end(file)
             return cached
-        pixels = read(file) if read else read_image(file, self.opts.channels)
+        pixels = (
+            read(file)
+            if read
+            else read_image(file, self.opts.channels, max_megapixels=self.opts.max_megapixels)
+        )
         if pixels.nbytes <= CACHE_BYTES // 4:
             self._cache[file] = pixels
             self._cached_bytes += pixels.nbytes
@@ -251,7 +259,7 @@ class LoomDataset(Dataset[Sample]):
         side: Side,
         partner: dict[Path, Path],
         check: Callable[[Path, Path], str | None],
-        read_header: Callable[[Path], tuple[int, int]] = probe,
+        read_header: Callable[[Path], tuple[int, int]] | None = None,
     ) -> None:
         """Read the partners' headers (``read_header`` gives (width, height)) and drop
         (or refuse) pairs that ``check`` faults."""
@@ -259,7 +267,7 @@ class LoomDataset(Dataset[Sample]):
         for file in side.files:
             other = partner[file]
             if other not in self.sizes:
-                result = _probe_or_error(other, read_header)
+                result = _probe_or_error(other, read_header or self.header)
                 if isinstance(result, DataError):
                     self.reject(other, str(result), fatal=result)
                     ok.append(False)

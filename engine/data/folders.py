@@ -5,17 +5,20 @@ path, or a path relative to the spec file's folder, then to the working director
 (:mod:`engine.data.paths`).
 Folders are listed recursively in sorted order; a file's *stem* is its path relative
 to the folder without the extension (``sub/0001``), which is what pairs match on.
+Symbolic links are followed once per real folder and an image reached twice is listed
+once, so a link loop (``loop -> .``) neither multiplies the images nor hangs the listing.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine.data.errors import DataError
+from engine.data.errors import DataError, DataWarning
 from engine.data.imageio import EXTENSIONS
 from engine.data.paths import BUILTIN, find_file, find_folder, folder_label
 from engine.data.segmaps import SEG_EXTENSIONS
@@ -109,10 +112,9 @@ def list_images(path: Path, label: str, value: str, kind: FileKind = IMAGES) -> 
     hidden entries are skipped."""
     found: list[Path] = []
     others: list[str] = []
-    for root, dirs, names in os.walk(path, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    for root, names in _walk(path, label, value):
         for name in names:
-            file = Path(root) / name
+            file = root / name
             if kind.holds(file):
                 found.append(file)
             elif not name.startswith("."):
@@ -123,7 +125,86 @@ def list_images(path: Path, label: str, value: str, kind: FileKind = IMAGES) -> 
             f" (it holds {len(others)} other files, e.g. '{sorted(others)[0]}')" if others else ""
         )
         raise DataError(f"{label}: folder '{value}' has no {kind.noun} ({kinds}){extra}")
-    return tuple(sorted(found, key=lambda f: f.relative_to(path).as_posix()))
+    return _once(sorted(found, key=lambda f: f.relative_to(path).as_posix()), label)
+
+
+def _folder_id(path: Path) -> tuple[int, int]:
+    info = os.stat(path)  # follows links: the real folder
+    return info.st_dev, info.st_ino
+
+
+def _walk(top: Path, label: str, value: str) -> list[tuple[Path, list[str]]]:
+    """``(folder, file names)`` of every folder under ``top``, hidden ones skipped.
+
+    The real folders come first and are all marked; then each link to a folder is
+    followed, and a folder already marked that it leads to (a loop such as
+    ``loop -> .``, or a second way to one folder) is left out with a warning naming it.
+    """
+    seen: set[tuple[int, int]] = {_folder_id(top)}
+    listed: list[tuple[Path, list[str]]] = []
+    pending: list[Path] = [top]
+
+    def new(folder: Path) -> bool:
+        key = _folder_id(folder)
+        if key not in seen:
+            seen.add(key)
+            return True
+        warnings.warn(
+            f"{label}: '{Path(value) / folder.relative_to(top)}' leads to "
+            f"'{os.path.realpath(folder)}', a folder already read (a symlink loop, or a "
+            "second link to it); its images are read once",
+            DataWarning,
+            stacklevel=4,
+        )
+        return False
+
+    while pending:
+        links: list[Path] = []
+        for root, dirs, names in os.walk(pending.pop(0)):  # links are listed, not entered
+            here = Path(root)
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            links += [here / d for d in dirs if (here / d).is_symlink()]
+            dirs[:] = [d for d in dirs if not (here / d).is_symlink() and new(here / d)]
+            listed.append((here, names))
+        pending += [link for link in links if new(link)]
+    return listed
+
+
+def _once(files: list[Path], label: str) -> tuple[Path, ...]:
+    """``files`` (sorted) with each real file once: of the names that links give one
+    image, the first is kept, or one that is not itself a link."""
+    folders: dict[Path, str] = {}  # real path of each folder, resolved once
+
+    def real(file: Path) -> str:
+        if file.is_symlink():
+            return os.path.realpath(file)
+        if file.parent not in folders:
+            folders[file.parent] = os.path.realpath(file.parent)
+        return os.path.join(folders[file.parent], file.name)
+
+    kept: dict[str, Path] = {}
+    dropped: list[tuple[Path, Path]] = []  # (a name left out, the name kept)
+    for file in files:
+        key = real(file)
+        first = kept.setdefault(key, file)
+        if first is file:
+            continue
+        if first.is_symlink() and not file.is_symlink():
+            kept[key], file = file, first
+        dropped.append((file, kept[key]))
+    if dropped:
+        warnings.warn(
+            f"{label}: {_count(len(dropped))} reached twice through symbolic links "
+            f"(e.g. '{dropped[0][0]}' is '{dropped[0][1]}'); each is read once",
+            DataWarning,
+            stacklevel=2,
+        )
+    chosen = set(kept.values())
+    return tuple(f for f in files if f in chosen)
+
+
+def _count(images: int) -> str:
+    return "an image is" if images == 1 else f"{images} images are"
 
 
 def load_side(

@@ -10,6 +10,7 @@ luma; alpha is composited on white when dropped and added as opaque when missing
 from __future__ import annotations
 
 import io
+import math
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,7 +30,14 @@ _TIFF = (".tif", ".tiff")
 _ORIENTATION_TAG = 0x0112
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
-Image.MAX_IMAGE_PIXELS = None  # big photographs are normal training data, not an attack
+#: The default of a dataset's ``max_megapixels``: larger images are refused from their
+#: header, before any decoding. 200 MP holds the largest camera sensors (150 MP) and
+#: decodes to 0.6 GB (1.2 GB at 16 bits); a PNG of a few KB can declare 10000 MP.
+MAX_MEGAPIXELS = 200.0
+
+# Pillow's own guard warns above 89 MP and refuses above 179 MP; Loom checks the size
+# itself, against the dataset's max_megapixels, before asking Pillow to decode.
+Image.MAX_IMAGE_PIXELS = None
 
 
 def _bad(path: Path, why: str) -> DataError:
@@ -39,13 +47,28 @@ def _bad(path: Path, why: str) -> DataError:
     )
 
 
-def probe(path: Path) -> tuple[int, int]:
-    """(width, height) as the image will be read (after EXIF orientation), from its header."""
+def _check_size(path: Path, width: int, height: int, max_megapixels: float) -> None:
+    """Refuse an image whose header declares more pixels than ``max_megapixels``."""
+    megapixels = width * height / 1e6
+    if megapixels > max_megapixels:
+        shown = f"{megapixels:,.0f}" if megapixels >= 10 else f"{megapixels:.2g}"
+        raise DataError(
+            f"image '{path}' declares {width}x{height} pixels ({shown} MP), more than "
+            f"max_megapixels {max_megapixels:g}; it may be a decompression bomb. Remove the "
+            f"file, or, for a real image this large, set max_megapixels: {math.ceil(megapixels)} "
+            "in its data section (on_bad_image: skip skips such images)"
+        )
+
+
+def probe(path: Path, *, max_megapixels: float = MAX_MEGAPIXELS) -> tuple[int, int]:
+    """(width, height) as the image will be read (after EXIF orientation), from its header;
+    a DataError when the header declares more than ``max_megapixels``."""
     try:
         if path.stat().st_size == 0:
             raise _bad(path, "empty file, 0 bytes")
         with Image.open(path) as im:
             width, height = im.size
+            _check_size(path, width, height, max_megapixels)
             orientation = _orientation(im)
     except DataError:
         raise
@@ -54,12 +77,13 @@ def probe(path: Path) -> tuple[int, int]:
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
-def read_image(path: Path, channels: int) -> np.ndarray:
-    """The pixels of ``path`` as HxWx``channels`` (uint8, uint16 or float32)."""
+def read_image(path: Path, channels: int, *, max_megapixels: float = MAX_MEGAPIXELS) -> np.ndarray:
+    """The pixels of ``path`` as HxWx``channels`` (uint8, uint16 or float32); the size
+    in its header is checked against ``max_megapixels`` before anything is decoded."""
     try:
         if path.stat().st_size == 0:
             raise _bad(path, "empty file, 0 bytes")
-        pixels, orientation = _decode(path)
+        pixels, orientation = _decode(path, max_megapixels)
     except DataError:
         raise
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
@@ -78,7 +102,7 @@ def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     return t.float().div_(scale)
 
 
-def _decode(path: Path) -> tuple[np.ndarray, int]:
+def _decode(path: Path, max_megapixels: float) -> tuple[np.ndarray, int]:
     data = path.read_bytes()
     if data.startswith(SIGNATURE):
         damage = damaged_chunk(data)
@@ -86,19 +110,21 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
             raise _bad(path, damage)
         if is_png16(data[:33]):
             with Image.open(io.BytesIO(data)) as im:
+                _check_size(path, *im.size, max_megapixels)
                 orientation = _orientation(im)
             return read_png16(data), orientation
     if path.suffix.lower() in _TIFF:
-        tiff = _read_tiff(path)
+        tiff = _read_tiff(path, max_megapixels)
         if tiff is not None:
             return tiff
     with Image.open(io.BytesIO(data)) as im:
+        _check_size(path, *im.size, max_megapixels)
         orientation = _orientation(im)
         im.load()
         return _pil_array(im), orientation
 
 
-def _read_tiff(path: Path) -> tuple[np.ndarray, int] | None:
+def _read_tiff(path: Path, max_megapixels: float) -> tuple[np.ndarray, int] | None:
     """TIFFs through tifffile (16-bit RGB, float); None to let Pillow try instead."""
     try:
         import tifffile
@@ -110,8 +136,11 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, int] | None:
             if not isinstance(page, tifffile.TiffPage):
                 return None  # a frame, not a page: only with TiffFile(useframes=True)
             tag = page.tags.get("Orientation")
+            _check_size(path, int(page.imagewidth), int(page.imagelength), max_megapixels)
             pixels = page.asarray()
             photometric = int(page.photometric)
+    except DataError:
+        raise
     except Exception:  # whatever tifffile cannot read, Pillow may
         return None
     if photometric == 3:  # palette: Pillow knows the colour map

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch.utils.data import default_collate as torch_collate
 
-from engine.data.errors import DataError, clean_worker_message
+from engine.data.errors import DataError, loading_failure
 
 Key = tuple[int, int]
 Batch = dict[str, torch.Tensor]
@@ -97,8 +97,10 @@ class Loader:
         pin_memory: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        where: str = "data.train",
     ) -> None:
         self.dataset = dataset
+        self.where = where  # the spec section, for messages
         self.sampler = EpochBatches(
             len(dataset),  # type: ignore[arg-type]  # torch's Dataset declares no __len__
             batch_size=batch_size,
@@ -132,9 +134,12 @@ class Loader:
                 yield batch
         except DataError as exc:
             self.close()
-            raise DataError(clean_worker_message(str(exc))) from None
+            raise loading_failure(exc, self.where) from None
         except GeneratorExit:  # the caller stopped iterating; keep the workers
             raise
+        except Exception as exc:  # a worker failed or died: one message, the workers stopped
+            self.close()
+            raise loading_failure(exc, self.where) from exc
         except BaseException:
             self.close()
             raise
@@ -197,8 +202,10 @@ def make_loader(
     pin_memory: bool = False,
     rank: int = 0,
     world_size: int = 1,
+    where: str = "data.train",
 ) -> Loader:
-    """A resumable, endless loader over ``dataset``; see :class:`Loader`."""
+    """A resumable, endless loader over ``dataset``; see :class:`Loader`. ``where`` (the
+    spec section) is named in the error a failing or killed worker stops it with."""
     return Loader(
         dataset,
         batch_size=batch_size,
@@ -209,6 +216,7 @@ def make_loader(
         pin_memory=pin_memory,
         rank=rank,
         world_size=world_size,
+        where=where,
     )
 
 

@@ -49,7 +49,9 @@ def damaged_chunk(data: bytes) -> str | None:
 
 
 def read_png16(data: bytes) -> np.ndarray:
-    """The image as uint16, HxWxC (C = 1, 2, 3 or 4); raises ValueError if corrupt."""
+    """The image as uint16, HxWxC (C = 1, 2, 3 or 4); raises ValueError if corrupt.
+
+    The caller checks the size the header declares first: this allocates all of it."""
     width, height = struct.unpack(">II", data[16:24])
     channels = _CHANNELS[data[25]]
     idat = bytearray()
@@ -62,14 +64,17 @@ def read_png16(data: bytes) -> np.ndarray:
         if kind == b"IEND":
             break
         pos += 12 + length
+    stride = width * channels * 2
+    needed = height * (stride + 1)
     try:
-        raw = zlib.decompress(bytes(idat))
+        # Never inflate more than the header's size needs: extra compressed data (a
+        # zip bomb inside IDAT) is left undecoded. (A max_length of 0 means no limit.)
+        raw = zlib.decompressobj().decompress(bytes(idat), max(needed, 1))
     except zlib.error as exc:
         raise ValueError(f"compressed data damaged ({exc})") from None
-    stride = width * channels * 2
-    if len(raw) < height * (stride + 1):
+    if len(raw) < needed:
         raise ValueError("image data truncated")
-    rows = np.frombuffer(raw, np.uint8, height * (stride + 1)).reshape(height, stride + 1)
+    rows = np.frombuffer(raw, np.uint8, needed).reshape(height, stride + 1)
     pixels = unfilter(rows[:, 1:], rows[:, 0], bpp=channels * 2)
     return pixels.view(">u2").astype(np.uint16).reshape(height, width, channels)
 

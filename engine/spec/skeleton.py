@@ -494,6 +494,10 @@ DATASET = _obj(
         "max_size": POS_INT,
         "workers": NONNEG_INT,
         "on_bad_image": {"enum": ["error", "skip"]},
+        "max_megapixels": {
+            **POS_NUMBER,
+            "description": "refuse images whose header declares more megapixels (default 200)",
+        },
         "channels": {"enum": [1, 3, 4]},
         "seg_classes": {
             "type": "integer",

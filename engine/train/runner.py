@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from torch import nn
 from engine.compile.build import check_shapes
 from engine.compile.network import unwrap
 from engine.compile.sizes import size_rule
+from engine.data.errors import worker_killed
 from engine.graph.training import gradient_networks
 from engine.load import Spec, load_spec
 from engine.settings import PhaseSettings, TrainSettings
@@ -40,6 +42,9 @@ from engine.train.setup import (
     parameter_selector,
 )
 from engine.train.validator import Validator
+
+#: Skipped files listed on the console (train.log lists them all).
+SKIPPED_SHOWN = 10
 
 
 class TrainingError(Exception):
@@ -99,6 +104,11 @@ def run(
     trainer = prepare(spec, run_dir, stream=stream, live=live, datasets=datasets)
     try:
         return trainer.train(resume)
+    except RuntimeError as exc:  # torch reports a dead worker wherever the loop is
+        killed = worker_killed(exc)
+        if killed is None:
+            raise
+        raise killed from exc
     finally:
         trainer.close()
 
@@ -197,9 +207,14 @@ class Trainer:
         if datasets is not None:
             train_ds, val_ds = datasets["train"], datasets.get("val")
         elif data:
-            train_ds, val_ds = build_datasets(
-                spec, seed=self.train_settings.seed, val_multiple=self.val_multiple
-            )
+            with warnings.catch_warnings(record=True) as caught:  # a folder's symlink loop
+                warnings.simplefilter("always")
+                train_ds, val_ds = build_datasets(
+                    spec, seed=self.train_settings.seed, val_multiple=self.val_multiple
+                )
+            for warning in caught:
+                self.reporter.log(f"warning: {warning.message}")
+        _log_skipped(self.reporter, {"data.train": train_ds, "data.val": val_ds})
         self.loader = None if train_ds is None else self._loader(train_ds)
         self.networks, optimizers = self._prepare(networks, optimizers)
         self.optimizers = optimizers
@@ -278,6 +293,8 @@ class Trainer:
         return networks, optimizers
 
     def close(self) -> None:
+        if self.loader is not None:
+            self.loader.close()
         self.reporter.close()
         self.accelerator.end_training()
 
@@ -465,6 +482,20 @@ class Trainer:
             if said:
                 self.reporter.log(f"optimizer {name}: {said}")
         self.reporter.validation(iteration, phase, values, self.validator.best)
+
+
+def _log_skipped(reporter: Reporter, datasets: dict[str, Any]) -> None:
+    """List the files each dataset left out (``on_bad_image: skip``) in train.log, and
+    the first few on the console."""
+    for where, dataset in datasets.items():
+        skipped: list[str] = getattr(dataset, "skipped", None) or []
+        if not skipped:
+            continue
+        reporter.log(f"{where}: skipped {len(skipped)} bad files (on_bad_image: skip):")
+        for i, reason in enumerate(skipped):
+            reporter.log(f"  {reason}", console=i < SKIPPED_SHOWN)
+        if len(skipped) > SKIPPED_SHOWN:
+            reporter.log(f"  and {len(skipped) - SKIPPED_SHOWN} more, all listed in train.log")
 
 
 def _write_spec(spec: Spec, run_dir: Path) -> None:
