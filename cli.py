@@ -89,10 +89,10 @@ def cmd_validate(ns: argparse.Namespace) -> int:
     report = []
     for path in paths:
         if is_library(path) and not overrides:
-            spec, diags = None, check_library(path)
+            spec, diags = None, check_library(path, allow=ns.allow_path)
             ok = not diags.errors
         else:
-            spec, diags = check_spec(path, overrides)
+            spec, diags = check_spec(path, overrides, allow=ns.allow_path)
             ok = spec is not None
         all_ok &= ok
         if ns.json:
@@ -124,7 +124,7 @@ def _load(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
     from engine.spec.diagnostics import did_you_mean
 
     paths, overrides = _split([ns.spec, *ns.overrides])
-    spec, diags = check_spec(paths[0], overrides)
+    spec, diags = check_spec(paths[0], overrides, allow=ns.allow_path)
     _print_diagnostics(diags)
     if spec is None:
         return None
@@ -263,6 +263,17 @@ def cmd_schema(ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _allow_path(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-path",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder outside the spec's project that extends/imports/use may reach "
+        "(repeatable; see docs/spec-language.md)",
+    )
+
+
 def build_parser(prog: str = "python cli.py") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
@@ -286,6 +297,7 @@ def build_parser(prog: str = "python cli.py") -> argparse.ArgumentParser:
         help="spec files, and overrides written key.path=value",
     )
     p.add_argument("--json", action="store_true", help="print the diagnostics as JSON")
+    _allow_path(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser(
@@ -298,6 +310,7 @@ def build_parser(prog: str = "python cli.py") -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides")
     p.add_argument("--net", help="the network to show (default: the training graph)")
     p.add_argument("--format", choices=["tree", "dot", "mermaid", "code"], default="tree")
+    _allow_path(p)
     p.set_defaults(func=cmd_graph)
 
     p = sub.add_parser("run", help="train a spec", description=RUN_HELP, formatter_class=fmt)
@@ -308,6 +321,7 @@ def build_parser(prog: str = "python cli.py") -> argparse.ArgumentParser:
     p.add_argument(
         "--debug", action="store_true", help="print the traceback of a data or training error"
     )
+    _allow_path(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser(
@@ -322,6 +336,7 @@ def build_parser(prog: str = "python cli.py") -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, help="sum nodes by the first N parts of their names")
     p.add_argument("--no-probe", action="store_true", help="skip probing accepted input sizes")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    _allow_path(p)
     p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
@@ -22,6 +23,7 @@ from engine.settings import Settings, parse_settings
 from engine.spec.catalog import Catalog, default_catalog
 from engine.spec.diagnostics import Diagnostics, Loc, SpecError
 from engine.spec.library import BlockTable
+from engine.spec.paths import PathPolicy
 from engine.spec.resolve import apply_overrides, find_file, load_with_extends, strip_replace_markers
 from engine.spec.schema_check import check_schema
 from engine.spec.skeleton import DATASET_PROVIDES, SPEC
@@ -61,23 +63,31 @@ class Spec:
 
 
 def check_spec(
-    path: str | FsPath, overrides: list[str] | tuple[str, ...] = (), catalog: Catalog | None = None
+    path: str | FsPath,
+    overrides: list[str] | tuple[str, ...] = (),
+    catalog: Catalog | None = None,
+    *,
+    allow: Sequence[str | FsPath] = (),
 ) -> tuple[Spec | None, Diagnostics]:
-    """Run every check; return the spec (None when it has errors) and all diagnostics."""
+    """Run every check; return the spec (None when it has errors) and all diagnostics.
+
+    ``allow`` names folders outside the spec's project that its references may reach
+    (see engine/spec/paths.py)."""
     diags = Diagnostics()
     catalog = catalog or default_catalog()
     found = find_file(str(path), None)
     if found is None:
         diags.error(Loc(str(path)), "spec file not found")
         return None, diags
-    doc = load_with_extends(found, diags)
+    policy = PathPolicy.for_spec(found, allow)
+    doc = load_with_extends(found, diags, policy)
     if doc is None:
         return None, diags
     doc.data = strip_replace_markers(doc.data)
     apply_overrides(doc, overrides, diags)
     data = doc.data
     check_schema(_SPEC_VALIDATOR, data, doc, diags)
-    networks, training, expressions = _expand_all(data, doc, found, catalog, diags)
+    networks, training, expressions = _expand_all(data, doc, found, catalog, diags, policy)
     settings = parse_settings(data, doc, diags, found.parent)
     if diags.errors:
         return None, diags
@@ -102,12 +112,14 @@ def is_library(path: str | FsPath) -> bool:
     )
 
 
-def check_library(path: str | FsPath, catalog: Catalog | None = None) -> Diagnostics:
+def check_library(
+    path: str | FsPath, catalog: Catalog | None = None, *, allow: Sequence[str | FsPath] = ()
+) -> Diagnostics:
     """Check a library file: its schema, then every block that needs no parameters,
     expanded with its defaults (references, ports, cycles, parameter values)."""
     diags = Diagnostics()
     catalog = catalog or default_catalog()
-    table = BlockTable(catalog, diags)
+    table = BlockTable(catalog, diags, PathPolicy.for_spec(FsPath(path), allow))
     found = table.import_file(str(path), None, Loc(str(path)))
     if not found:
         return diags
@@ -124,18 +136,28 @@ def check_library(path: str | FsPath, catalog: Catalog | None = None) -> Diagnos
     return diags
 
 
-def load_spec(path: str | FsPath, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+def load_spec(
+    path: str | FsPath,
+    overrides: list[str] | tuple[str, ...] = (),
+    *,
+    allow: Sequence[str | FsPath] = (),
+) -> Spec:
     """Load, resolve and validate a spec; raise :class:`SpecError` listing every error."""
-    spec, diags = check_spec(path, overrides)
+    spec, diags = check_spec(path, overrides, allow=allow)
     if spec is None:
         raise SpecError(diags)
     return spec
 
 
 def _expand_all(
-    data: dict[str, Any], doc: Doc, path: FsPath, catalog: Catalog, diags: Diagnostics
+    data: dict[str, Any],
+    doc: Doc,
+    path: FsPath,
+    catalog: Catalog,
+    diags: Diagnostics,
+    policy: PathPolicy,
 ) -> tuple[dict[str, Network | None], TrainingGraph | None, dict[tuple[Any, ...], str]]:
-    table = BlockTable(catalog, diags)
+    table = BlockTable(catalog, diags, policy)
     for i, name in enumerate(as_list(data.get("imports"))):
         if isinstance(name, str):
             table.import_file(name, path.parent, doc.loc(("imports", i)))

@@ -126,3 +126,51 @@ def test_did_you_mean_offers_ties_and_skips_huge_names() -> None:
     started = time.perf_counter()
     assert did_you_mean("x" * 10**7, ["x" * 10**7, "conv"]) == ""
     assert time.perf_counter() - started < 0.5
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    "reference",
+    ["extends: /etc/passwd", "extends: ../../../outside.yaml", "imports: [/etc/hosts]"],
+)
+def test_a_spec_cannot_read_files_outside_its_project(reference: str, tmp_path: Path) -> None:
+    _write(tmp_path / "outside.yaml", "secret: do-not-print-me\n")
+    project = tmp_path / "a" / "repo"
+    (project / ".git").mkdir(parents=True)
+    spec = _write(project / "specs" / "s.yaml", f"{reference}\nspec: 1\nname: s\n")
+    _, diags = check_spec(spec)
+    messages = [str(d) for d in diags.errors]
+    assert any("is outside the spec's project" in m and ":1:" in m for m in messages), messages
+    assert not any("do-not-print-me" in m or "root:" in m for m in messages)
+
+
+def test_a_spec_may_extend_anything_inside_its_repository_or_an_allowed_folder(
+    tmp_path: Path,
+) -> None:
+    project = tmp_path / "repo"
+    (project / ".git").mkdir(parents=True)
+    base = (ROOT / "specs" / "quickstart.yaml").read_text(encoding="utf-8")
+    _write(project / "specs" / "base.yaml", base)
+    child = _write(project / "experiments" / "a.yaml", "extends: ../specs/base.yaml\n")
+    spec, diags = check_spec(child)
+    assert spec is not None, [str(d) for d in diags.errors]
+    shared = _write(tmp_path / "shared" / "base.yaml", base)
+    outer = _write(project / "b.yaml", f"extends: {shared}\n")
+    assert check_spec(outer)[0] is None
+    assert check_spec(outer, allow=[tmp_path / "shared"])[0] is not None
+    _write(project / "loom.toml", '[paths]\nallow = ["../shared"]\n')
+    assert check_spec(outer)[0] is not None
+
+
+def test_a_file_named_many_times_is_read_once(tmp_path: Path) -> None:
+    base = _write(tmp_path / "base.yaml", QUICKSTART)
+    many = _write(tmp_path / "many.yaml", "extends: [" + ", ".join([str(base)] * 500) + "]\n")
+    started = time.perf_counter()
+    spec, diags = check_spec(many)
+    assert spec is not None, [str(d) for d in diags.errors]
+    assert time.perf_counter() - started < 10

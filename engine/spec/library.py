@@ -17,6 +17,7 @@ from jsonschema import Draft202012Validator
 
 from engine.spec.catalog import Catalog
 from engine.spec.diagnostics import Diagnostics, Loc
+from engine.spec.paths import PathPolicy
 from engine.spec.resolve import display_name, find_file
 from engine.spec.schema_check import check_schema
 from engine.spec.skeleton import LIBRARY
@@ -46,9 +47,12 @@ class BlockDef:
 class BlockTable:
     """Every composite block in scope for one spec, by name and by ``file#name``."""
 
-    def __init__(self, catalog: Catalog, diags: Diagnostics) -> None:
+    def __init__(
+        self, catalog: Catalog, diags: Diagnostics, policy: PathPolicy | None = None
+    ) -> None:
         self.catalog = catalog
         self.diags = diags
+        self.policy = policy
         self.defs: dict[str, BlockDef] = {}
         self._files: dict[FsPath, dict[str, BlockDef] | None] = {}
 
@@ -90,6 +94,9 @@ class BlockTable:
             self.diags.error(
                 at, f"library '{name}' not found (looked next to the spec and in specs/)"
             )
+            return None
+        if self.policy is not None and not self.policy.allows(path):
+            self.diags.error(at, f"library {self.policy.refusal(name)}")
             return None
         key = path.resolve()
         if key in self._files:

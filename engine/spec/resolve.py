@@ -17,6 +17,7 @@ from typing import Any
 
 from engine.spec.catalog import SPECS_DIR
 from engine.spec.diagnostics import Diagnostics, Loc, did_you_mean
+from engine.spec.paths import PathPolicy
 from engine.spec.yamlio import Doc, Path, load_yaml, parse_yaml
 
 REPLACE_KEY = "_replace"
@@ -47,10 +48,20 @@ def display_name(path: FsPath) -> str:
         return str(path)
 
 
+#: At most this many files in one spec's ``extends:`` tree (each loaded once).
+MAX_EXTENDS = 64
+
+
 def load_with_extends(
-    path: FsPath, diags: Diagnostics, _chain: tuple[FsPath, ...] = ()
+    path: FsPath,
+    diags: Diagnostics,
+    policy: PathPolicy | None = None,
+    _chain: tuple[FsPath, ...] = (),
+    _loaded: dict[FsPath, Doc | None] | None = None,
 ) -> Doc | None:
-    """Load a spec file and everything it extends, merged."""
+    """Load a spec file and everything it extends, merged; every file is read once and
+    must lie where ``policy`` allows."""
+    loaded: dict[FsPath, Doc | None] = {} if _loaded is None else _loaded
     doc = load_yaml(path, diags, label=display_name(path))
     if doc is None:
         return None
@@ -76,12 +87,23 @@ def load_with_extends(
                 f"'{display_name(path)}' and in specs/)",
             )
             continue
+        if policy is not None and not policy.allows(found):
+            diags.error(doc.loc(where), f"extends: {policy.refusal(name)}")
+            continue
         resolved = found.resolve()
         if resolved in _chain or resolved == path.resolve():
             cycle = " → ".join(display_name(p) for p in (*_chain, path.resolve(), resolved))
             diags.error(doc.loc(where), f"extends: cycle {cycle}")
             continue
-        base = load_with_extends(found, diags, (*_chain, path.resolve()))
+        if resolved in loaded:
+            base = copy.deepcopy(loaded[resolved])  # named again: read once
+        elif len(loaded) >= MAX_EXTENDS:
+            diags.error(doc.loc(where), f"extends: more than {MAX_EXTENDS} files in one spec")
+            break
+        else:
+            loaded[resolved] = None
+            base = load_with_extends(found, diags, policy, (*_chain, path.resolve()), loaded)
+            loaded[resolved] = copy.deepcopy(base)
         if base is not None:
             merged = base if merged is None else merge(merged, base)
     own = Doc({k: v for k, v in doc.data.items() if k != "extends"}, doc.values, doc.keys)
