@@ -26,7 +26,8 @@ def test_validating_imports_no_torch() -> None:
         "import sys; from engine.load import check_spec; "
         "spec, d = check_spec('specs/wbc.yaml'); assert spec is not None, d.sorted(); "
         "assert spec.settings.train is not None; "
-        "assert 'torch' not in sys.modules, 'torch imported'"
+        "assert 'torch' not in sys.modules, 'torch imported'; "
+        "assert 'PIL' not in sys.modules and 'numpy' not in sys.modules, 'image libraries'"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from engine.data.errors import DataError
+from engine.data.kinds import MAX_MEGAPIXELS
 from engine.data.png import SIGNATURE, damaged_chunk, is_png16, read_png16
 
 if TYPE_CHECKING:  # torch is imported where a tensor is made, not with this module
@@ -30,10 +31,6 @@ _TIFF = (".tif", ".tiff")
 _ORIENTATION_TAG = 0x0112
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
-#: The default of a dataset's ``max_megapixels``: larger images are refused from their
-#: header, before any decoding. 200 MP holds the largest camera sensors (150 MP) and
-#: decodes to 0.6 GB (1.2 GB at 16 bits); a PNG of a few KB can declare 10000 MP.
-MAX_MEGAPIXELS = 200.0
 
 # Pillow's own guard warns above 89 MP and refuses above 179 MP; Loom checks the size
 # itself, against the dataset's max_megapixels, before asking Pillow to decode.

@@ -75,3 +75,8 @@ FOLDER_KEYS: tuple[str, ...] = tuple(dict.fromkeys(f for k in KINDS.values() for
 
 #: The kernels of engine/data/resize.py (``resize_kernel``, the ``resize`` degradation).
 KERNELS: tuple[str, ...] = ("nearest", "bilinear", "bicubic", "lanczos", "area")
+
+#: The default of a dataset's ``max_megapixels``: larger images are refused from their
+#: header, before any decoding. 200 MP holds the largest camera sensors (150 MP) and
+#: decodes to 0.6 GB (1.2 GB at 16 bits); a PNG of a few KB can declare 10000 MP.
+MAX_MEGAPIXELS = 200.0

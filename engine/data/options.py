@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from engine.data.errors import DataError
-from engine.data.imageio import MAX_MEGAPIXELS
-from engine.data.kinds import FOLDER_KEYS, KINDS, DatasetKind
+from engine.data.kinds import FOLDER_KEYS, KINDS, MAX_MEGAPIXELS, DatasetKind
 from engine.data.paths import BUILTIN, find_file, find_folder, folder_label
 
 #: A dataset type (one of :data:`engine.data.kinds.KINDS`; a test keeps them equal).
