@@ -160,8 +160,22 @@ def parse_yaml(
         problem = (exc.problem or exc.context or "invalid YAML").strip()
         context = exc.context_mark
         if exc.context and context is not None and context is not mark:
-            line = context.line + 1 + line_offset
-            problem += f" ({exc.context.strip()} at line {line}, column {context.column + 1})"
+            if exc.context.strip().startswith("while parsing a flow") and mark is not None:
+                # An unclosed [ or {: the mistake is at the bracket, not where the
+                # parser gave up (often lines later); name both.
+                loc = Loc(
+                    file,
+                    context.line + 1 + line_offset,
+                    context.column + 1 + (col_offset if context.line == 0 else 0),
+                )
+                what = exc.context.strip().removeprefix("while parsing a ")
+                problem += (
+                    f" at line {mark.line + 1 + line_offset}, column {mark.column + 1}: "
+                    f"the {what} that starts here is not closed"
+                )
+            else:
+                line = context.line + 1 + line_offset
+                problem += f" ({exc.context.strip()} at line {line}, column {context.column + 1})"
         if "duplicate key" in problem or "found duplicate key" in str(exc):
             key = _duplicate_key_name(str(exc))
             problem = f"duplicate key '{key}'" if key else "duplicate key"
