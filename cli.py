@@ -21,6 +21,7 @@ examples:
   python cli.py validate specs/*.yaml
   python cli.py validate specs/esrgan.yaml train.iterations=2000   # with an override
   python cli.py validate specs/esrgan.yaml --json                  # for editors and CI
+  python cli.py validate --strict specs/*.yaml    # CI on pull requests: no path leaves
 """
 
 GRAPH_HELP = """\
@@ -92,7 +93,7 @@ def cmd_validate(ns: argparse.Namespace) -> int:
             spec, diags = None, check_library(path, allow=ns.allow_path)
             ok = not diags.errors
         else:
-            spec, diags = check_spec(path, overrides, allow=ns.allow_path)
+            spec, diags = check_spec(path, overrides, allow=ns.allow_path, strict=ns.strict)
             ok = spec is not None
         all_ok &= ok
         if ns.json:
@@ -297,6 +298,12 @@ def build_parser(prog: str = "python cli.py") -> argparse.ArgumentParser:
         help="spec files, and overrides written key.path=value",
     )
     p.add_argument("--json", action="store_true", help="print the diagnostics as JSON")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="CI mode for specs from others: data and weights paths must also stay inside "
+        "the spec's project (no absolute paths)",
+    )
     _allow_path(p)
     p.set_defaults(func=cmd_validate)
 

@@ -16,6 +16,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from engine import checks
+from engine.data.kinds import FOLDER_KEYS
 from engine.graph.expand import Expander
 from engine.graph.model import Network, TrainingGraph
 from engine.graph.training import TrainingGraphBuilder
@@ -68,11 +69,13 @@ def check_spec(
     catalog: Catalog | None = None,
     *,
     allow: Sequence[str | FsPath] = (),
+    strict: bool = False,
 ) -> tuple[Spec | None, Diagnostics]:
     """Run every check; return the spec (None when it has errors) and all diagnostics.
 
     ``allow`` names folders outside the spec's project that its references may reach
-    (see engine/spec/paths.py)."""
+    (see engine/spec/paths.py). ``strict`` (CI on specs from strangers) also refuses
+    data and weights paths that are absolute or lead outside the project."""
     diags = Diagnostics()
     catalog = catalog or default_catalog()
     found = find_file(str(path), None)
@@ -89,6 +92,8 @@ def check_spec(
     check_schema(_SPEC_VALIDATOR, data, doc, diags)
     networks, training, expressions = _expand_all(data, doc, found, catalog, diags, policy)
     settings = parse_settings(data, doc, diags, found.parent)
+    if strict:
+        _strict_paths(data, doc, policy, found.parent, diags)
     if diags.errors:
         return None, diags
     assert training is not None
@@ -254,3 +259,36 @@ def _data_keys(data: dict[str, Any]) -> tuple[str, ...] | None:
     if keys is not None:
         return keys
     return tuple(dict.fromkeys(k for ks in DATASET_PROVIDES.values() for k in ks))
+
+
+def _strict_paths(
+    data: dict[str, Any], doc: Doc, policy: PathPolicy, spec_dir: FsPath, diags: Diagnostics
+) -> None:
+    """``validate --strict``: data folders, subset lists and pretrained weights stay
+    inside the project too (``run`` allows them anywhere: data is often kept elsewhere)."""
+    from engine.data.paths import BUILTIN, candidates
+
+    def check(value: Any, path: Path) -> None:
+        if not isinstance(value, str) or value.startswith(BUILTIN):
+            return
+        written = FsPath(value)
+        places = candidates(value, spec_dir)[:1]  # next to the spec, as the run looks first
+        if written.is_absolute() or value.startswith("~") or "$" in value:
+            diags.error(
+                doc.loc(path) or Loc("?"),
+                f"--strict: '{value}' is an absolute path (or names the environment); write "
+                "it relative to the spec, inside its project",
+            )
+        elif places and not policy.allows(places[0]):
+            diags.error(doc.loc(path) or Loc("?"), f"--strict: {policy.refusal(value)}")
+
+    sections = as_dict(data.get("data"))
+    for split in ("train", "val"):
+        section = as_dict(sections.get(split))
+        for key in (*FOLDER_KEYS, "subset"):
+            value = section.get(key)
+            for i, item in enumerate(value) if isinstance(value, list) else [(None, value)]:
+                check(item, ("data", split, key) if i is None else ("data", split, key, i))
+    for name, network in as_dict(data.get("networks")).items():
+        pretrained = as_dict(as_dict(network).get("pretrained"))
+        check(pretrained.get("path"), ("networks", name, "pretrained", "path"))

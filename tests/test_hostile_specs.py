@@ -174,3 +174,17 @@ def test_a_file_named_many_times_is_read_once(tmp_path: Path) -> None:
     spec, diags = check_spec(many)
     assert spec is not None, [str(d) for d in diags.errors]
     assert time.perf_counter() - started < 10
+
+
+def test_strict_validation_keeps_data_and_weights_inside_the_project(tmp_path: Path) -> None:
+    project = tmp_path / "repo"
+    (project / ".git").mkdir(parents=True)
+    (project / "photos").mkdir()
+    text = QUICKSTART.replace('hr: "builtin:photos", crop_size: 96', "hr: photos, crop_size: 96")
+    inside = _write(project / "q.yaml", text)
+    assert check_spec(inside, strict=True)[0] is not None
+    for value, gist in (("/etc", "is an absolute path"), ("../../x", "is outside")):
+        spec = _write(project / "bad.yaml", text.replace("hr: photos,", f"hr: {value},"))
+        assert check_spec(spec)[0] is not None  # without --strict: allowed (run reads them)
+        _, diags = check_spec(spec, strict=True)
+        assert any(gist in str(d) and ":45:" in str(d) for d in diags.errors), diags.errors
