@@ -76,14 +76,13 @@ class Settings:
 
 def parse_settings(data: dict[str, Any], doc: Doc, diags: Diagnostics, spec_dir: Path) -> Settings:
     """Read every section; report what the schema cannot check at its key."""
-    before = len(diags.errors)
 
     def read(path: tuple[Any, ...], parse: Any) -> Any:
         section = doc.get(path)
         if not isinstance(section, dict):
             return None
         reader = Reader(doc, diags, path, section)
-        return parse_section(diags, lambda: parse(reader), errors_before=before)
+        return parse_section(diags, lambda: parse(reader))
 
     scale = data.get("scale", 1) if isinstance(data.get("scale", 1), int) else 1
     train = read(("train",), _parse_train)

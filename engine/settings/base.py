@@ -69,14 +69,8 @@ class Reader:
             value = value[key]
         return Reader(self.doc, self.diags, (*self.base, *keys), value)
 
-    def get(self, key: str, default: T) -> Any | T:
-        return self.section.get(key, default)
-
     def loc(self, *keys: Any) -> Loc:
         return self.doc.loc((*self.base, *keys)) or self.doc.key_loc(self.base) or Loc("?")
-
-    def key_loc(self, *keys: Any) -> Loc:
-        return self.doc.key_loc((*self.base, *keys)) or self.loc(*keys)
 
     def where(self, *keys: Any) -> str:
         """The dotted path of a key as users write it: ``optimizers.G.milestones[1]``."""
@@ -111,7 +105,7 @@ class Reader:
         return found
 
 
-def parse_section(diags: Diagnostics, parse: Callable[[], T], *, errors_before: int) -> T | None:
+def parse_section(diags: Diagnostics, parse: Callable[[], T]) -> T | None:
     """Run a section parser; a section the schema already refused may not parse.
 
     A wrong type there is already reported (by the schema), so it is not reported
@@ -120,7 +114,7 @@ def parse_section(diags: Diagnostics, parse: Callable[[], T], *, errors_before: 
     try:
         return parse()
     except (KeyError, TypeError, ValueError, AttributeError):
-        if len(diags.errors) > errors_before or diags.errors:
+        if diags.errors:
             return None
         raise
 

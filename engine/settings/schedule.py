@@ -8,7 +8,7 @@ kind does not read is an error, never silently ignored.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from engine.settings.base import LOWER_IS_BETTER, Reader, setting
 from engine.spec.diagnostics import quote_list
@@ -43,7 +43,7 @@ USED_KEYS: dict[str, tuple[str, ...]] = {
     "plateau": ("metric", "mode", "patience", "gamma"),
     "onecycle": ("max_lr",),
 }
-assert tuple(USED_KEYS) == SCHEDULERS, "a scheduler kind without its keys (or the reverse)"
+assert tuple(USED_KEYS) == SCHEDULERS == get_args(Kind), "scheduler kinds disagree"
 
 
 @dataclass(frozen=True)

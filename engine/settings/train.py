@@ -49,10 +49,6 @@ class StepSettings:
         offset = iteration - phase_start
         return {loss: w.at(offset) if isinstance(w, Ramp) else float(w) for loss, w in self.weights}
 
-    @property
-    def constant_weights(self) -> dict[str, Weight]:
-        return dict(self.weights)
-
 
 @dataclass(frozen=True)
 class PhaseSettings:
