@@ -10,6 +10,7 @@ the diagnostics; expansion carries on past them so that one run reports everythi
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -26,7 +27,9 @@ from engine.spec.schema_check import check_schema
 from engine.spec.yamlio import Doc, Path, as_dict
 
 #: Keys of a node that are not parameters of its block.
-NODE_KEYS = ("block", "in", "repeat", "when")
+NODE_KEYS = ("block", "in", "repeat", "when", "chain")
+#: Keys a ``chain:`` node may have beside its items.
+CHAIN_KEYS = ("chain", "in", "when")
 MAX_REPEAT = 100_000
 MAX_NODES = 2_000_000
 MAX_NESTING = 16
@@ -37,6 +40,19 @@ Outputs = dict[str, Value] | None
 
 class _TooBig(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class _What:
+    """What a node runs: a leaf block (its catalog entry) or a composite, and its ports."""
+
+    entry: Any
+    composite: BlockDef | None
+    ports: Ports
+
+
+#: The input side of a chain: one input, fed to its first item.
+_ONE_INPUT = Ports(("x",), False, 1, "a chain")
 
 
 class Expander:
@@ -296,92 +312,210 @@ class Expander:
         local: dict[str, Outputs],
         stack: tuple[str, ...],
     ) -> Outputs:
-        path = ("nodes", name)
+        node_doc = doc.subtree(("nodes", name))
+        if "chain" in node:
+            return self._chain(prefix, name, node, node_doc, scope, local, stack)
+        what = self._what(node, node_doc, scope)
+        if what is None:
+            return None
+        if "when" in node:
+            enabled = self._when(node["when"], node_doc, scope)
+            if enabled is None:
+                return None
+            if not enabled:
+                return self._bypass(node, what.ports, local, node_doc, name)
+        args = self._inputs(node.get("in"), what.ports, local, node_doc, name)
+        if args is None:
+            return None
+        # A node with `repeat:` is always indexed, even when it repeats once, so weight
+        # keys do not change shape with the count (body.0 … body.N-1).
+        indexed = "repeat" in node
+        done = self._instances(
+            f"{prefix}{name}", indexed, 0, what, node, node_doc, scope, args, stack
+        )
+        return None if done is None else done[0]
+
+    def _what(self, node: dict[str, Any], node_doc: Doc, scope: dict[str, Any]) -> _What | None:
+        """The leaf block or composite a node (or a chain item) runs."""
         block_name = node.get("block")
         if is_expression(block_name):  # e.g. block: $"norm" if $bn else "identity"
             try:
                 block_name = substitute(block_name, scope)
             except ExprError as exc:
-                self.diags.error(doc.loc((*path, "block")), str(exc))
+                self.diags.error(node_doc.loc(("block",)), str(exc))
                 return None
         if not isinstance(block_name, str):
             if is_expression(node.get("block")):
                 self.diags.error(
-                    doc.loc((*path, "block")), f"'block' must name a block, got {block_name!r}"
+                    node_doc.loc(("block",)), f"'block' must name a block, got {block_name!r}"
                 )
             return None
         entry = self.catalog.get(block_name)
         composite = (
             None
             if entry
-            else self.table.lookup(block_name, self.spec_dir, doc.loc((*path, "block")))
+            else self.table.lookup(block_name, self.spec_dir, node_doc.loc(("block",)))
         )
         if entry is None and composite is None:
             if "#" not in block_name:
                 known = [*self.catalog.names("module", "op"), *self.table.defs]
                 self.diags.error(
-                    doc.loc((*path, "block")),
+                    node_doc.loc(("block",)),
                     f"unknown block '{block_name}'{did_you_mean(block_name, known)}",
                 )
             return None
         if entry is not None and entry.kind == "loss":
             self.diags.error(
-                doc.loc((*path, "block")),
+                node_doc.loc(("block",)),
                 f"'{block_name}' is a loss; losses belong "
                 "in the training graph ('graph:'), not inside a network",
             )
             return None
-        repeat = self._repeat(node, doc, path, scope)
+        return _What(entry, composite, self._ports(entry, composite))
+
+    def _instances(
+        self,
+        base: str,
+        indexed: bool,
+        start: int,
+        what: _What,
+        node: dict[str, Any],
+        node_doc: Doc,
+        scope: dict[str, Any],
+        args: PortBindings,
+        stack: tuple[str, ...],
+    ) -> tuple[Outputs, int] | None:
+        """Expand a node's ``repeat`` instances (``base.start`` … when indexed), each
+        fed by the one before; the last one's outputs and the number of instances."""
+        repeat = self._repeat(node, node_doc, scope)
         if repeat is None:
             return None
-        ports = self._ports(entry, composite)
+        ports = what.ports
         if repeat > 1 and (len(ports.names) != 1 or ports.variadic):
             self.diags.error(
-                doc.loc((*path, "repeat")),
+                node_doc.loc(("repeat",)),
                 f"'repeat' needs a block with exactly one "
                 f"input; {ports.what} takes {len(ports.names)}",
             )
             return None
         raw_params = {k: v for k, v in node.items() if k not in NODE_KEYS}
-        node_doc = doc.subtree(path)
+        outputs: Outputs = None
+        for i in range(repeat):
+            full = f"{base}.{start + i}" if indexed else base
+            params = self._params(raw_params, {**scope, "index": i}, node_doc)
+            if params is None:
+                return None
+            if i > 0:
+                if outputs is None or len(outputs) != 1:
+                    self.diags.error(
+                        node_doc.loc(("repeat",)),
+                        f"'repeat' needs a block with "
+                        f"exactly one output; {ports.what} has {len(outputs or {})}",
+                    )
+                    return None
+                args = {ports.names[0]: [next(iter(outputs.values()))]}
+            if what.entry is not None:
+                outputs = self._leaf(full, what.entry, params, args, node_doc)
+            else:
+                assert what.composite is not None
+                outputs = self._composite(full, what.composite, params, args, node_doc, stack)
+            if outputs is None:
+                return None
+        return outputs, repeat
+
+    def _chain(
+        self,
+        prefix: str,
+        name: str,
+        node: dict[str, Any],
+        node_doc: Doc,
+        scope: dict[str, Any],
+        local: dict[str, Outputs],
+        stack: tuple[str, ...],
+    ) -> Outputs:
+        """A ``chain:`` node: its items one after another, numbered as nn.Sequential
+        numbers its layers (``name.0``, ``name.1`` …; an item's ``repeat`` takes as many
+        numbers, an item switched off by ``when`` none)."""
+        items = node.get("chain")
+        misplaced = [k for k in node if k not in CHAIN_KEYS]
+        for key in misplaced:
+            hint = (
+                "put 'repeat' on an item of the chain"
+                if key == "repeat"
+                else "'block' and parameters belong to the items of the chain"
+            )
+            self.diags.error(
+                node_doc.key_loc((key,)), f"node '{name}': '{key}' beside 'chain:'; {hint}"
+            )
+        if misplaced or not isinstance(items, list) or not items:
+            return None  # a chain that is not a list of items is the schema's to report
         if "when" in node:
             enabled = self._when(node["when"], node_doc, scope)
             if enabled is None:
                 return None
             if not enabled:
-                return self._bypass(node, ports, local, node_doc, name)
-        outputs: Outputs = None
-        previous: Outputs = None
-        for i in range(repeat):
-            # A node with `repeat:` is always indexed, even when it repeats once, so
-            # weight keys do not change shape with the count (body.0 … body.N-1).
-            full = f"{prefix}{name}" if "repeat" not in node else f"{prefix}{name}.{i}"
-            inst_scope = {**scope, "index": i}
-            params = self._params(raw_params, inst_scope, node_doc)
-            if params is None:
+                return self._bypass(node, _ONE_INPUT, local, node_doc, name)
+        bound = self._inputs(node.get("in"), _ONE_INPUT, local, node_doc, name)
+        if bound is None:
+            return None
+        current = bound["x"][0]
+        index = 0
+        base = f"{prefix}{name}"
+        for k, item in enumerate(items):
+            if not isinstance(item, dict):
                 return None
-            if i == 0:
-                args = self._inputs(node.get("in"), ports, local, node_doc, name)
-            else:
-                if previous is None or len(previous) != 1:
-                    self.diags.error(
-                        doc.loc((*path, "repeat")),
-                        f"'repeat' needs a block with "
-                        f"exactly one output; {ports.what} has {len(previous or {})}",
-                    )
+            item_doc = node_doc.subtree(("chain", k))
+            if "in" in item:
+                self.diags.error(
+                    item_doc.key_loc(("in",)),
+                    f"an item of chain '{name}' takes the previous item's output; remove its 'in:'",
+                )
+                return None
+            what = self._what(item, item_doc, scope)
+            if what is None:
+                return None
+            if "when" in item:
+                enabled = self._when(item["when"], item_doc, scope)
+                if enabled is None:
                     return None
-                args = {ports.names[0]: [next(iter(previous.values()))]}
-            if args is None:
+                if not enabled:
+                    continue
+            ports = what.ports
+            if not ports.names or ports.min_inputs > 1:
+                self.diags.error(
+                    item_doc.loc(("block",)),
+                    f"an item of chain '{name}' takes one input; {ports.what} takes "
+                    f"{ports.listing()}",
+                )
                 return None
-            if entry is not None:
-                outputs = self._leaf(full, entry, params, args, node_doc)
-            else:
-                assert composite is not None
-                outputs = self._composite(full, composite, params, args, node_doc, stack)
-            if outputs is None:
+            args = {ports.names[0]: [current]}
+            done = self._instances(base, True, index, what, item, item_doc, scope, args, stack)
+            if done is None:
                 return None
-            previous = outputs
-        return outputs
+            outputs, count = done
+            value = self._chain_value(outputs, name, ports.what, item_doc)
+            if value is None:
+                return None
+            current, index = value, index + count
+        if index == 0:
+            self.diags.error(
+                node_doc.loc(("chain",)), f"every item of chain '{name}' is switched off"
+            )
+            return None
+        return {"out": current}
+
+    def _chain_value(self, outputs: Outputs, name: str, what: str, item_doc: Doc) -> Value | None:
+        if outputs is None:
+            return None
+        if len(outputs) == 1:
+            return next(iter(outputs.values()))
+        if "out" in outputs:
+            return outputs["out"]
+        self.diags.error(
+            item_doc.loc(("block",)),
+            f"an item of chain '{name}' must have one output; {what} has {quote_list(outputs)}",
+        )
+        return None
 
     def _when(self, raw: Any, node_doc: Doc, scope: dict[str, Any]) -> bool | None:
         at = node_doc.loc(("when",))
@@ -417,11 +551,9 @@ class Expander:
             return None
         return {"out": first}
 
-    def _repeat(
-        self, node: dict[str, Any], doc: Doc, path: Path, scope: dict[str, Any]
-    ) -> int | None:
+    def _repeat(self, node: dict[str, Any], node_doc: Doc, scope: dict[str, Any]) -> int | None:
         raw = node.get("repeat", 1)
-        at = doc.loc((*path, "repeat"))
+        at = node_doc.loc(("repeat",))
         try:
             value = substitute(raw, scope)
         except ExprError as exc:

@@ -100,6 +100,14 @@ def _report(
         diags.error(doc.loc(path), f"{namer(path)} must not be empty")
         return 1
     if kind in ("anyOf", "oneOf") and error.context:
+        if all(e.validator == "required" and not e.relative_path for e in error.context):
+            # {block} or {chain}: one key of several is needed
+            keys = [k for e in error.context for k in e.validator_value]
+            diags.error(
+                doc.key_loc(path),
+                f"{namer(path)} needs {' or '.join(f'{k!r}' for k in keys)}",
+            )
+            return 1
         deeper = _matching_branch(error)
         if deeper:
             return sum(_report(e, data, doc, diags, base, namer, key_word) for e in deeper)

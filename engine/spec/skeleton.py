@@ -132,18 +132,39 @@ PARAM_DECL = {
     ],
 }
 
+_WHEN = {
+    "anyOf": [{"type": "boolean"}, EXPRESSION],
+    "description": "false: the node is left out and passes its first input through",
+}
+_REPEAT = {"anyOf": [{"type": "integer"}, EXPRESSION]}
+
+CHAIN_ITEM = {
+    "type": "object",
+    "properties": {
+        "block": {"type": "string", "minLength": 1},
+        "repeat": _REPEAT,
+        "when": _WHEN,
+    },
+    "required": ["block"],
+    "additionalProperties": True,
+}
+
 NODE = {
     "type": "object",
     "properties": {
         "block": {"type": "string", "minLength": 1},
         "in": INPUTS,
-        "repeat": {"anyOf": [{"type": "integer"}, EXPRESSION]},
-        "when": {
-            "anyOf": [{"type": "boolean"}, EXPRESSION],
-            "description": "false: the node is left out and passes its first input through",
+        "repeat": _REPEAT,
+        "when": _WHEN,
+        "chain": {
+            "type": "array",
+            "items": CHAIN_ITEM,
+            "minItems": 1,
+            "description": "items run one after another, numbered name.0, name.1, … "
+            "as nn.Sequential numbers its layers",
         },
     },
-    "required": ["block"],
+    "anyOf": [{"required": ["block"]}, {"required": ["chain"]}],
     "additionalProperties": True,
 }
 
