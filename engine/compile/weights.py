@@ -28,6 +28,10 @@ Layouts (the key names inside a weight file):
   an old-style x2 model without unshuffle has n = 1 (3, 5, 7).
 * ``compact`` — Real-ESRGAN's SRVGGNetCompact, ``body.0`` … ``body.{2·num_conv+2}``;
   Loom's ``SRVGGNetCompact`` has exactly these names.
+* ``pan`` — the original PAN repository's names (``SCPA_trunk.N.PAConv.k2``,
+  ``upconv1``, ``att1.conv``, ``HRconv1`` …); Loom's ``PAN`` has exactly these names.
+* ``pan_trainner`` — traiNNer's PAN (``SCPA_trunk.N.PACnv.k2``, ``upsample.{1, 2.conv,
+  4, 6, …}``); read and written through :mod:`engine.compile.layouts_pan`.
 
 Files read as ``esrgan_old`` or in BSRGAN/RealSR's names (``RRDB_trunk``, ``trunk_conv``,
 ``upconv1``, ``HRconv``) are renamed to the ``esrgan`` layout before matching.
@@ -46,9 +50,11 @@ import safetensors.torch
 import torch
 from torch import nn
 
-Layout = Literal["loom", "esrgan", "esrgan_old", "compact"]
+from engine.compile import layouts_pan
+
+Layout = Literal["loom", "esrgan", "esrgan_old", "compact", "pan", "pan_trainner"]
 #: The layouts a file can be read in: the network's own names, or an older ESRGAN one.
-SourceLayout = Literal["loom", "esrgan_old", "bsrgan"]
+SourceLayout = Literal["loom", "esrgan_old", "bsrgan", "pan_trainner"]
 StateDict = dict[str, torch.Tensor]
 Shape = tuple[int, ...]
 
@@ -249,7 +255,9 @@ def esrgan_from_bsrgan(state: StateDict) -> StateDict:
 
 
 def _source_layout(state: Mapping[str, Any], target: Mapping[str, Any]) -> SourceLayout:
-    """The layout a file's keys are in; only an RRDBNet has older layouts to convert."""
+    """The layout a file's keys are in; RRDBNet and PAN have other layouts to convert."""
+    if layouts_pan.is_pan(target):
+        return "pan_trainner" if layouts_pan.is_trainner(state) else "loom"
     if not all(k in target for k in RRDBNET_KEYS):
         return "loom"
     if "RRDB_trunk.0.RDB1.conv1.weight" in state:
@@ -287,6 +295,11 @@ def load_weights(
     layout = _source_layout(state, target)
     if layout in _TO_ESRGAN:
         state = _TO_ESRGAN[layout](state)
+    elif layout == "pan_trainner":
+        try:
+            state = layouts_pan.from_trainner(state)
+        except layouts_pan.PanLayoutError as exc:
+            raise WeightsError(f"{source}: {exc}") from None
     state = _from_old_spectral_norm(state, target)
     report = _match(source, layout, state, target)
     if strict and not report.ok:
@@ -387,6 +400,11 @@ def export(module: nn.Module, path: str | Path, layout: Layout = "loom") -> Path
     _check_layout(state, layout)
     if layout == "esrgan_old":
         state = esrgan_to_old(state)
+    elif layout in ("pan", "pan_trainner"):
+        try:
+            state = layouts_pan.to_layout(state, layout)
+        except layouts_pan.PanLayoutError as exc:
+            raise WeightsError(str(exc)) from None
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix in SAFETENSORS:
         safetensors.torch.save_file(state, path, metadata={"format": "pt", "layout": layout})
