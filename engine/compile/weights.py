@@ -35,6 +35,10 @@ Layouts (the key names inside a weight file):
 
 Files read as ``esrgan_old`` or in BSRGAN/RealSR's names (``RRDB_trunk``, ``trunk_conv``,
 ``upconv1``, ``HRconv``) are renamed to the ``esrgan`` layout before matching.
+
+Re-parameterized convs that a network computes from its branches instead of training
+them (SPAN's ``eval_conv``, see :mod:`engine.compile.reparam`) are written by every
+export, and a file's copy is checked against its branches and left out when loading.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from engine.compile import layouts_pan
+from engine.compile import layouts_pan, reparam
 
 Layout = Literal["loom", "esrgan", "esrgan_old", "compact", "pan", "pan_trainner"]
 #: The layouts a file can be read in: the network's own names, or an older ESRGAN one.
@@ -301,6 +305,7 @@ def load_weights(
         except layouts_pan.PanLayoutError as exc:
             raise WeightsError(f"{source}: {exc}") from None
     state = _from_old_spectral_norm(state, target)
+    state = _without_derived(module, state, source, strict=strict)
     report = _match(source, layout, state, target)
     if strict and not report.ok:
         raise WeightsError(
@@ -310,6 +315,30 @@ def load_weights(
     fitting = {k: state[k] for k in report.loaded}
     module.load_state_dict(fitting, strict=False)
     return report
+
+
+def _without_derived(
+    module: nn.Module, state: StateDict, source: str, *, strict: bool
+) -> StateDict:
+    """The file's state without the merged convs the network computes from branches.
+
+    spandrel recomputes SPAN's eval_conv from the branches whenever it runs, so the
+    stored copy never changes an output; a copy that disagrees with its branches still
+    means the file is not what it claims (a tool that runs eval_conv alone would compute
+    something else), which ``strict=True`` refuses.
+    """
+    try:
+        state, disagree = reparam.drop_derived(module, state)
+    except reparam.ReparamError as exc:
+        raise WeightsError(f"{source}: {exc}") from None
+    if disagree and strict:
+        raise WeightsError(
+            f"{source}: {len(disagree)} merged conv(s) disagree with the branches they "
+            f"are computed from: {', '.join(disagree[:LIST_LIMIT])}. Loom loads the "
+            "branches and recomputes them at export (as spandrel does when it runs); pass "
+            "strict=False to load the file that way."
+        )
+    return state
 
 
 #: torch.nn.utils.spectral_norm's keys (``conv1.weight_orig``, ``weight_u``,
@@ -398,6 +427,10 @@ def export(module: nn.Module, path: str | Path, layout: Layout = "loom") -> Path
         k: v.detach().to("cpu", copy=True).contiguous() for k, v in module.state_dict().items()
     }
     _check_layout(state, layout)
+    try:
+        state.update(reparam.derived_weights(module, state))
+    except reparam.ReparamError as exc:
+        raise WeightsError(str(exc)) from None
     if layout == "esrgan_old":
         state = esrgan_to_old(state)
     elif layout in ("pan", "pan_trainner"):
