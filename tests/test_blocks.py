@@ -157,6 +157,12 @@ EXAMPLES: dict[str, Example] = {
     "pad_to_multiple": Example({"multiple": [4, 8]}, [IMG], [(2, 4, 8, 8)]),
     "permute": Example({"dims": [0, 2, 3, 1]}, [(2, 4, 5, 6)], [(2, 5, 6, 4)]),
     "pow": Example({"exponent": 1.5}, [IMG], [IMG], prepare=lambda xs: [xs[0].abs() + 0.5]),
+    "mean_shift": Example(
+        {"sign": "add", "mean": [0.1, 0.2, 0.3, 0.4], "std": [1.0, 2.0, 0.5, 1.0]},
+        [IMG],
+        [IMG],
+    ),
+    "repeat_interleave": Example({"repeats": 2}, [IMG], [(2, 8, 6, 6)]),
     "roll": Example({"shifts": [1, -2]}, [IMG], [IMG]),
     "softmax": Example({"dim": 1}, [IMG], [IMG]),
     "sqrt": Example({}, [IMG], [IMG], prepare=lambda xs: [xs[0].abs() + 0.5]),

@@ -90,7 +90,7 @@ def test_writing_blocks_example_compiles_and_learns(tmp_path: Path) -> None:
 
     spec = _example("rcan_lite", tmp_path)
     g = engine.build(spec)["G"]
-    assert {"groups.1.blocks.0.ca.squeeze.weight", "groups.1.blocks.1.conv2.weight"} <= set(
+    assert {"groups.1.blocks.0.ca.conv_du.0.weight", "groups.1.blocks.1.conv2.weight"} <= set(
         g.state_dict()
     )
     torch.manual_seed(0)

@@ -15,6 +15,7 @@ from blocks.builtin import (
     math_ops,
     shape,
     warp,
+    zoo_ops,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "math_ops",
     "shape",
     "warp",
+    "zoo_ops",
 ]

@@ -19,7 +19,9 @@ class ChannelAttention(nn.Module):
     """Squeeze-excitation: rescale each channel by a gate computed from global context.
 
     Global average pool → 1×1 conv to in_ch / reduction → ReLU → 1×1 conv back →
-    sigmoid → multiply the input (SENet; RCAN's channel attention).
+    sigmoid → multiply the input (SENet; RCAN's channel attention). The convs are
+    ``conv_du.0`` and ``conv_du.2`` of the node, RCAN's ``CALayer`` layout, so RCAN's
+    checkpoints (and those of RCAN's descendants that keep it) load as they are.
 
     Args:
         reduction: channel reduction of the bottleneck.
@@ -33,12 +35,12 @@ class ChannelAttention(nn.Module):
                 f"channel_attention: reduction {reduction} leaves no channel of {in_ch}; "
                 f"use a reduction of at most {in_ch}"
             )
-        self.squeeze = nn.Conv2d(in_ch, hidden, 1)
-        self.excite = nn.Conv2d(hidden, in_ch, 1)
+        self.conv_du = nn.Sequential(
+            nn.Conv2d(in_ch, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, in_ch, 1), nn.Sigmoid()
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        context = x.mean(dim=(-2, -1), keepdim=True)
-        gate = torch.sigmoid(self.excite(F.relu(self.squeeze(context))))
+        gate: torch.Tensor = self.conv_du(x.mean(dim=(-2, -1), keepdim=True))
         return x * gate
 
 
