@@ -52,12 +52,16 @@ RUN_HELP = """\
 Train a spec with Hugging Face Accelerate: CPU, one GPU, or several GPUs and machines
 through `accelerate launch` / `torchrun` with no change to the spec. The run folder
 gets spec.resolved.yaml, metrics.jsonl, train.log, checkpoints/, models/ and samples/.
-Ctrl-C saves a checkpoint and exits 0; --resume auto continues the newest one.
+Ctrl-C or SIGTERM saves a checkpoint and exits 0; --resume auto continues the newest
+intact one. One run writes a folder at a time; a folder holding a run needs --resume
+or --overwrite (which moves the old run aside).
 
 examples:
   python cli.py run specs/quickstart.yaml
   python cli.py run specs/esrgan.yaml train.iterations=2000 --out runs/esrgan
   python cli.py run specs/esrgan.yaml --out runs/esrgan --resume auto
+  python cli.py run specs/esrgan.yaml optimizers.G.lr=5e-5 --out runs/esrgan \
+      --resume auto --resume-changes optimizers.G.lr
   accelerate launch --num_processes 2 cli.py run specs/esrgan.yaml --out runs/ddp
 """
 
@@ -228,17 +232,26 @@ def cmd_run(ns: argparse.Namespace) -> int:
         return EXIT_INVALID
     from engine.data import DataError
     from engine.train.checkpoint import CheckpointError
+    from engine.train.runfolder import RunFolderError
     from engine.train.runner import TrainingError, run
 
     try:
-        result = run(spec, out=ns.out, resume=ns.resume)
+        result = run(
+            spec,
+            out=ns.out,
+            resume=ns.resume,
+            resume_changes=ns.resume_changes,
+            resume_from_other=ns.resume_from_other,
+            overwrite=ns.overwrite,
+            keep_models=ns.keep_models,
+        )
     except SpecError as exc:
         _print_diagnostics(exc.diagnostics)
         return EXIT_INVALID
     except (DataError, CheckpointError) as exc:
         _print_error(exc, debug=ns.debug)
         return EXIT_INVALID
-    except TrainingError as exc:
+    except (TrainingError, RunFolderError) as exc:
         _print_error(exc, debug=ns.debug)
         return EXIT_FAILED
     print(
@@ -325,6 +338,32 @@ def build_parser(prog: str = "python cli.py") -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="overrides")
     p.add_argument("--out", help="the run folder (default: runs/<spec name>)")
     p.add_argument("--resume", help="'auto' (newest checkpoint in --out) or a checkpoint/run path")
+    p.add_argument(
+        "--resume-changes",
+        action="append",
+        default=[],
+        metavar="KEYS",
+        help="spec keys whose change the resume may take, comma-separated, globs allowed "
+        "(optimizers.*.lr,train.iterations); 'allow' takes every change that can be taken",
+    )
+    p.add_argument(
+        "--resume-from-other",
+        action="store_true",
+        help="resume a checkpoint written by another spec (another name) under this one",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start fresh in an --out that holds a run: the old run is moved aside to "
+        "OUT.previous-N (never deleted)",
+    )
+    p.add_argument(
+        "--keep-models",
+        type=int,
+        metavar="N",
+        help="models/ keeps the exports of the newest N saves (default: checkpoints.keep; "
+        "0 keeps all)",
+    )
     p.add_argument(
         "--debug", action="store_true", help="print the traceback of a data or training error"
     )

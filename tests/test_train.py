@@ -143,23 +143,30 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path: Path) -> Non
 def test_a_crash_while_saving_leaves_the_previous_checkpoint(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import errno
+
+    from engine.train.runfolder import RunFolderError
+
     path = spec_file(tmp_path)
     calls = {"n": 0}
     real_save = torch.save
 
     def failing_save(obj, f, *args, **kwargs):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] == 2:
-            real_save(obj, f, *args, **kwargs)
-            raise OSError("No space left on device")
+        if str(f).endswith("state.pt"):
+            calls["n"] += 1
+            if calls["n"] == 2:  # the checkpoint of iteration 8, half written
+                real_save(obj, f, *args, **kwargs)
+                raise OSError(errno.ENOSPC, "No space left on device")
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", failing_save)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(RunFolderError, match="disk is full") as refused:
         train(path, tmp_path / "run")
+    assert "iter_00000004, is kept" in str(refused.value)
     monkeypatch.setattr(torch, "save", real_save)
     folder = tmp_path / "run" / "checkpoints"
     assert (folder / "latest").read_text().strip() == "iter_00000004"
+    assert not list(folder.glob(".tmp*"))  # nothing half-written is left
     assert ckpt.find("auto", tmp_path / "run") == folder / "iter_00000004"
     resumed = train(path, tmp_path / "run", resume="auto")
     assert resumed.iteration == 12

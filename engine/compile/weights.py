@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,23 +145,87 @@ def read_state_dict(path: str | Path) -> StateDict:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in SAFETENSORS:
-        return _unwrap(safetensors.torch.load_file(path, device="cpu"), str(path))
+        try:
+            tensors = safetensors.torch.load_file(path, device="cpu")
+        except safetensors.SafetensorError as exc:
+            raise WeightsError(
+                _refusal(path, f"damaged or not a safetensors file ({exc})")
+            ) from None
+        return _unwrap(tensors, str(path))
     if suffix not in PICKLED:
         raise WeightsError(
             f"{path}: unknown weight file type '{suffix}'; "
             f"Loom reads {', '.join(SAFETENSORS + PICKLED)}"
         )
+    return _unwrap(load_pickled(path), str(path))
+
+
+#: torch's text for a pickle that would import something: "... GLOBAL posix.system ...".
+_GLOBAL = re.compile(r"GLOBAL (\S+)")
+_OPERAND = re.compile(r"Unsupported operand (\d+)")
+
+
+def load_pickled(path: Path) -> Any:
+    """``torch.load`` of tensors and plain containers only; every refusal is Loom's own
+    message naming the file and why: unsafe (it would run code), damaged (empty or
+    truncated), or of another format. torch's advice to turn the protection off never
+    reaches the user."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's note on pickle protocols says nothing useful
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
-        raise WeightsError(
-            f"{path}: refused: the file holds pickled objects other than tensors, and "
-            "Loom never runs pickled code (torch.load weights_only=True). If you trust "
-            "the file, re-save its tensors as a plain dict or as .safetensors. "
-            f"({reason})"
-        ) from None
-    return _unwrap(obj, str(path))
+        text = str(exc)
+        if found := _GLOBAL.search(text):
+            why = (
+                f"unsafe: it would import and run '{found[1]}' when loaded (a pickled "
+                "object, not tensors)"
+            )
+        elif found := _OPERAND.search(text):
+            why = (
+                f"unsafe or damaged: its pickle uses an instruction ({found[1]}) that only "
+                "files able to run code need"
+            )
+        elif "invalid load key" in text:
+            why = _other_format(path)
+        else:
+            why = "unsafe or damaged: it holds something other than tensors and plain containers"
+    except (EOFError, RuntimeError, OSError, ValueError) as exc:
+        if isinstance(exc, FileNotFoundError | PermissionError | IsADirectoryError):
+            raise WeightsError(f"{path}: cannot be read ({exc.strerror})") from None
+        size = path.stat().st_size if path.is_file() else 0
+        why = (
+            "damaged: the file is empty"
+            if size == 0
+            else (f"damaged: truncated or corrupted ({size} bytes; {_short(exc)})")
+        )
+    except (KeyError, IndexError, TypeError, AttributeError):
+        why = _other_format(path)
+    raise WeightsError(_refusal(path, why))
+
+
+def _refusal(path: Path, why: str) -> str:
+    if why.startswith("unsafe"):
+        advice = (
+            "Loom reads tensors only and never runs code from a weights file; if the file "
+            "comes from a source you trust, re-save its tensors as a plain dict or as "
+            ".safetensors"
+        )
+    else:
+        advice = "Nothing was loaded from it; copy or export the file again"
+    return f"{path}: refused as {why}. {advice}"
+
+
+def _other_format(path: Path) -> str:
+    head = path.read_bytes()[:16] if path.is_file() else b""
+    if len(head) >= 9 and head[8:9] == b"{":
+        return "another format: it looks like a .safetensors file (rename it to .safetensors)"
+    return f"another format: not a PyTorch weights file (it starts with {head[:8]!r})"
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:120] if text else type(exc).__name__
 
 
 def _unwrap(obj: Any, source: str) -> StateDict:

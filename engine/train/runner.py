@@ -8,6 +8,7 @@ prepares everything with Accelerate in a fixed, recorded order, and owns the loo
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import warnings
@@ -33,6 +34,14 @@ from engine.train.ema import Ema
 from engine.train.optim import apply_lr, named_parameters
 from engine.train.program import Program, StepPlan
 from engine.train.report import Reporter
+from engine.train.resume import Decision, ResumePolicy, ResumeRefused, decide
+from engine.train.runfolder import (
+    RunFolderError,
+    check_free_space,
+    disk_error,
+    is_disk_error,
+    open_run,
+)
 from engine.train.setup import (
     OptimizerRun,
     build_datasets,
@@ -61,27 +70,41 @@ class RunResult:
 
 
 class _Stop:
-    """Ctrl-C asks the loop to save and stop at the end of the iteration; twice aborts."""
+    """A stop request: save at the end of the iteration and exit 0.
+
+    Ctrl-C (SIGINT), SIGTERM (what torchrun sends every rank after a Ctrl-C, and what
+    schedulers send before killing a job) and SIGUSR1 (SLURM's ``--signal`` pre-kill
+    warning) all ask for it; a second Ctrl-C aborts at once.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
 
     def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _Stop:
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread
-            self._previous = None
+        for signum in self.SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread
+                break
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        name = signal.Signals(signum).name
+        if self.requested == "SIGINT" and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested = self.requested or name
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+
+
+def _main_process() -> bool:
+    """Rank 0 of a launch (torchrun and accelerate set RANK), before any process group."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def run(
@@ -90,27 +113,42 @@ def run(
     *,
     out: str | Path | None = None,
     resume: str | None = None,
+    resume_changes: Sequence[str] = (),
+    resume_from_other: bool = False,
+    overwrite: bool = False,
+    keep_models: int | None = None,
     stream: TextIO | None = None,
     live: bool | None = None,
     datasets: dict[str, Any] | None = None,
 ) -> RunResult:
-    """Train a spec. ``datasets`` ({"train": ds, "val": ds}) replaces the data section (tests)."""
+    """Train a spec. ``datasets`` ({"train": ds, "val": ds}) replaces the data section (tests).
+
+    The run folder is locked for this run (one writer at a time); a folder that holds
+    an earlier run is refused unless ``resume`` continues it or ``overwrite`` moves it
+    aside. ``resume_changes`` and ``resume_from_other`` say which differences from the
+    checkpoint's spec the resume may take (engine/train/resume.py).
+    """
     spec = (
         spec_or_path
         if isinstance(spec_or_path, Spec)
         else load_spec(spec_or_path, tuple(overrides))
     )
     run_dir = Path(out) if out else Path("runs") / spec.name
-    trainer = prepare(spec, run_dir, stream=stream, live=live, datasets=datasets)
-    try:
-        return trainer.train(resume)
-    except RuntimeError as exc:  # torch reports a dead worker wherever the loop is
-        killed = worker_killed(exc)
-        if killed is None:
-            raise
-        raise killed from exc
-    finally:
-        trainer.close()
+    policy = ResumePolicy.parse(resume_changes, resume_from_other)
+    with open_run(run_dir, resume=resume, overwrite=overwrite, main=_main_process()) as folder:
+        trainer = prepare(spec, run_dir, stream=stream, live=live, datasets=datasets)
+        trainer.keep_models = keep_models
+        try:
+            for note in folder.notes:
+                trainer.reporter.log(note)
+            return trainer.train(resume, policy)
+        except RuntimeError as exc:  # torch reports a dead worker wherever the loop is
+            killed = worker_killed(exc)
+            if killed is None:
+                raise
+            raise killed from exc
+        finally:
+            trainer.close()
 
 
 def _accelerator(train: TrainSettings, run_dir: Path, tensorboard: bool) -> Any:
@@ -151,10 +189,16 @@ def prepare(
     logging = spec.settings.logging
     accelerator = _accelerator(train, run_dir, logging.tensorboard)
     main = accelerator.is_main_process
-    reporter = Reporter(
-        run_dir, spec.name, train.iterations, logging.every, main=main,
-        stream=stream or sys.stdout, live=live,
-    )  # fmt: skip
+    try:
+        reporter = Reporter(
+            run_dir, spec.name, train.iterations, logging.every, main=main,
+            stream=stream or sys.stdout, live=live,
+        )  # fmt: skip
+    except OSError as exc:
+        accelerator.end_training()
+        if not is_disk_error(exc):
+            raise
+        raise RunFolderError(disk_error(exc, run_dir, "Nothing was written.")) from None
     if logging.tensorboard:
         accelerator.init_trackers(spec.name)
         reporter.tracker = accelerator.log
@@ -188,8 +232,6 @@ class Trainer:
         self.reporter = reporter
         self.main = bool(accelerator.is_main_process)
         self.world, self.rank = accelerator.num_processes, accelerator.process_index
-        if self.main:
-            _write_spec(spec, run_dir)
         device = accelerator.device
         self.shapes = check_shapes(spec, batch=1)
         problems = Diagnostics()
@@ -237,6 +279,8 @@ class Trainer:
         self.frozen: set[int] = set()
         self.phase_lr: dict[str, float] = {}
         self.plans_cache: dict[tuple[int, ...], list[StepPlan]] = {}
+        self.keep_models: int | None = None  # models/ keeps as many saves as checkpoints/
+        self.last_save_bytes = 0
 
     # ------------------------------------------------------------------ set-up
     def _loader(self, dataset: Any) -> Any:
@@ -313,36 +357,136 @@ class Trainer:
         best = self.validator.best if self.validator is not None else {}
         return state.Counters(iteration, dict(best), self.bad)
 
-    def _resume(self, resume: str | None) -> int:
+    def _resume(self, resume: str | None, policy: ResumePolicy) -> int:
         if not resume:
+            self._write_spec()
             return 0
-        found = ckpt.find(resume, self.run_dir)
+        found = ckpt.find(resume, self.run_dir, note=self.reporter.log)
         if found is None:
             if resume != "auto":
                 raise TrainingError(f"--resume {resume}: nothing to resume")
             self.reporter.log(f"--resume auto: no checkpoint in {self.run_dir}; starting fresh")
+            self._write_spec()
             return 0
+        meta = ckpt.read_meta(found)
         parts = self._parts()
-        counters = state.restore(parts, ckpt.load(found, parts.plain_networks()))
+        ckpt.check_shapes(found, meta, parts.plain_networks())  # never takeable: first
+        try:
+            decision = decide(
+                checkpoint=str(found),
+                old=meta.get("resolved"),
+                old_name=str(meta.get("spec", self.spec.name)),
+                old_hash=str(meta.get("hash", "")),
+                new=self.spec.data,
+                new_name=self.spec.name,
+                new_hash=self.spec.hash,
+                iteration=int(meta.get("iteration", 0)),
+                iterations=self.total,
+                policy=policy,
+            )
+        except ResumeRefused as exc:
+            raise ckpt.CheckpointError(str(exc)) from None
+        loaded = ckpt.load(found, parts.plain_networks())
+        try:
+            counters = state.restore(parts, loaded)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise ckpt.CheckpointError(
+                f"{found}: its state does not fit this run ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); resume with the spec "
+                "that wrote it, or start a new run"
+            ) from None
         self.bad = counters.bad
         if self.validator is not None:
             self.validator.best = dict(counters.best)
+        self.last_save_bytes = ckpt.bytes_of(found)
         self.reporter.log(f"resumed from {found} at iteration {counters.iteration}")
+        for line in decision.lines():
+            self.reporter.log(line)
+        if decision.changed or not (self.run_dir / "spec.resolved.yaml").is_file():
+            self._write_spec(counters.iteration, found, decision)
         return counters.iteration
+
+    def _write_spec(
+        self, iteration: int = 0, found: Path | None = None, decision: Decision | None = None
+    ) -> None:
+        """``spec.resolved.yaml`` for a fresh run; a resume that takes changes writes
+        ``spec.resolved.iter_N.yaml`` beside it, never over it."""
+        if not self.main:
+            return
+        target = self.run_dir / "spec.resolved.yaml"
+        notes: list[str] = []
+        if found is not None and target.is_file():
+            target = self.run_dir / f"spec.resolved.iter_{iteration:08d}.yaml"
+            n = 2
+            while target.exists():
+                target = self.run_dir / f"spec.resolved.iter_{iteration:08d}-{n}.yaml"
+                n += 1
+            notes = [f"resumed from {found} at iteration {iteration}, taking:"]
+            notes += [f"  {line}" for line in (decision.lines() if decision else [])]
+        try:
+            _write_spec(self.spec, target, notes)
+        except OSError as exc:
+            if not is_disk_error(exc):
+                raise
+            raise RunFolderError(disk_error(exc, self.run_dir, "Nothing was trained.")) from None
+        if found is not None:
+            self.reporter.log(f"the spec this run continues with is in {target}")
+
+    def _kept(self) -> str:
+        """What a failed save leaves: the newest complete checkpoint, named."""
+        folder = self.run_dir / "checkpoints"
+        latest = ckpt.checkpoints(folder)
+        if not latest:
+            return "No checkpoint of this run was kept."
+        return (
+            f"The last complete checkpoint, {latest[0]}, is kept; free space (or make the "
+            "folder writable) and continue with --resume auto."
+        )
 
     def _save(self, iteration: int, rng: dict[str, Any], data_state: Any) -> Path | None:
         if not self.main:
             return None
         parts, counters = self._parts(), self._counters(iteration)
-        path = state.save(self.spec, self.run_dir, parts, counters, rng, data_state)
+        try:
+            check_free_space(
+                self.run_dir,
+                self.last_save_bytes,
+                f"Stopped at iteration {iteration} without saving it. {self._kept()}",
+            )
+            path = state.save(
+                self.spec, self.run_dir, parts, counters, rng, data_state,
+                keep_models=self.keep_models,
+            )  # fmt: skip
+        except OSError as exc:
+            if not is_disk_error(exc):
+                raise
+            message = disk_error(
+                exc, self.run_dir, f"Iteration {iteration} was not saved. {self._kept()}"
+            )
+            self.reporter.log(message, console=False)
+            raise RunFolderError(message) from None
+        self.last_save_bytes = ckpt.bytes_of(path) + sum(
+            f["bytes"] for f in ckpt.read_meta(path).get("exports", {}).values()
+        )
         self.reporter.checkpoint(path)
         return path
 
+    def _agree(self, requested: bool) -> bool:
+        """Whether any process was asked to stop: every rank stops at the same iteration,
+        so one checkpoint is written, whichever rank the signal reached first."""
+        if self.world == 1:
+            return requested
+        import torch.distributed as dist
+
+        flag = torch.tensor([int(requested)], device=self.accelerator.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
     # -------------------------------------------------------------------- loop
-    def train(self, resume: str | None = None) -> RunResult:
+    def train(self, resume: str | None = None, policy: ResumePolicy | None = None) -> RunResult:
         if self.loader is None:
             raise TrainingError("the run was prepared without data")
-        start = self._resume(resume)
+        start = self._resume(resume, policy or ResumePolicy())
         checkpoints = self.spec.settings.checkpoints
         save_every = checkpoints.every or self.total
         validation = self.spec.settings.validation
@@ -353,10 +497,12 @@ class Trainer:
         with _Stop() as stop:
             while iteration < self.total:
                 rng, data_state = ckpt.rng_state(), self.loader.state_dict()
-                if stop.requested:
+                if self._agree(stop.requested is not None):
                     self._save(iteration, rng, data_state)
+                    why = stop.requested or "another process was asked to stop"
                     self.reporter.log(
-                        f"interrupted: saved iteration {iteration}; continue with --resume auto"
+                        f"interrupted ({why}): saved iteration {iteration}; continue with "
+                        "--resume auto"
                     )
                     return self._result(iteration, interrupted=True)
                 current = self.train_settings.phase_at(iteration)
@@ -498,15 +644,22 @@ def _log_skipped(reporter: Reporter, datasets: dict[str, Any]) -> None:
             reporter.log(f"  and {len(skipped) - SKIPPED_SHOWN} more, all listed in train.log")
 
 
-def _write_spec(spec: Spec, run_dir: Path) -> None:
+def _write_spec(spec: Spec, path: Path, notes: Sequence[str] = ()) -> None:
+    """The resolved spec with its hash, written under a temporary name then renamed."""
     from ruamel.yaml import YAML
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     yaml = YAML()
     yaml.default_flow_style = None
-    with (run_dir / "spec.resolved.yaml").open("w", encoding="utf-8") as handle:
-        handle.write(f"# resolved from {spec.path}\n# sha256: {spec.hash}\n")
-        yaml.dump(spec.data, handle)
+    temp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+    try:
+        with temp.open("w", encoding="utf-8") as handle:
+            handle.write(f"# resolved from {spec.path}\n# sha256: {spec.hash}\n")
+            handle.writelines(f"# {line}\n" for line in notes)
+            yaml.dump(spec.data, handle)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def _endless(loader: Iterable[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:

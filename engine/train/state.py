@@ -2,12 +2,17 @@
 
 ``capture`` gathers everything a resumed run needs (weights, EMA, optimizers and
 their accumulation counters, schedule state, image pools, the AMP scaler, RNG, data
-position, best metrics, the NaN counter); ``restore`` puts it back. ``save`` writes
-the checkpoint atomically (checkpoint.py) and exports each network's weights.
+position, best metrics, the NaN counter); ``restore`` puts it back. ``save`` exports
+each network's weights and writes the checkpoint, both atomically (a temporary name,
+then a rename), and records the exports' sha256 in the checkpoint's ``meta.json`` and
+in ``models/SHA256SUMS`` (``sha256sum -c`` checks them); ``models/`` keeps the exports
+of the newest ``keep_models`` saves.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,7 +73,13 @@ def restore(parts: Parts, state: dict[str, Any]) -> Counters:
         unwrap(parts.networks[n]).load_state_dict(sd)
     parts.ema.load_state_dict(state["ema"])
     for n, sd in state["optimizers"].items():
-        parts.optimizers[n].optimizer.load_state_dict(sd)
+        optimizer = parts.optimizers[n].optimizer
+        # The spec's hyper-parameters (lr, betas, weight decay …) win over the saved
+        # ones, so that a change taken on resume is applied; the moments are restored.
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+        optimizer.load_state_dict(sd)
+        for group, settings in zip(optimizer.param_groups, fresh, strict=True):
+            group.update(settings)
         parts.optimizers[n].micro = state["micro"][n]
     for n, sd in state["ops"].items():
         parts.ops[n].load_state_dict(sd)
@@ -83,21 +94,93 @@ def restore(parts: Parts, state: dict[str, Any]) -> Counters:
 
 
 def save(
-    spec: Spec, run_dir: Path, parts: Parts, counters: Counters, rng: dict[str, Any], data: Any
+    spec: Spec,
+    run_dir: Path,
+    parts: Parts,
+    counters: Counters,
+    rng: dict[str, Any],
+    data: Any,
+    *,
+    keep_models: int | None = None,
 ) -> Path:
-    """A checkpoint of this iteration, and each network's weights (EMA where averaged)."""
+    """Each network's weights (EMA where averaged), then a checkpoint of this iteration."""
     plain = parts.plain_networks()
-    meta = {"spec": spec.name, "hash": spec.hash, "shapes": ckpt.shapes_of(plain)}
+    exports = export_networks(
+        run_dir / "models", {n: parts.ema.get(n, m) for n, m in plain.items()}, counters.iteration
+    )
+    meta = {
+        "spec": spec.name,
+        "hash": spec.hash,
+        "resolved": spec.data,
+        "shapes": ckpt.shapes_of(plain),
+        "exports": exports,
+    }
+    keep = spec.settings.checkpoints.keep
     path = ckpt.save(
         run_dir / "checkpoints",
         counters.iteration,
         capture(parts, counters, rng, data),
         meta,
-        keep=spec.settings.checkpoints.keep,
+        keep=keep,
     )
-    for name, module in plain.items():
-        weights = parts.ema.get(name, module)
-        stem = run_dir / "models" / f"{name}_iter_{counters.iteration:08d}"
-        export(weights, stem.with_suffix(".safetensors"))
-        export(weights, stem.with_suffix(".pth"))
+    prune_models(run_dir / "models", keep if keep_models is None else keep_models)
     return path
+
+
+EXPORT_NAME = re.compile(r".+_iter_(\d+)\.(safetensors|pth)")
+SUMS = "SHA256SUMS"
+
+
+def export_networks(
+    folder: Path, networks: dict[str, nn.Module], iteration: int
+) -> dict[str, dict[str, Any]]:
+    """``<net>_iter_N.safetensors`` and ``.pth`` per network, each written under a
+    temporary name and renamed into place; their size and sha256 by file name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written: dict[str, dict[str, Any]] = {}
+    for name, module in networks.items():
+        for suffix in (".safetensors", ".pth"):
+            final = folder / f"{name}_iter_{iteration:08d}{suffix}"
+            temp = folder / f".tmp-{final.stem}-{os.getpid()}{suffix}"
+            try:
+                export(module, temp)
+                written[final.name] = ckpt.fingerprint(temp)
+                os.replace(temp, final)
+            finally:
+                temp.unlink(missing_ok=True)
+    _write_sums(folder, written)
+    return written
+
+
+def _write_sums(folder: Path, new: dict[str, dict[str, Any]]) -> None:
+    """``models/SHA256SUMS`` in sha256sum's format, for the exports that exist."""
+    sums: dict[str, str] = {}
+    path = folder / SUMS
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            digest, _, name = line.partition("  ")
+            if name and (folder / name).is_file():
+                sums[name] = digest
+    sums.update({name: f["sha256"] for name, f in new.items()})
+    temp = folder / f".tmp-{SUMS}-{os.getpid()}"
+    try:
+        temp.write_text("".join(f"{d}  {n}\n" for n, d in sorted(sums.items())), encoding="utf-8")
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
+
+
+def prune_models(folder: Path, keep: int) -> list[Path]:
+    """Keep the exports of the newest ``keep`` iterations (0: keep all)."""
+    if keep <= 0 or not folder.is_dir():
+        return []
+    by_iteration: dict[int, list[Path]] = {}
+    for path in folder.iterdir():
+        if m := EXPORT_NAME.fullmatch(path.name):
+            by_iteration.setdefault(int(m[1]), []).append(path)
+    removed = [p for it in sorted(by_iteration)[:-keep] for p in by_iteration[it]]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    if removed:
+        _write_sums(folder, {})
+    return removed
