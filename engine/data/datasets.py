@@ -8,6 +8,11 @@ means epoch 0); all randomness of an item — which file when folders are weight
 crop, flips, degradations — comes from a generator seeded by ``(seed, epoch, index)``,
 so a sample does not depend on the worker that made it or on what came before.
 
+Validation sets draw from :data:`VALIDATION_SEED`, not the run's seed: their only
+random draws are the degradations (validation never flips, and crops at the centre),
+so every validation of every run sees the same degraded inputs and its numbers can be
+compared across runs and seeds.
+
 Problems found by looking at the files' headers (unreadable files, images too small
 for the crop, unmatched pairs) are raised — or, with ``on_bad_image: skip``, skipped
 and listed in ``dataset.skipped`` — when the dataset is made, before training starts.
@@ -44,6 +49,8 @@ CACHE_BYTES = 256 * 2**20
 #: A probability map may be this many pixels smaller than its HR image, less one
 #: (SFTGAN's segmentation script cuts images to a multiple of 8 first).
 SEG_CUT = 8
+#: The seed of every validation set's draws (its degradations), whatever the run's seed.
+VALIDATION_SEED = 0
 
 
 def make_dataset(
@@ -56,7 +63,8 @@ def make_dataset(
     spec_dir: Path | None = None,
 ) -> LoomDataset:
     """The dataset a ``data.train`` / ``data.val`` section describes (as parsed
-    settings, or the section itself); see the module doc."""
+    settings, or the section itself); see the module doc. ``seed`` seeds a training
+    set; a validation set always draws from :data:`VALIDATION_SEED`."""
     opts = (
         section
         if isinstance(section, DataOptions)
@@ -66,7 +74,7 @@ def make_dataset(
         opts,
         scale=scale if KINDS[opts.kind].scaled else 1,  # the others have no LR side
         train=train,
-        seed=seed,
+        seed=seed if train else VALIDATION_SEED,
         multiple=multiple,
         spec_dir=spec_dir,
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -11,6 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.metrics import METRICS
+
+#: What validation compares a model with: ``bicubic`` upscaling of its input (SR), or
+#: the (degraded) ``input`` itself (restoration at 1x). Logged as ``val/psnr_bicubic``,
+#: ``val/psnr_input`` and so on.
+Baseline = Literal["bicubic", "input"]
 
 
 class Tiled(nn.Module):
@@ -115,8 +120,14 @@ def evaluate(
     samples: int,
     sample_dir: Path | None,
     iteration: int,
+    baseline: Baseline | None = "bicubic",
 ) -> dict[str, float]:
-    """Mean of each metric over the validation batches; writes the first samples."""
+    """Mean of each metric over the validation batches; writes the first samples.
+
+    ``baseline`` adds ``<metric>_<baseline>`` for what the model must beat, computed
+    from ``source``: ``bicubic`` (SR) scores the input upscaled by bicubic
+    interpolation, ``input`` (restoration at 1x) scores the degraded input itself.
+    """
     totals = {m: 0.0 for m in metrics}
     count = 0
     for i, batch in enumerate(batches):
@@ -133,15 +144,12 @@ def evaluate(
             for name in metrics:
                 totals[name] += METRICS[name](pred, ref, crop=crop, y_channel=y_channel)
             low = _lookup(values, batch, source) if source else None
-            if low is not None and low.shape[-1] < ref.shape[-1] and low.shape[1] == ref.shape[1]:
-                # What plain bicubic upscaling scores: the baseline an SR model must beat.
-                up = F.interpolate(
-                    low.float(), size=ref.shape[-2:], mode="bicubic", align_corners=False
-                )
+            base = _baseline(low, ref, baseline) if low is not None and baseline else None
+            if base is not None:
                 for name in metrics:
-                    key = f"{name}_bicubic"
+                    key = f"{name}_{baseline}"
                     totals[key] = totals.get(key, 0.0) + METRICS[name](
-                        up.clamp(0, 1), ref, crop=crop, y_channel=y_channel
+                        base, ref, crop=crop, y_channel=y_channel
                     )
             count += 1
         if sample_dir is not None and i < samples:
@@ -152,6 +160,23 @@ def evaluate(
             ]
             save_sample(sample_dir / f"iter_{iteration:08d}_{i}.png", [p[0] for p in parts])
     return {k: v / count for k, v in totals.items()} if count else {}
+
+
+def _baseline(low: torch.Tensor, ref: torch.Tensor, kind: Baseline) -> torch.Tensor | None:
+    """The baseline image for ``ref`` made from the network input ``low``; None when
+    there is none: channels differ (image-to-image translation), or ``bicubic`` is asked
+    of an input that is not smaller, or ``input`` of one that is not the target's size.
+    A window of frames (B x T x C x H x W) is judged by its centre frame."""
+    if low.ndim == ref.ndim + 1:
+        low = low[:, low.shape[1] // 2]
+    if low.ndim != ref.ndim or low.shape[1] != ref.shape[1]:
+        return None
+    if kind == "input":
+        return low.float().clamp(0, 1) if low.shape[-2:] == ref.shape[-2:] else None
+    if low.shape[-1] >= ref.shape[-1]:
+        return None
+    up = F.interpolate(low.float(), size=ref.shape[-2:], mode="bicubic", align_corners=False)
+    return up.clamp(0, 1)
 
 
 def _lookup(

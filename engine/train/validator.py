@@ -1,5 +1,10 @@
 """A validation round: run the training graph on the validation set, compute the
-metrics against their baseline, save samples, and keep the best values."""
+metrics against their baseline, save samples, and keep the best values.
+
+The baseline is what the model must beat: bicubic upscaling of its input for SR
+(``val/psnr_bicubic``), the degraded input itself for restoration at 1x
+(``val/psnr_input``), where bicubic would mean nothing.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,28 @@ from typing import Any
 import torch
 from torch import nn
 
+from engine.data.kinds import KINDS
 from engine.load import Spec
 from engine.settings import LOWER_IS_BETTER, ValidationSettings
 from engine.train.program import Program
-from engine.train.validate import Tiled, evaluate
+from engine.train.validate import Baseline, Tiled, evaluate
+
+#: The suffixes of baseline metrics (``psnr_bicubic``, ``psnr_input``): not "best" values.
+BASELINE_KEYS = ("_bicubic", "_input")
+
+
+def baseline_of(scale: int, dataset: Any) -> Baseline | None:
+    """``input`` for a 1x dataset with an LR side (restoration: ``sr`` at scale 1, its
+    LR the degraded HR), ``bicubic`` above 1x; image-to-image types get neither, since
+    their input is another kind of image. A dataset not made from a data section (a
+    test's own) gets ``bicubic`` above 1x and nothing at 1x."""
+    opts = getattr(dataset, "opts", None)
+    kind = KINDS.get(getattr(opts, "kind", None) or "")
+    if opts is not None and (kind is None or not kind.scaled):
+        return None
+    if scale > 1:
+        return "bicubic"
+    return "input" if kind is not None else None
 
 
 class Validator:
@@ -82,12 +105,13 @@ class Validator:
                 samples=s.samples,
                 sample_dir=self.sample_dir,
                 iteration=iteration,
+                baseline=baseline_of(self.spec.settings.scale, self.dataset),
             )
         finally:
             for module, mode in zip(modules, modes, strict=True):
                 module.train(mode)
         for key, value in values.items():
-            if math.isfinite(value) and not key.endswith("_bicubic"):  # baselines do not improve
+            if math.isfinite(value) and not key.endswith(BASELINE_KEYS):  # baselines do not improve
                 better = min if key in LOWER_IS_BETTER else max
                 self.best[key] = better(self.best.get(key, value), value)
         return values
