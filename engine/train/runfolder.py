@@ -176,7 +176,7 @@ def open_run(
         run_dir.mkdir(parents=True, exist_ok=True)
         folder.lock, note = acquire(run_dir)
     except OSError as exc:
-        raise RunFolderError(disk_error(exc, run_dir, "nothing was written")) from None
+        raise RunFolderError(disk_error(exc, run_dir, "Nothing was written.")) from None
     try:
         if note:
             folder.notes.append(note)
