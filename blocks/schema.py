@@ -18,7 +18,7 @@ from blocks.registry import INFERRED_PARAMS, BlockInfo, Range
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 #: Node keys that are not block parameters; the spec skeleton owns their schemas.
-RESERVED_NODE_KEYS = ("block", "op", "loss", "in", "repeat", "when")
+RESERVED_NODE_KEYS = ("block", "op", "loss", "in", "repeat", "when", "init", "chain", "share")
 
 #: A parameter value may be a ``$expression`` inside a composite block.
 EXPRESSION = {"type": "string", "pattern": r"^\$"}

@@ -164,6 +164,9 @@ EXAMPLES: dict[str, Example] = {
     ),
     "repeat_interleave": Example({"repeats": 2}, [IMG], [(2, 8, 6, 6)]),
     "roll": Example({"shifts": [1, -2]}, [IMG], [IMG]),
+    "parameter": Example({"shape": [1, 4, 1, 1]}, [], [(1, 4, 1, 1)]),
+    "buffer": Example({"shape": [2, 3], "value": 0.5}, [], [(2, 3)]),
+    "constant": Example({"value": [0.4, 0.5, 0.6], "shape": [1, 3, 1, 1]}, [], [(1, 3, 1, 1)]),
     "softmax": Example({"dim": 1}, [IMG], [IMG]),
     "sqrt": Example({}, [IMG], [IMG], prepare=lambda xs: [xs[0].abs() + 0.5]),
     "sub": Example({"value": [0.1, 0.2, 0.3, 0.4]}, [IMG], [IMG]),
@@ -256,7 +259,7 @@ def test_block_runs_on_meta_device(name: str) -> None:
 def test_cpu_shape_probe_gives_the_shapes_of_a_real_run(name: str) -> None:
     """Compiling infers shapes with CPU kernels, stateful blocks on an empty batch."""
     info, example = REGISTRY.get(name), example_for(name)
-    probe = Probe("cpu", batch=example.inputs[0][0])
+    probe = Probe("cpu", batch=example.inputs[0][0] if example.inputs else 1)
     tensors = [probe.tensor(s) for s in example.inputs]
     if len(info.inputs) == 1 and not info.variadic and len(tensors) > 1:
         tensors = [probe.cat(tensors)]

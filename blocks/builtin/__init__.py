@@ -14,6 +14,7 @@ from blocks.builtin import (
     losses_extra,
     math_ops,
     shape,
+    tensors,
     warp,
     zoo_ops,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "losses_extra",
     "math_ops",
     "shape",
+    "tensors",
     "warp",
     "zoo_ops",
 ]

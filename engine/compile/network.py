@@ -34,8 +34,9 @@ import torch
 from torch import fx, nn
 
 import blocks.builtin  # noqa: F401  (registers the built-in blocks)
+from blocks.builtin.tensors import TensorNode
 from blocks.registry import REGISTRY
-from engine.compile import lower
+from engine.compile import initialize, lower
 from engine.compile.probe import Probe, on_device, one_thread, stateless
 from engine.graph.model import Network, Source
 from engine.spec.diagnostics import Diagnostics, Loc
@@ -112,19 +113,30 @@ def infer(
     probe = probe or Probe()
     result = Inference(network, dict(input_shapes))
     values = {Source(name): probe.tensor(shape) for name, shape in input_shapes.items()}
+    # Values that do not come from an input (a parameter, a constant, what is computed
+    # from them alone) have no batch dimension: the probe must not take one for it.
+    batchless: set[str] = set()
     g = network.graph
     for name in nx.topological_sort(g):
         attrs = g.nodes[name]
         if attrs["kind"] != "block":
             continue
+        sources = [s for groups in attrs["ports"].values() for group in groups for s in group]
         try:
             inputs = _arguments(attrs["ports"], values, probe)
             kwargs = constructor_kwargs(attrs["block"], attrs["params"], inputs)
-            run = probe.run(attrs["block"], kwargs, inputs)
+            run = probe.run(attrs["block"], kwargs, inputs, attrs.get("init"))
         except (RuntimeError, ValueError, TypeError, AssertionError) as exc:
             raise _shape_error(name, attrs, values, probe, exc) from None
+        if run.init_problem is not None:
+            error = ShapeError(f"node '{name}' ({attrs['block']}): {run.init_problem}")
+            error.loc = attrs.get("init_loc") or attrs.get("loc")  # type: ignore[attr-defined]
+            raise error
+        batched = any(s.node not in batchless for s in sources)
+        if not batched:
+            batchless.add(name)
         for port, shape in zip(REGISTRY.get(attrs["block"]).outputs, run.out_shapes, strict=False):
-            values[Source(name, port)] = probe.tensor(shape)
+            values[Source(name, port)] = probe.tensor(shape, batched=batched)
         result.records[name] = NodeRecord(
             name=name,
             block=attrs["block"],
@@ -152,9 +164,8 @@ def _shape_error(
             parts = [probe.shape(values[s]) for s in group if s in values]
             shapes.append(" + ".join(str(p) for p in parts))
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    error = ShapeError(
-        f"node '{name}' ({attrs['block']}) cannot run on inputs {', '.join(shapes)}: {reason}"
-    )
+    what = f"cannot run on inputs {', '.join(shapes)}" if shapes else "cannot be built"
+    error = ShapeError(f"node '{name}' ({attrs['block']}) {what}: {reason}")
     error.loc = attrs.get("loc")  # type: ignore[attr-defined]
     return error
 
@@ -184,6 +195,12 @@ def materialize(inference: Inference, device: torch.device | str = "cpu") -> Com
                 continue
             record = inference.records[name]
             module = REGISTRY.get(record.block).factory(**record.kwargs)
+            if attrs.get("init") is not None:
+                initialize.apply(attrs["init"], module)
+            if isinstance(module, TensorNode):  # the tensor itself, under the node's name
+                _attach_tensor(root, name, module)
+                env[Source(name)] = graph.get_attr(name)
+                continue
             args = [
                 _joined(graph, [env[s] for s in group])
                 for groups in attrs["ports"].values()
@@ -272,15 +289,29 @@ def _joined(graph: fx.Graph, nodes: list[fx.Node]) -> fx.Node:
 
 
 def _attach(root: nn.Module, path: str, module: nn.Module) -> None:
-    parts = path.split(".")
+    parent_path, _, leaf = path.rpartition(".")
+    _parent(root, parent_path).add_module(leaf, module)
+
+
+def _attach_tensor(root: nn.Module, path: str, node: TensorNode) -> None:
+    parent_path, _, leaf = path.rpartition(".")
+    parent = _parent(root, parent_path)
+    if isinstance(node.value, nn.Parameter):
+        parent.register_parameter(leaf, node.value)
+    else:
+        parent.register_buffer(leaf, node.value, persistent=node.persistent)
+
+
+def _parent(root: nn.Module, path: str) -> nn.Module:
+    """The module at ``path`` below ``root``, made of empty containers where missing."""
     parent = root
-    for part in parts[:-1]:
+    for part in path.split(".") if path else ():
         child = parent._modules.get(part)
         if child is None:
             child = nn.Module()
             parent.add_module(part, child)
         parent = child
-    parent.add_module(parts[-1], module)
+    return parent
 
 
 def _class_name(name: str) -> str:

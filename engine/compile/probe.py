@@ -34,6 +34,8 @@ import torch
 from torch import nn
 
 from blocks.registry import REGISTRY
+from engine.compile import initialize
+from engine.spec.inits import Init
 
 ProbeKind = Literal["meta", "cpu"]
 Shape = tuple[int, ...]
@@ -46,6 +48,7 @@ class BlockRun:
     out_shapes: list[Shape]
     params: int
     macs: int
+    init_problem: str | None = None  # why the node's ``init:`` cannot apply to it
 
 
 @contextlib.contextmanager
@@ -88,11 +91,11 @@ class Probe:
         # construction are worth doing once.
         self._meta: dict[tuple[str, str], nn.Module] = {}
 
-    def tensor(self, shape: Shape) -> torch.Tensor:
-        """A tensor standing for a value of ``shape``."""
+    def tensor(self, shape: Shape, *, batched: bool = True) -> torch.Tensor:
+        """A tensor standing for a value of ``shape`` (``batched``: dim 0 is the batch)."""
         if self.kind == "meta":
             return torch.empty(shape, device="meta")
-        if shape[:1] == (self.batch,):
+        if batched and shape[:1] == (self.batch,):
             return torch.empty((0, *shape[1:]), device="cpu")
         return torch.zeros(shape, device="cpu")
 
@@ -107,22 +110,33 @@ class Probe:
         """Concatenation along channels (a node's ``in: [a, b]``)."""
         return tensors[0] if len(tensors) == 1 else torch.cat(tensors, dim=1)
 
-    def run(self, block: str, kwargs: dict[str, Any], inputs: list[torch.Tensor]) -> BlockRun:
-        """Construct ``block`` with ``kwargs`` and run it on ``inputs`` (eval mode)."""
+    def run(
+        self,
+        block: str,
+        kwargs: dict[str, Any],
+        inputs: list[torch.Tensor],
+        init: Init | None = None,
+    ) -> BlockRun:
+        """Construct ``block`` with ``kwargs`` and run it on ``inputs`` (eval mode);
+        with ``init``, also say whether that init can apply to the block."""
         settings = repr(sorted(kwargs.items()))
-        key = (block, settings, tuple(self.shape(t) for t in inputs))
+        key = (block, settings, tuple(self.shape(t) for t in inputs), init)
         if key not in self._runs:
             if self.kind == "meta":  # no values, so no state a run could change
                 if (block, settings) not in self._meta:
                     with torch.device("meta"):
                         self._meta[block, settings] = REGISTRY.get(block).factory(**kwargs)
-                self._runs[key] = self._measure(self._meta[block, settings], inputs)
+                self._runs[key] = self._measure(self._meta[block, settings], inputs, init)
             else:
-                self._runs[key] = self._run(REGISTRY.get(block).factory, kwargs, inputs)
+                self._runs[key] = self._run(REGISTRY.get(block).factory, kwargs, inputs, init)
         return self._runs[key]
 
     def _run(
-        self, factory: Callable[..., nn.Module], kwargs: dict[str, Any], inputs: list[torch.Tensor]
+        self,
+        factory: Callable[..., nn.Module],
+        kwargs: dict[str, Any],
+        inputs: list[torch.Tensor],
+        init: Init | None,
     ) -> BlockRun:
         # Random blocks draw numbers: leave the seed's stream to the network built next.
         with torch.random.fork_rng(devices=[]), one_thread():
@@ -132,20 +146,27 @@ class Probe:
                 try:  # storage without values: an empty batch reads none of them
                     # Module._apply is unannotated in torch; it returns the module.
                     moved = shell._apply(_cpu_storage)  # type: ignore[no-untyped-call]
-                    return self._measure(moved, inputs)
+                    return self._measure(moved, inputs, init)
                 except Exception:  # a real batch decides, and raises the real error
                     pass
             with on_device("cpu"):
                 module = factory(**kwargs)
-            return self._measure(module, [torch.zeros(self.shape(t)) for t in inputs])
+            return self._measure(
+                module,
+                [torch.zeros(self.shape(t)) for t in inputs],
+                init,
+            )
 
-    def _measure(self, module: nn.Module, inputs: list[torch.Tensor]) -> BlockRun:
+    def _measure(
+        self, module: nn.Module, inputs: list[torch.Tensor], init: Init | None = None
+    ) -> BlockRun:
         module.eval()  # shapes are the same; batch statistics would refuse a batch of one
         with torch.no_grad():
             out, macs = _run_counting(module, inputs)
         outs = list(out) if isinstance(out, tuple | list) else [out]
         params = sum(p.numel() for p in module.parameters())
-        return BlockRun([self.shape(t) for t in outs], params, macs)
+        problem = None if init is None else initialize.problem(init, module)
+        return BlockRun([self.shape(t) for t in outs], params, macs, problem)
 
 
 def _cpu_storage(tensor: torch.Tensor) -> torch.Tensor:

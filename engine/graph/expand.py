@@ -9,7 +9,9 @@ the diagnostics; expansion carries on past them so that one run reports everythi
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path as FsPath
 from typing import Any
@@ -22,14 +24,15 @@ from engine.graph.ports import Ports, Value, bind, references, resolve_reference
 from engine.spec.catalog import Catalog
 from engine.spec.diagnostics import Diagnostics, Loc, did_you_mean, quote_list
 from engine.spec.expr import ExprError, is_expression, substitute
+from engine.spec.inits import Init, parse_init
 from engine.spec.library import BlockDef, BlockTable
 from engine.spec.schema_check import check_schema
 from engine.spec.yamlio import Doc, Path, as_dict
 
 #: Keys of a node that are not parameters of its block.
-NODE_KEYS = ("block", "in", "repeat", "when", "chain")
+NODE_KEYS = ("block", "in", "repeat", "when", "chain", "init")
 #: Keys a ``chain:`` node may have beside its items.
-CHAIN_KEYS = ("chain", "in", "when")
+CHAIN_KEYS = ("chain", "in", "when", "init")
 MAX_REPEAT = 100_000
 MAX_NODES = 2_000_000
 MAX_NESTING = 16
@@ -74,6 +77,8 @@ class Expander:
         self.graph: nx.DiGraph[str] = nx.DiGraph()
         self._structures: dict[int, tuple[list[str], dict[str, tuple[str, Path]]]] = {}
         self._valid_params: set[tuple[str, str]] = set()
+        # The init of the composite or chain being expanded, for the leaves inside.
+        self._inherited: Init | None = None
 
     # ----------------------------------------------------------------- networks
     def network(self, name: str, data: dict[str, Any], doc: Doc) -> Network | None:
@@ -399,29 +404,60 @@ class Expander:
             )
             return None
         raw_params = {k: v for k, v in node.items() if k not in NODE_KEYS}
+        # A wrong init is reported and left out: the node is still wired up, so that
+        # the spec's other mistakes are found in the same run.
+        own = self._own_init(node, node_doc, scope)
+        init = own or self._inherited
         outputs: Outputs = None
         for i in range(repeat):
             full = f"{base}.{start + i}" if indexed else base
             params = self._params(raw_params, {**scope, "index": i}, node_doc)
             if params is None:
                 return None
-            if i > 0:
-                if outputs is None or len(outputs) != 1:
+            if i > 0:  # fed by the instance before: its only output, or its 'out'
+                assert outputs is not None
+                if len(outputs) != 1 and "out" not in outputs:
                     self.diags.error(
                         node_doc.loc(("repeat",)),
-                        f"'repeat' needs a block with "
-                        f"exactly one output; {ports.what} has {len(outputs or {})}",
+                        f"'repeat' feeds each instance with the output of the one before; "
+                        f"{ports.what} has {quote_list(outputs)} and none is 'out'",
                     )
                     return None
-                args = {ports.names[0]: [next(iter(outputs.values()))]}
+                args = {ports.names[0]: [outputs.get("out") or next(iter(outputs.values()))]}
             if what.entry is not None:
-                outputs = self._leaf(full, what.entry, params, args, node_doc)
+                outputs = self._leaf(full, what.entry, params, args, node_doc, init)
             else:
                 assert what.composite is not None
-                outputs = self._composite(full, what.composite, params, args, node_doc, stack)
+                with self._inheriting(own):
+                    outputs = self._composite(full, what.composite, params, args, node_doc, stack)
             if outputs is None:
                 return None
         return outputs, repeat
+
+    def _own_init(
+        self, node: dict[str, Any], node_doc: Doc, scope: dict[str, Any]
+    ) -> Init | None:
+        """The node's own ``init:`` (None: it has none, or it is wrong and reported)."""
+        if "init" not in node:
+            return None
+        at = node_doc.loc(("init",))
+        try:
+            raw = substitute(node["init"], scope)
+        except ExprError as exc:
+            self.diags.error(at, str(exc))
+            return None
+        return parse_init(raw, at, self.diags)
+
+    @contextlib.contextmanager
+    def _inheriting(self, own: Init | None) -> Iterator[None]:
+        """Leaves expanded inside take ``own`` when they have no init of their own."""
+        saved = self._inherited
+        if own is not None:
+            self._inherited = own.inherited()
+        try:
+            yield
+        finally:
+            self._inherited = saved
 
     def _chain(
         self,
@@ -458,9 +494,23 @@ class Expander:
         bound = self._inputs(node.get("in"), _ONE_INPUT, local, node_doc, name)
         if bound is None:
             return None
-        current = bound["x"][0]
+        own = self._own_init(node, node_doc, scope)
+        with self._inheriting(own):
+            return self._chain_items(
+                f"{prefix}{name}", name, items, node_doc, scope, bound["x"][0], stack
+            )
+
+    def _chain_items(
+        self,
+        base: str,
+        name: str,
+        items: list[Any],
+        node_doc: Doc,
+        scope: dict[str, Any],
+        current: Value,
+        stack: tuple[str, ...],
+    ) -> Outputs:
         index = 0
-        base = f"{prefix}{name}"
         for k, item in enumerate(items):
             if not isinstance(item, dict):
                 return None
@@ -628,6 +678,7 @@ class Expander:
         params: dict[str, Any],
         args: dict[str, list[Value]],
         node_doc: Doc,
+        init: Init | None = None,
     ) -> Outputs:
         # A node with bad parameters is still wired up, so that later checks can find the
         # other mistakes of the same spec; the spec as a whole is already invalid.
@@ -655,6 +706,8 @@ class Expander:
             params=params,
             ports=bindings,
             loc=node_doc.loc(()),
+            init=init,
+            init_loc=node_doc.loc(("init",)) if init is not None and init.explicit else None,
         )
         for values in bindings.values():
             for value in values:

@@ -102,7 +102,7 @@ def _report(
     if kind in ("anyOf", "oneOf") and error.context:
         if all(e.validator == "required" and not e.relative_path for e in error.context):
             # {block} or {chain}: one key of several is needed
-            keys = [k for e in error.context for k in e.validator_value]
+            keys = [k for e in error.context for k in list(e.validator_value)]  # type: ignore[arg-type]
             diags.error(
                 doc.key_loc(path),
                 f"{namer(path)} needs {' or '.join(f'{k!r}' for k in keys)}",
@@ -135,7 +135,7 @@ def _matching_branch(error: ValidationError) -> list[ValidationError]:
     return fitting[0] if len(fitting) == 1 else []
 
 
-_HIDDEN = {"block", "op", "loss", "in", "repeat"}
+_HIDDEN = {"block", "op", "loss", "in", "repeat", "init", "chain", "share"}
 
 
 def _show(value: Any) -> str:

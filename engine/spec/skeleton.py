@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine.data.kinds import KERNELS, KINDS
+from engine.spec.inits import INIT_KEYS, INIT_TYPES
 
 NAME = r"^[A-Za-z0-9_]+$"
 REF = r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$"
@@ -138,12 +139,23 @@ _WHEN = {
 }
 _REPEAT = {"anyOf": [{"type": "integer"}, EXPRESSION]}
 
+INIT = {
+    # Checked where expressions are known (engine/spec/inits.py), once, with the keys
+    # each type reads; here only its shape, so that no mistake is reported twice.
+    "description": "how the node's weights start: "
+    + ", ".join(INIT_TYPES)
+    + ", or {type, ...} with "
+    + ", ".join(k for k in INIT_KEYS if k != "type"),
+    "type": ["string", "object"],
+}
+
 CHAIN_ITEM = {
     "type": "object",
     "properties": {
         "block": {"type": "string", "minLength": 1},
         "repeat": _REPEAT,
         "when": _WHEN,
+        "init": INIT,
     },
     "required": ["block"],
     "additionalProperties": True,
@@ -156,6 +168,7 @@ NODE = {
         "in": INPUTS,
         "repeat": _REPEAT,
         "when": _WHEN,
+        "init": INIT,
         "chain": {
             "type": "array",
             "items": CHAIN_ITEM,

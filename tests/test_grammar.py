@@ -1,0 +1,305 @@
+"""The grammar of today's architectures: chains, tensors as nodes, init, sharing,
+interleaved composites.
+
+Each test writes a small spec, builds it as a user would (``engine.build``) and checks
+what a user would notice: the state_dict keys a published checkpoint has, the values
+the weights start at, the errors and where they point.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import engine
+from engine.spec.diagnostics import SpecError
+
+
+def spec(tmp_path: Path, networks: str, blocks: str = "") -> Path:
+    text = "spec: 1\nname: grammar\n"
+    if blocks:
+        text += "blocks:\n" + textwrap.indent(textwrap.dedent(blocks), "  ")
+    text += "networks:\n" + textwrap.indent(textwrap.dedent(networks), "  ")
+    path = tmp_path / "grammar.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def build(tmp_path: Path, networks: str, blocks: str = "") -> nn.Module:
+    return engine.build(spec(tmp_path, networks, blocks))["G"]
+
+
+def errors(tmp_path: Path, networks: str, blocks: str = "") -> list[str]:
+    with pytest.raises(SpecError) as info:
+        engine.build(spec(tmp_path, networks, blocks))
+    return [f"{d.loc.line}:{d.loc.col}: {d.message}" for d in info.value.diagnostics.errors]
+
+
+# ------------------------------------------------------------------------ chain
+CHAIN = """
+G:
+  inputs: {x: 3}
+  params: {n: 3}
+  nodes:
+    feats:
+      in: x
+      chain:
+        - {block: conv, out: 8}
+        - {block: conv, out: 8, act: relu, repeat: $n}
+        - {block: conv, out: 8, when: false}
+        - {block: dropout, p: 0.0}
+        - {block: conv, out: 3}
+    out: {block: add, in: [x, feats]}
+  output: out
+"""
+
+
+def test_a_chain_is_numbered_as_nn_sequential_numbers_its_layers(tmp_path: Path) -> None:
+    net = build(tmp_path, CHAIN).eval()
+    # conv, three repeated convs, the switched-off conv takes no index, dropout takes 4
+    reference = nn.Sequential(
+        *(nn.Conv2d(c, 8, 3, padding=1) for c in (3, 8, 8, 8)),
+        nn.Dropout(0.0),
+        nn.Conv2d(8, 3, 3, padding=1),
+    )
+    state = {k.removeprefix("feats."): v for k, v in net.state_dict().items()}
+    reference.load_state_dict(state)  # strict: the same keys and shapes
+    x = torch.rand(1, 3, 8, 8)
+    y = reference[0](x)
+    for i in (1, 2, 3):
+        y = torch.relu(reference[i](y))
+    with torch.no_grad():
+        assert torch.allclose(net(x), x + reference[5](y), atol=1e-6)
+
+
+def test_chain_mistakes_are_reported_at_their_key(tmp_path: Path) -> None:
+    found = errors(
+        tmp_path,
+        """
+        G:
+          inputs: {x: 3}
+          nodes:
+            a: {in: x, chain: [{block: conv, out: 3, in: x}]}
+            b: {in: x, block: conv, chain: [{block: conv, out: 3}]}
+            c: {in: x, chain: [{block: grid_sample}, {block: conv, out: 3}]}
+            d: {in: x, chain: [{block: conv, out: 3, when: false}]}
+            e: {in: x}
+            f: {in: x, chain: [{block: conv, out: 3}], repeat: 2}
+            out: {block: concat, in: [a, b, c, d, e, f]}
+        """,
+    )
+    assert found == EXPECTED_CHAIN_ERRORS
+
+
+EXPECTED_CHAIN_ERRORS = [
+    "12:7: 'networks.G.nodes.e' needs 'block' or 'chain'",
+    "8:48: an item of chain 'a' takes the previous item's output; remove its 'in:'",
+    "9:18: node 'b': 'block' beside 'chain:'; 'block' and parameters belong to the items "
+    "of the chain",
+    "10:34: an item of chain 'c' takes one input; block 'grid_sample' takes x, grid",
+    "11:25: every item of chain 'd' is switched off",
+    "13:50: node 'f': 'repeat' beside 'chain:'; put 'repeat' on an item of the chain",
+]
+
+
+# ---------------------------------------------------------------------- tensors
+TENSORS_BLOCKS = """
+Gated:
+  params: {c: 8}
+  inputs: [x]
+  nodes:
+    conv: {block: conv, in: x, out: $c}
+    beta: {block: parameter, shape: [1, $c, 1, 1]}
+    gamma: {block: parameter, shape: [1, $c, 1, 1], init: ones}
+    mean: {block: constant, value: [0.25, 0.5, 0.75, 1.0, 0.0, 0.0, 0.0, 0.0], shape: [1, $c, 1, 1]}
+    index: {block: buffer, value: [[0, 1], [1, 0]], integer: true}
+    centred: {block: sub, in: [conv, mean]}
+    y: {block: multiply, in: [centred, beta]}
+    z: {block: multiply, in: [x, gamma]}
+    out: {block: add, in: [y, z]}
+  outputs: {out: out, index: index}
+"""
+
+TENSORS = """
+G:
+  inputs: {x: 8}
+  nodes:
+    body: {block: Gated, in: x, repeat: 2}
+    table: {block: Gated, in: body}
+  outputs: {out: table.out, index: table.index}
+"""
+
+
+def test_tensor_nodes_are_saved_under_their_node_names(tmp_path: Path) -> None:
+    net = build(tmp_path, TENSORS, TENSORS_BLOCKS)
+    state = net.state_dict()
+    assert {k for k in state if "conv" not in k} == {
+        "body.0.beta", "body.0.gamma", "body.0.index",
+        "body.1.beta", "body.1.gamma", "body.1.index",
+        "table.beta", "table.gamma", "table.index",
+    }  # fmt: skip
+    assert isinstance(net.get_parameter("body.0.beta"), nn.Parameter)
+    assert "body.0.mean" not in state  # a constant is moved with the network, never saved
+    assert torch.equal(state["body.1.gamma"], torch.ones(1, 8, 1, 1))
+    assert torch.equal(state["table.beta"], torch.zeros(1, 8, 1, 1))
+    assert state["table.index"].dtype == torch.int64
+    trainable = {n for n, p in net.named_parameters() if "conv" not in n}
+    assert trainable == {
+        f"{p}.{t}" for p in ("body.0", "body.1", "table") for t in ("beta", "gamma")
+    }
+
+
+def test_tensor_nodes_compute_and_learn(tmp_path: Path) -> None:
+    net = build(tmp_path, TENSORS, TENSORS_BLOCKS)
+    x = torch.rand(2, 8, 5, 5)
+    out = net(x)
+    # beta is zero, gamma one: each Gated block passes its input through at the start
+    assert torch.allclose(out["out"], x)
+    assert torch.equal(out["index"], torch.tensor([[0, 1], [1, 0]]))
+    net(x)["out"].square().sum().backward()
+    assert net.get_parameter("table.beta").grad.abs().sum() > 0
+
+
+def test_tensor_node_mistakes_are_reported_at_the_node(tmp_path: Path) -> None:
+    assert errors(
+        tmp_path,
+        """
+        G:
+          inputs: {x: 3}
+          nodes:
+            a: {block: parameter, shape: [1, 3, 1, 1], in: x}
+            out: {block: add, in: [x, a]}
+        """,
+    ) == ["8:54: block 'parameter' takes no inputs"]
+    assert errors(
+        tmp_path,
+        """
+        G:
+          inputs: {x: 3}
+          nodes:
+            b: {block: constant, value: [1, 2, 3], shape: [1, 4, 1, 1]}
+            out: {block: add, in: [x, b]}
+        """,
+    ) == [
+        "8:10: node 'b' (constant) cannot be built: constant: value has 3 numbers, which "
+        "do not fill shape [1, 4, 1, 1]"
+    ]
+
+
+# ------------------------------------------------------------------------- init
+def test_init_draws_the_weights_a_published_model_starts_from(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = build(
+        tmp_path,
+        """
+        G:
+          inputs: {x: 16}
+          nodes:
+            a: {block: conv, in: x, out: 64, init: {type: kaiming_normal, scale: 0.1, bias: 0}}
+            b: {block: conv, in: a, out: 16, init: zeros}
+            c: {block: conv, in: b, out: 16, init: {type: constant, value: 0.5, bias: 1.5}}
+            d: {block: conv, in: c, out: 16, init: {type: trunc_normal, std: 0.02}}
+            out: {block: conv, in: d, out: 16, init: {type: normal, std: $0.1 * 2}}
+        """,
+    )
+    state = net.state_dict()
+    # kaiming fan-in for a 3x3 conv of 16 channels: std sqrt(2 / 144), scaled by 0.1
+    assert state["a.weight"].std().item() == pytest.approx(0.1 * (2 / 144) ** 0.5, rel=0.05)
+    assert not state["a.bias"].any()
+    assert not state["b.weight"].any() and not state["b.bias"].any()
+    assert torch.all(state["c.weight"] == 0.5) and torch.all(state["c.bias"] == 1.5)
+    assert state["d.weight"].std().item() == pytest.approx(0.02, rel=0.05)
+    assert state["out.weight"].std().item() == pytest.approx(0.2, rel=0.05)
+
+
+def test_a_composite_init_reaches_every_leaf_without_its_own(tmp_path: Path) -> None:
+    net = build(
+        tmp_path,
+        """
+        G:
+          inputs: {x: 4}
+          nodes:
+            body: {block: Pair, in: x, repeat: 2, init: {type: constant, value: 2}}
+            tail:
+              in: body
+              init: ones
+              chain:
+                - {block: conv, out: 4}
+                - {block: conv, out: 4, init: zeros}
+          output: tail
+        """,
+        blocks="""
+        Pair:
+          inputs: [x]
+          nodes:
+            a: {block: conv, in: x, out: 4}
+            b: {block: conv, in: a, out: 4, init: {type: constant, value: 3}}
+            c: {block: act, in: b, type: relu}
+            n: {block: norm, in: c, type: batch}
+          output: n
+        """,
+    )
+    state = net.state_dict()
+    for i in (0, 1):
+        assert torch.all(state[f"body.{i}.a.weight"] == 2)
+        assert torch.all(state[f"body.{i}.b.weight"] == 3)  # the innermost init wins
+        assert torch.all(state[f"body.{i}.n.weight"] == 1)  # a norm's 1-D scale keeps its ones
+    assert torch.all(state["tail.0.weight"] == 1)
+    assert not state["tail.1.weight"].any()
+
+
+def test_init_mistakes_are_reported_at_the_init(tmp_path: Path) -> None:
+    found = errors(
+        tmp_path,
+        """
+        G:
+          inputs: {x: 3}
+          nodes:
+            a: {block: conv, in: x, out: 3, init: kaiming}
+            b: {block: conv, in: a, out: 3, init: {type: normal, gain: 2}}
+            c: {block: add, in: [x, b], init: zeros}
+            d: {block: conv, in: c, out: 3, init: {type: kaiming_normal, mode: fan_up}}
+          output: d
+        """,
+    )
+    assert found == EXPECTED_INIT_ERRORS
+
+
+EXPECTED_INIT_ERRORS = [
+    "8:45: unknown init type 'kaiming' (did you mean 'kaiming_normal'?); types: 'zeros', "
+    "'ones', 'constant', 'normal', 'trunc_normal', 'uniform', 'kaiming_normal', "
+    "'kaiming_uniform', 'xavier_normal', 'xavier_uniform', 'orthogonal'",
+    "9:45: init type 'normal' takes 'mean', 'std', 'scale', 'bias'; not 'gain'",
+    "11:45: init 'mode' must be one of 'fan_in', 'fan_out', got 'fan_up'",
+]
+
+
+def test_init_on_what_has_no_weights_is_refused(tmp_path: Path) -> None:
+    found = errors(
+        tmp_path,
+        """
+        G:
+          inputs: {x: 3}
+          nodes:
+            a: {block: parameter, shape: [3], init: kaiming_normal}
+            c: {block: add, in: [x, a], init: zeros}
+        """,
+    )
+    assert found == [
+        "8:47: node 'a' (parameter): init 'kaiming_normal' needs a tensor of two or more "
+        "dimensions, not (3,)"
+    ]
+    found = errors(
+        tmp_path,
+        """
+        G:
+          inputs: {x: 3}
+          nodes:
+            c: {block: add, in: [x, x], init: zeros}
+        """,
+    )
+    assert found == ["8:41: node 'c' (add): it has no weights to initialize"]
