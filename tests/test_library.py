@@ -124,6 +124,29 @@ TINY: dict[str, Case] = {
     "image2image.yaml#PatchGAN": Case({"nf": 4}, 32, {"out": (1, 2, 2)}),
     "image2image.yaml#WBCResBlock": Case({"nf": 4}, 8, {"out": (4, 8, 8)}, channels=4),
     "image2image.yaml#WBCUNet": Case({"nf": 4, "n_blocks": 1}, 16, {"out": (3, 16, 16)}),
+    "rcan.yaml#RCAB": Case({"nf": 4, "reduction": 2}, 8, {"out": (4, 8, 8)}, channels=4),
+    "rcan.yaml#ResidualGroup": Case(
+        {"nf": 4, "reduction": 2, "n_resblocks": 1}, 8, {"out": (4, 8, 8)}, channels=4
+    ),
+    "rcan.yaml#RCANUpsampler": Case({"nf": 4, "scale": 3}, 8, {"out": (4, 24, 24)}, channels=4),
+    "rcan.yaml#RCAN": Case(
+        {"nf": 4, "reduction": 2, "n_resgroups": 1, "n_resblocks": 1, "scale": 2},
+        8,
+        {"out": (3, 16, 16)},
+    ),
+    "realplksr.yaml#PLKConv": Case({"dim": 4, "pdim": 1, "kernel": 5}, 8, {"out": (4, 8, 8)}, 4),
+    "realplksr.yaml#ElementwiseAttention": Case({"dim": 4}, 8, {"out": (4, 8, 8)}, channels=4),
+    "realplksr.yaml#PLKBlock": Case(
+        {"dim": 4, "kernel": 5, "norm_groups": 2}, 8, {"out": (4, 8, 8)}, channels=4
+    ),
+    "realplksr.yaml#RealPLKSR": Case(
+        {"dim": 8, "n_blocks": 1, "kernel": 5, "scale": 2}, 8, {"out": (3, 16, 16)}
+    ),
+    "span.yaml#Conv3XC": Case({"c_in": 3, "c_out": 4}, 8, {"out": (4, 8, 8)}),
+    "span.yaml#Conv3XCBranch": Case({"c_in": 3, "c_out": 4}, 8, {"out": (4, 6, 6)}),
+    "span.yaml#SPAB": Case({"nf": 4}, 8, {"out": (4, 8, 8), "out1": (4, 8, 8)}, channels=4),
+    "span.yaml#SPANUpsampler": Case({"out_nc": 3, "scale": 2}, 8, {"out": (3, 16, 16)}, 4),
+    "span.yaml#SPAN": Case({"nf": 4, "scale": 2}, 8, {"out": (3, 16, 16)}),
     "srresnet.yaml#SRResBlock": Case({"nf": 4}, 8, {"out": (4, 8, 8)}, channels=4),
     "srresnet.yaml#SRResNet": Case({"nf": 4, "nb": 1, "scale": 3}, 8, {"out": (3, 24, 24)}),
     "srvgg.yaml#SRVGGNetCompact": Case({"nf": 4, "scale": 2}, 8, {"out": (3, 16, 16)}),

@@ -92,7 +92,7 @@ def _plksr_kwargs(p: dict[str, Any]) -> dict[str, Any]:
 
 
 RUN = ["train.iterations=3", "validation.every=3", "checkpoints.every=3", "logging.every=1"]
-RUN += ["data.train.crop_size=32", "data.train.batch_size=2"]
+RUN += ["data.train.crop_size=32", "data.train.batch_size=2", "+data.val.crop_size=32"]
 
 ZOO = {
     "RCAN": Arch(
