@@ -213,7 +213,7 @@ def test_sigterm_under_torchrun_stops_every_rank_at_one_iteration_then_resumes_e
     assert stopped[1]["iteration"] == at and 8 <= at < 40, stderr[-3000:]
     assert [p.name for p in ckpt.checkpoints(out / "run" / "checkpoints")] == [f"iter_{at:08d}"]
     log = (out / "run" / "train.log").read_text()
-    assert f"interrupted (SIGTERM): saved iteration {at}" in log
+    assert f"interrupted: saved iteration {at} (SIGTERM)" in log
     assert "Traceback" not in log
     again = subprocess.run(
         [*_torchrun(spec, out), "--resume"], env=env, capture_output=True, text=True, timeout=300

@@ -339,7 +339,7 @@ def test_sigterm_saves_at_the_end_of_the_iteration_and_resumes_exactly(
     stopped = train(path, run, data=SignalAt(at=4 * 5 + 2, signum=signum))  # in iteration 6
     assert stopped.interrupted and stopped.iteration == 6
     assert (run / "checkpoints" / "latest").read_text().strip() == "iter_00000006"
-    assert f"interrupted ({signal.Signals(signum).name})" in log_of(run)
+    assert f"saved iteration 6 ({signal.Signals(signum).name})" in log_of(run)
     kept = [r for r in records(run) if r["iter"] <= 6]
     assert len(kept) == len(records(run))
     resumed = train(path, run, resume="auto")

@@ -501,7 +501,7 @@ class Trainer:
                     self._save(iteration, rng, data_state)
                     why = stop.requested or "another process was asked to stop"
                     self.reporter.log(
-                        f"interrupted ({why}): saved iteration {iteration}; continue with "
+                        f"interrupted: saved iteration {iteration} ({why}); continue with "
                         "--resume auto"
                     )
                     return self._result(iteration, interrupted=True)
