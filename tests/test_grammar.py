@@ -303,3 +303,70 @@ def test_init_on_what_has_no_weights_is_refused(tmp_path: Path) -> None:
         """,
     )
     assert found == ["8:41: node 'c' (add): it has no weights to initialize"]
+
+
+# ------------------------------------------------------------- interleaving
+INTERLEAVED_BLOCKS = """
+Levels:
+  inputs: [a, b]
+  nodes:
+    l0: {block: conv, in: a, out: 4}
+    l1: {block: conv, in: b, out: 8}
+  outputs: {o0: l0, o1: l1}
+Downs:
+  inputs: [a]
+  nodes:
+    d0: {block: conv, in: a, out: 8, stride: 2}
+  outputs: {o0: d0}
+"""
+
+
+def interleaved(downs_in: str) -> str:
+    return f"""
+    G:
+      inputs: {{x: 3}}
+      nodes:
+        intro: {{block: conv, in: x, out: 4}}
+        encoders: {{block: Levels, in: [intro, downs.o0]}}
+        downs: {{block: Downs, in: {downs_in}}}
+        out: {{block: conv, in: encoders.o1, out: 3}}
+      output: out
+    """
+
+
+def test_composites_whose_instances_interleave_are_no_cycle(tmp_path: Path) -> None:
+    """NAFNet's layout: encoders.N feed downs.N, which feed encoders.N+1."""
+    net = build(tmp_path, interleaved("encoders.o0"), INTERLEAVED_BLOCKS)
+    assert [k for k in net.state_dict() if k.endswith("weight")] == [
+        "intro.weight", "encoders.l0.weight", "encoders.l1.weight", "downs.d0.weight", "out.weight",
+    ]  # fmt: skip
+    x = torch.rand(1, 3, 8, 8)
+    s = net.state_dict()
+    conv = torch.nn.functional.conv2d
+    y = conv(x, s["intro.weight"], s["intro.bias"], padding=1)
+    y = conv(y, s["encoders.l0.weight"], s["encoders.l0.bias"], padding=1)
+    y = conv(y, s["downs.d0.weight"], s["downs.d0.bias"], stride=2, padding=1)
+    y = conv(y, s["encoders.l1.weight"], s["encoders.l1.bias"], padding=1)
+    y = conv(y, s["out.weight"], s["out.bias"], padding=1)
+    with torch.no_grad():
+        assert torch.allclose(net(x), y, atol=1e-6)
+
+
+def test_a_real_cycle_through_composites_is_found_on_the_expanded_graph(tmp_path: Path) -> None:
+    found = errors(tmp_path, interleaved("encoders.o1"), INTERLEAVED_BLOCKS)
+    assert found == ["9:11: cycle in network 'G': encoders.l1 → downs.d0 → encoders.l1"]
+
+
+def test_a_cycle_among_leaves_is_still_reported_where_it_is_written(tmp_path: Path) -> None:
+    found = errors(
+        tmp_path,
+        """
+        G:
+          inputs: {x: 3}
+          nodes:
+            a: {block: add, in: [x, b]}
+            b: {block: conv, in: a, out: 3}
+          output: b
+        """,
+    )
+    assert found == ["8:27: cycle in network 'G': a → b → a"]

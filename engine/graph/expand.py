@@ -18,7 +18,7 @@ from typing import Any
 
 import networkx as nx
 
-from engine.graph.cycles import report_cycles
+from engine.graph.cycles import cycles, report_cycles
 from engine.graph.model import Network, PortBindings, Source
 from engine.graph.ports import Ports, Value, bind, references, resolve_reference
 from engine.spec.catalog import Catalog
@@ -43,6 +43,16 @@ Outputs = dict[str, Value] | None
 
 class _TooBig(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class _Structure:
+    """What is checked once per definition: the order to expand its nodes in, its
+    outputs, and the nodes that wait for their inputs (see ``Expander._order``)."""
+
+    order: list[str]
+    outputs: dict[str, tuple[str, Path]]
+    waiting: frozenset[str]
 
 
 @dataclass(frozen=True)
@@ -75,7 +85,10 @@ class Expander:
         self.global_scope = global_scope
         self.spec_dir = spec_dir
         self.graph: nx.DiGraph[str] = nx.DiGraph()
-        self._structures: dict[int, tuple[list[str], dict[str, tuple[str, Path]]]] = {}
+        self._structures: dict[int, _Structure] = {}
+        # Outputs of nodes expanded before their inputs were known (see _order), by alias.
+        self._aliases: dict[str, Outputs] = {}
+        self._pending: list[str] = []  # leaves whose inputs name an alias
         self._valid_params: set[tuple[str, str]] = set()
         # The init of the composite or chain being expanded, for the leaves inside.
         self._inherited: Init | None = None
@@ -84,10 +97,74 @@ class Expander:
     def network(self, name: str, data: dict[str, Any], doc: Doc) -> Network | None:
         """Expand one entry of ``networks:`` (``doc`` is rooted at it)."""
         self.graph = nx.DiGraph()
+        self._aliases, self._pending = {}, []
         try:
-            return self._network(name, data, doc)
+            network = self._network(name, data, doc)
         except _TooBig:
             return None
+        if network is None or not self._aliases:
+            return network
+        return self._wired(network)
+
+    def _wired(self, network: Network) -> Network | None:
+        """Replace the aliases of nodes expanded before their inputs were known by what
+        they stand for, then judge cycles on the expanded graph."""
+        ok = True
+        for leaf in self._pending:
+            attrs = self.graph.nodes[leaf]
+            ports: PortBindings = {}
+            for port, values in attrs["ports"].items():
+                ports[port] = []
+                for value in values:
+                    resolved = self._unaliased(value, attrs.get("loc"), ())
+                    if resolved is None:
+                        ok = False
+                    else:
+                        ports[port].append(resolved)
+            attrs["ports"] = ports
+            self.graph.add_edges_from((s.node, leaf) for v in ports.values() for g in v for s in g)
+        outputs = {}
+        for port, value in network.outputs.items():
+            resolved = self._unaliased(value, network.loc, ())
+            if resolved is None:
+                ok = False
+            else:
+                outputs[port] = resolved
+        if not ok:
+            return None
+        network.outputs = outputs
+        what = f"network '{network.name}'"
+        if report_cycles(
+            self.graph, list(self.graph), lambda n: self.graph.nodes[n].get("loc"), what, self.diags
+        ):
+            return None
+        return network
+
+    def _unaliased(self, value: Value, at: Loc | None, trail: tuple[Source, ...]) -> Value | None:
+        result: Value = []
+        for source in value:
+            if not source.node.startswith("@"):
+                result.append(source)
+                continue
+            outputs = self._aliases.get(source.node)
+            if outputs is None:  # the node failed, and was reported
+                return None
+            if source.port not in outputs:  # switched off by `when`: it has only 'out'
+                self.diags.error(
+                    at,
+                    f"'{source.node[1:]}' has no output '{source.port}' when it is switched "
+                    f"off; outputs: {quote_list(outputs)}",
+                )
+                return None
+            if source in trail:  # outputs that are inputs, round and round: no leaf between
+                path = " → ".join(s.node[1:] for s in (*trail[trail.index(source) :], source))
+                self.diags.error(at, f"cycle through outputs only: {path}")
+                return None
+            inner = self._unaliased(outputs[source.port], at, (*trail, source))
+            if inner is None:
+                return None
+            result.extend(inner)
+        return result
 
     def _network(self, name: str, data: dict[str, Any], doc: Doc) -> Network | None:
         loc = doc.loc(())
@@ -198,17 +275,22 @@ class Expander:
         if not isinstance(nodes, dict):
             return None
         local: dict[str, Outputs] = {k: {"out": v} for k, v in bindings.items()}
-        order, outputs_spec = self._structure(body, nodes, doc, bindings, owner)
+        structure = self._structure(body, nodes, doc, bindings, owner)
         for name in nodes:
             local.setdefault(name, None)  # nodes in cycles stay None: already reported
-        for name in order:
+        for name in structure.waiting:  # read before they are expanded: by alias
+            alias = f"@{prefix}{name}"
+            local[name] = {port: [Source(alias, port)] for port in self._output_ports(nodes[name])}
+        for name in structure.order:
             node = nodes[name]
             if isinstance(node, dict):
                 local[name] = self._node(prefix, name, node, doc, scope, local, stack)
             else:
                 local[name] = None
+            if name in structure.waiting:
+                self._aliases[f"@{prefix}{name}"] = local[name]
         result: dict[str, Value] = {}
-        for port, (ref, path) in outputs_spec.items():
+        for port, (ref, path) in structure.outputs.items():
             value = self._resolve(ref, local, doc.loc(path), owner)
             if value is None:
                 return None
@@ -222,7 +304,7 @@ class Expander:
         doc: Doc,
         bindings: dict[str, Value],
         owner: str,
-    ) -> tuple[list[str], dict[str, tuple[str, Path]]]:
+    ) -> _Structure:
         """Order and outputs of a definition: checked once, reused by every instance."""
         key = id(body)
         if key not in self._structures:
@@ -233,10 +315,10 @@ class Expander:
                         f"node '{name}' has the same name as an input of {owner}",
                     )
             deps = self._local_dependencies(nodes, set(bindings), doc)
-            order = self._order(deps, nodes, doc, owner)
+            order, waiting = self._order(deps, nodes, doc, owner)
             outputs_spec = self._declared_outputs(body, nodes)
             self._check_reachability(deps, outputs_spec, nodes, bindings, doc, owner)
-            self._structures[key] = (order, outputs_spec)
+            self._structures[key] = _Structure(order, outputs_spec, waiting)
         return self._structures[key]
 
     @staticmethod
@@ -269,17 +351,70 @@ class Expander:
 
     def _order(
         self, deps: nx.DiGraph[str], nodes: dict[str, Any], doc: Doc, owner: str
-    ) -> list[str]:
+    ) -> tuple[list[str], frozenset[str]]:
+        """The order to expand the nodes in, and those that wait for their inputs.
+
+        A cycle among leaf nodes is a mistake, reported here. One through a composite
+        (or a chain, or a block chosen by an expression) may be none: NAFNet's encoders
+        feed its downsamplers, which feed the encoders' next level, and the leaves
+        inside form no cycle. Such nodes are expanded with their inputs unresolved
+        (``waiting``); cycles are then judged on the expanded graph.
+        """
+        leaf_cycles: set[str] = set()
+        waiting: set[str] = set()
+        for component in cycles(deps):
+            if all(self._plain_leaf(nodes.get(n)) for n in component):
+                leaf_cycles |= component
+            else:
+                waiting |= component
         cyclic = report_cycles(
-            deps, list(nodes), lambda n: doc.loc(("nodes", n, "in")), owner, self.diags
+            deps.subgraph(leaf_cycles),
+            list(nodes),
+            lambda n: doc.loc(("nodes", n, "in")),
+            owner,
+            self.diags,
         )
         acyclic = deps.subgraph([n for n in deps if n not in cyclic])
-        # Stable order: YAML order among the nodes that are ready.
+        # Stable order: YAML order among the nodes that are ready (a waiting group goes
+        # where its first member is, in YAML order within it).
         position = {n: i for i, n in enumerate(nodes)}
-        order = list(
-            nx.lexicographical_topological_sort(acyclic, key=lambda n: position.get(n, -1))
-        )
-        return [n for n in order if n in nodes]
+        condensed = nx.condensation(acyclic)
+        members = condensed.graph["mapping"]
+        groups: dict[int, list[str]] = {}
+        for name, group in members.items():
+            groups.setdefault(group, []).append(name)
+        first = {g: min(position.get(n, -1) for n in names) for g, names in groups.items()}
+        order = [
+            name
+            for group in nx.lexicographical_topological_sort(condensed, key=lambda g: first[g])
+            for name in sorted(groups[group], key=lambda n: position.get(n, -1))
+        ]
+        return [n for n in order if n in nodes], frozenset(waiting)
+
+    def _output_ports(self, node: Any) -> tuple[str, ...]:
+        """A node's output ports, before it is expanded."""
+        block = node.get("block") if isinstance(node, dict) else None
+        if not isinstance(block, str) or is_expression(block) or "chain" in node:
+            return ("out",)  # a chain; a block chosen by an expression has 'out' or fails
+        entry = self.catalog.get(block)
+        if entry is not None:
+            return tuple(entry.outputs)
+        # Quietly: a block that is not found is reported where the node is expanded.
+        reporting, self.table.diags = self.table.diags, Diagnostics()
+        try:
+            composite = self.table.lookup(block, self.spec_dir, None)
+        finally:
+            self.table.diags = reporting
+        if composite is None or not isinstance(composite.data.get("nodes"), dict):
+            return ("out",)
+        return tuple(self._declared_outputs(composite.data, composite.data["nodes"]))
+
+    def _plain_leaf(self, node: Any) -> bool:
+        """A node that runs a registered block named as it is written."""
+        if not isinstance(node, dict) or "chain" in node:
+            return False
+        block = node.get("block")
+        return isinstance(block, str) and not is_expression(block) and block in self.catalog
 
     def _check_reachability(
         self,
@@ -434,9 +569,7 @@ class Expander:
                 return None
         return outputs, repeat
 
-    def _own_init(
-        self, node: dict[str, Any], node_doc: Doc, scope: dict[str, Any]
-    ) -> Init | None:
+    def _own_init(self, node: dict[str, Any], node_doc: Doc, scope: dict[str, Any]) -> Init | None:
         """The node's own ``init:`` (None: it has none, or it is wrong and reported)."""
         if "init" not in node:
             return None
@@ -709,10 +842,11 @@ class Expander:
             init=init,
             init_loc=node_doc.loc(("init",)) if init is not None and init.explicit else None,
         )
-        for values in bindings.values():
-            for value in values:
-                for source in value:
-                    self.graph.add_edge(source.node, full)
+        sources = [source for values in bindings.values() for value in values for source in value]
+        if any(source.node.startswith("@") for source in sources):
+            self._pending.append(full)  # wired once the aliases are known
+        else:
+            self.graph.add_edges_from((source.node, full) for source in sources)
         return {port: [Source(full, port)] for port in entry.outputs}
 
     def _composite(
