@@ -370,3 +370,29 @@ def test_a_cycle_among_leaves_is_still_reported_where_it_is_written(tmp_path: Pa
         """,
     )
     assert found == ["8:27: cycle in network 'G': a → b → a"]
+
+
+# ------------------------------------------------------- run-time axis lengths
+def test_windows_are_partitioned_and_put_back_whatever_the_image_size(tmp_path: Path) -> None:
+    net = build(
+        tmp_path,
+        """
+        G:
+          inputs: {x: 3}
+          nodes:
+            windows: {block: rearrange, in: x, pattern: "b c (h wh) (w ww) -> (b h w) (wh ww) c", axes: {wh: 4, ww: 4}}
+            scaled: {block: multiply, in: windows, value: 2.0}
+            back:
+              block: rearrange
+              in: {x: scaled, like: x}
+              pattern: "(b h w) (wh ww) c -> b c (h wh) (w ww)"
+              axes: {wh: 4, ww: 4}
+              like_pattern: "b c (h wh) (w ww)"
+          output: back
+        """,
+    )
+    for size in ((8, 8), (12, 20)):
+        x = torch.rand(2, 3, *size)
+        assert torch.equal(net(x), 2 * x)
+    with pytest.raises(ValueError, match="does not divide by 4"):
+        net(torch.rand(1, 3, 8, 10))

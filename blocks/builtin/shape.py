@@ -7,8 +7,10 @@ adaptive_pool take their sizes from the input at run time.
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Literal
 
+import einops
 import torch
 import torch.nn.functional as F
 from einops.layers.torch import Rearrange as EinopsRearrange
@@ -277,26 +279,104 @@ class CropTo(nn.Module):
         return f"factor={self.factor}, anchor={self.anchor}"
 
 
-@register("rearrange", trainable=False)
+@register("rearrange", inputs=("x", "like"), min_inputs=1, trainable=False)
 class Rearrange(nn.Module):
     """Reorder, merge or split axes with an einops pattern.
 
     Example: ``pattern: "b c h w -> b (c h w)"`` flattens for a linear head;
     ``pattern: "b (t c) h w -> b t c h w"`` with ``axes: {t: 3}`` splits frames.
 
+    Lengths the pattern cannot infer come from ``axes``, or at run time from a second
+    input ``like`` read with ``like_pattern``: window attention partitions an image into
+    windows with ``"b c (h wh) (w ww) -> (b h w) (wh ww) c"`` and ``axes: {wh: 8, ww:
+    8}``, and puts them back with ``"(b h w) (wh ww) c -> b c (h wh) (w ww)"``, ``in:
+    {x: windows, like: image}`` and ``like_pattern: "b c (h wh) (w ww)"``: h and w are
+    the image's H / 8 and W / 8, whatever its size.
+
     Args:
         pattern: the einops rearrange pattern.
         axes: lengths of axes the pattern cannot infer, by name.
+        like_pattern: how the second input's shape splits into named axes (each
+            parenthesized group is one dimension; at most one unknown name in a group,
+            found by division); those lengths join ``axes``.
     """
 
-    def __init__(self, *, pattern: str, axes: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, *, pattern: str, axes: dict[str, int] | None = None, like_pattern: str | None = None
+    ) -> None:
         super().__init__()
-        # The einops layer parses the pattern now, so a bad pattern fails at build time.
-        self.op = EinopsRearrange(pattern, **(axes or {}))
+        self.pattern = pattern
+        self.axes = dict(axes or {})
+        self.like = _groups(like_pattern) if like_pattern is not None else None
+        # The einops layer parses the pattern now, so a bad pattern fails at build time
+        # (with a second input, lengths are known at run time only).
+        self.op = EinopsRearrange(pattern, **self.axes) if self.like is None else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.op(x)
-        return out
+    def forward(self, x: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
+        if self.op is not None:
+            if like is not None:
+                raise ValueError("rearrange: a second input 'like' needs 'like_pattern'")
+            out: torch.Tensor = self.op(x)
+            return out
+        assert self.like is not None
+        if like is None:
+            raise ValueError("rearrange: 'like_pattern' needs a second input 'like'")
+        lengths = _lengths(self.like, like.shape, self.axes)
+        return einops.rearrange(x, self.pattern, **lengths)
+
+
+def _groups(pattern: str) -> list[list[str]]:
+    """``"b c (h wh) w"`` → ``[["b"], ["c"], ["h", "wh"], ["w"]]``."""
+    groups: list[list[str]] = []
+    current: list[str] | None = None
+    for token in pattern.replace("(", " ( ").replace(")", " ) ").split():
+        if token == "(":
+            if current is not None:
+                raise ValueError(f"rearrange: nested parentheses in like_pattern '{pattern}'")
+            current = []
+        elif token == ")":
+            if not current:
+                raise ValueError(f"rearrange: an empty or unopened group in '{pattern}'")
+            groups.append(current)
+            current = None
+        elif not token.isidentifier():
+            raise ValueError(f"rearrange: '{token}' is not an axis name in '{pattern}'")
+        elif current is not None:
+            current.append(token)
+        else:
+            groups.append([token])
+    if current is not None:
+        raise ValueError(f"rearrange: an unclosed group in like_pattern '{pattern}'")
+    return groups
+
+
+def _lengths(groups: list[list[str]], shape: torch.Size, known: dict[str, int]) -> dict[str, int]:
+    if len(groups) != len(shape):
+        raise ValueError(
+            f"rearrange: like_pattern names {len(groups)} dimensions, the input 'like' has "
+            f"{len(shape)} ({tuple(shape)})"
+        )
+    lengths = dict(known)
+    for group, size in zip(groups, shape, strict=True):
+        unknown = [n for n in group if n not in lengths]
+        if len(unknown) > 1:
+            raise ValueError(
+                f"rearrange: like_pattern group ({' '.join(group)}) has two unknown lengths; "
+                "give all but one in 'axes'"
+            )
+        product = math.prod(lengths[n] for n in group if n in lengths)
+        if unknown:
+            if size % product:
+                raise ValueError(
+                    f"rearrange: a length of {size} in 'like' does not divide by "
+                    f"{product} for ({' '.join(group)})"
+                )
+            lengths[unknown[0]] = size // product
+        elif product != size:
+            raise ValueError(
+                f"rearrange: ({' '.join(group)}) is {product} long, the input 'like' has {size}"
+            )
+    return lengths
 
 
 @register("concat", variadic=True, min_inputs=2, trainable=False)
