@@ -124,6 +124,11 @@ TINY: dict[str, Case] = {
     "image2image.yaml#PatchGAN": Case({"nf": 4}, 32, {"out": (1, 2, 2)}),
     "image2image.yaml#WBCResBlock": Case({"nf": 4}, 8, {"out": (4, 8, 8)}, channels=4),
     "image2image.yaml#WBCUNet": Case({"nf": 4, "n_blocks": 1}, 16, {"out": (3, 16, 16)}),
+    "pan.yaml#PA": Case({"nf": 4}, 8, {"out": (4, 8, 8)}, channels=4),
+    "pan.yaml#PAConv": Case({"nf": 4}, 8, {"out": (4, 8, 8)}, channels=4),
+    "pan.yaml#SCPAConv": Case({"nf": 4}, 8, {"out": (4, 8, 8)}, channels=4),
+    "pan.yaml#SCPA": Case({"nf": 4}, 8, {"out": (4, 8, 8)}, channels=4),
+    "pan.yaml#PAN": Case({"nf": 4, "unf": 4, "nb": 1, "scale": 3}, 8, {"out": (3, 24, 24)}),
     "rcan.yaml#RCAB": Case({"nf": 4, "reduction": 2}, 8, {"out": (4, 8, 8)}, channels=4),
     "rcan.yaml#ResidualGroup": Case(
         {"nf": 4, "reduction": 2, "n_resblocks": 1}, 8, {"out": (4, 8, 8)}, channels=4

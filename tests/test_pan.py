@@ -369,13 +369,13 @@ def test_pan_learns_to_beat_bicubic(tmp_path: Path) -> None:
     from engine.train.runner import run
 
     overrides = [
-        "data.train.crop_size=96",
+        "data.train.crop_size=64",
         "data.train.batch_size=8",
-        "train.iterations=1500",
+        "train.iterations=600",
         "optimizers.G.scheduler.periods=[1.0]",
         "optimizers.G.scheduler.restart_weights=[1]",
-        "validation.every=500",
-        "checkpoints.every=1500",
+        "validation.every=200",
+        "checkpoints.every=600",
         "logging.every=25",
     ]
     result = run(SPEC, overrides, out=tmp_path / "run", stream=io.StringIO())

@@ -46,6 +46,17 @@ TINY = {
         "networks.G.params.gc=4",
     ],
     "srgan.yaml": [*TINY_GAN, "networks.G.params.nf=8", "networks.G.params.nb=1"],
+    "pan.yaml": [
+        "data.train.crop_size=32",
+        "data.train.batch_size=2",
+        "train.iterations=4",
+        "validation.every=4",
+        "checkpoints.every=4",
+        "logging.every=1",
+        "networks.G.params.nf=8",
+        "networks.G.params.unf=4",
+        "networks.G.params.nb=1",
+    ],
     # Image-to-image specs: 32-pixel crops (a multiple of what each generator needs).
     "pix2pix.yaml": [
         *TINY_I2I,
