@@ -308,17 +308,17 @@ class Rearrange(nn.Module):
         self.pattern = pattern
         self.axes = dict(axes or {})
         self.like = _groups(like_pattern) if like_pattern is not None else None
-        # The einops layer parses the pattern now, so a bad pattern fails at build time
-        # (with a second input, lengths are known at run time only).
-        self.op = EinopsRearrange(pattern, **self.axes) if self.like is None else None
+        if self.like is None:  # parse now, so that a bad pattern fails at build time
+            EinopsRearrange(pattern, **self.axes)
+        # No einops layer kept as a submodule: the block stays stateless, so shape
+        # inference runs it on a real batch. A pattern may merge the batch into another
+        # axis (windows: "(b h w)"), which an empty batch would hide.
 
     def forward(self, x: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
-        if self.op is not None:
+        if self.like is None:
             if like is not None:
                 raise ValueError("rearrange: a second input 'like' needs 'like_pattern'")
-            out: torch.Tensor = self.op(x)
-            return out
-        assert self.like is not None
+            return einops.rearrange(x, self.pattern, **self.axes)
         if like is None:
             raise ValueError("rearrange: 'like_pattern' needs a second input 'like'")
         lengths = _lengths(self.like, like.shape, self.axes)
