@@ -2,13 +2,17 @@
 
 The trunk is built here (no torchvision dependency) with the module indices of
 torchvision's ``vgg19().features`` so its state dicts load as they are
-(``features.0.weight`` … ``features.34.bias``). Weights are never downloaded: they are
-read from torch's hub cache, from a given file, or left random on request.
+(``features.0.weight`` … ``features.34.bias``). ``weights: imagenet`` reads torchvision's
+file from torch's hub cache and downloads it there on first use, hash checked
+(:mod:`engine.hub`; never with ``LOOM_OFFLINE=1``); a file path is read as it is, and
+``random`` is for tests and demos. Files are read by Loom's own reader, so a damaged
+or code-carrying file is refused in Loom's words.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 import warnings
 from collections.abc import Hashable
 from dataclasses import dataclass, field
@@ -19,6 +23,7 @@ import torch
 from torch import nn
 
 from blocks.memo import shared
+from engine import hub
 from blocks.registry import ParamError, ParamFileNotFound
 
 #: torchvision's ImageNet VGG19 weights, as torch.hub names them in its cache.
@@ -187,7 +192,7 @@ class VGG19Features(nn.Module):
             _random_init(self.features)
             self.source = ("random",)
             return
-        path = imagenet_path() if weights == "imagenet" else Path(weights).expanduser()
+        path = _imagenet_file() if weights == "imagenet" else Path(weights).expanduser()
         if not path.is_file():
             raise ParamFileNotFound("weights", _missing_message(weights, path))
         state = _read_state_dict(path)
@@ -223,12 +228,26 @@ def imagenet_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / IMAGENET_FILE
 
 
+def _imagenet_file() -> Path:
+    """torchvision's VGG19 file in torch's hub cache, downloaded there when missing;
+    the cache path itself when it cannot be had (offline, or the download failed)."""
+    try:
+        return hub.cached(IMAGENET_URL)
+    except hub.Offline:
+        return imagenet_path()
+    except hub.DownloadError as exc:
+        raise ParamFileNotFound("weights", f"VGG19 ImageNet weights: {exc}") from None
+
+
 def _missing_message(weights: str, path: Path) -> str:
     if weights == "imagenet":
+        switch = next((v for v in hub.OFFLINE_VARIABLES if os.environ.get(v)), "LOOM_OFFLINE")
         return (
-            f"VGG19 ImageNet weights not found: expected {path}. Loom never downloads; "
-            f"put torchvision's {IMAGENET_FILE} ({IMAGENET_URL}) in {path.parent}, or "
-            "set the loss's weights to a file path, or to random for tests and demos"
+            f"VGG19 ImageNet weights not found: expected {path}. Downloads are off "
+            f"({switch}), and offline Loom never downloads; put torchvision's "
+            f"{IMAGENET_FILE} ({IMAGENET_URL}) in {path.parent}, or unset {switch} to "
+            "download it on first use, or set the loss's weights to a file path, or to "
+            "random for tests and demos"
         )
     return (
         f"VGG19 weights file not found: {path}. Give a torchvision-layout VGG19 file, "
@@ -237,14 +256,11 @@ def _missing_message(weights: str, path: Path) -> str:
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors only: pickled code in the file is never executed."""
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    """Tensors only, through Loom's reader: pickled code in the file is never executed,
+    and an empty, damaged or unsafe file is refused naming the file and why."""
+    from engine.compile.weights import WeightsError, read_state_dict
 
-        return load_file(path, device="cpu")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(state, dict):
-        raise ParamError(
-            "weights", f"{path} does not hold a state dict (found {type(state).__name__})"
-        )
-    return state
+    try:
+        return read_state_dict(path)
+    except WeightsError as exc:
+        raise ParamError("weights", str(exc)) from None
