@@ -57,6 +57,25 @@ TINY = {
         "networks.G.params.unf=4",
         "networks.G.params.nb=1",
     ],
+    # Restoration at 1x (compact SRVGG) and Real-ESRGAN x4 (tests/test_restoration.py).
+    **{
+        f"restore_{task}.yaml": [
+            "data.train.crop_size=16",
+            "data.train.batch_size=2",
+            "train.iterations=4",
+            "validation.every=4",
+            "checkpoints.every=4",
+            "logging.every=1",
+            "networks.G.params.nf=4",
+        ]
+        for task in ("denoise", "deblur", "jpeg")
+    },
+    "realesrgan.yaml": [
+        *(o for o in TINY_GAN if o != "+graph.fea.weights=random"),
+        "+graph.percep.weights=random",
+        "train.ema.start=2",
+        "networks.G.params.nf=4",
+    ],
     # Image-to-image specs: 32-pixel crops (a multiple of what each generator needs).
     "pix2pix.yaml": [
         *TINY_I2I,
