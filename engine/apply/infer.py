@@ -1,0 +1,351 @@
+"""``infer``: images through a trained network, written to a folder.
+
+Each image is read upright (EXIF) in its own precision, run through the network whole
+or in tiles (:class:`~engine.apply.tiling.Tiled`, grown to the network's size multiple,
+so tiled equals whole when the overlap covers the receptive field), and written with
+the same relative path. Channels follow the input:
+
+* **gray** in (a file whose colour channels are equal) → gray out: repeated to the
+  network's RGB, the result's luma (BT.601) written.
+* **alpha** (RGBA, gray+alpha) is processed apart from the colour, as chaiNNer does:
+  ``alpha="network"`` (the default) runs it through the network as a gray image and
+  keeps the mean of the result's channels; ``"resize"`` upscales it bicubically (much
+  cheaper; exact at 1x); ``"drop"`` writes no alpha. A fully opaque alpha is dropped.
+* a one-channel network gets the luma of colour inputs.
+
+A file that cannot be read or run is reported by name and skipped; the rest go on.
+On out-of-memory the tile is halved (down to 32 pixels) and the image retried.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.apply.images import SIXTEEN_BIT, Item, output_path, write_image
+from engine.apply.source import ApplyError, Model
+from engine.apply.tiling import Tiled
+from engine.data.errors import DataError
+from engine.data.imageio import read_image, to_tensor
+
+Precision = Literal["fp32", "fp16", "bf16"]
+AlphaMode = Literal["network", "resize", "drop"]
+Bits = Literal["auto", "8", "16"]
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+LUMA = (0.299, 0.587, 0.114)
+SMALLEST_TILE = 32
+#: Context each tile takes on every side, in input pixels (see Tiled).
+DEFAULT_OVERLAP = 16
+
+
+@dataclass
+class InferOptions:
+    """How ``infer`` runs; the command line's options, one field each."""
+
+    tile: int | None = None  # None: whole images (tiles only after out-of-memory)
+    overlap: int = DEFAULT_OVERLAP
+    precision: Precision = "fp32"
+    device: str | None = None  # None: cuda when available, else cpu
+    batch: int = 1
+    channels_last: bool = False
+    alpha: AlphaMode = "network"
+    format: str = "png"  # a key of images.FORMATS, or "same"
+    bits: Bits = "auto"  # auto: 16-bit out for 16-bit (or float) in, where the format allows
+    quality: int = 95  # JPEG/WebP
+    skip_existing: bool = False
+    progress: bool | None = None  # None: a live bar on a terminal, plain lines otherwise
+
+
+@dataclass
+class InferResult:
+    done: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    tile: int | None = None  # the tile size in use at the end (after out-of-memory retries)
+
+
+class Runner:
+    """The network on a device and in a precision, whole or tiled, halving the tile
+    after an out-of-memory error. ``__call__`` takes and returns float32 B×C×H×W."""
+
+    def __init__(self, model: Model, options: InferOptions, log: Callable[[str], None]) -> None:
+        device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        try:
+            self.device = torch.device(device)
+            module: nn.Module = model.module  # type: ignore[assignment]
+            self.module = module.to(self.device, DTYPES[options.precision])
+        except (RuntimeError, ValueError) as exc:
+            raise ApplyError(f"--device {device}: {exc}") from None
+        self.memory_format = torch.channels_last if options.channels_last else None
+        if self.memory_format is not None:
+            self.module = self.module.to(memory_format=self.memory_format)
+        self.dtype = DTYPES[options.precision]
+        self.model, self.tile, self.overlap, self.log = model, options.tile, options.overlap, log
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        while True:
+            try:
+                return self._forward(x, self.tile)
+            except torch.OutOfMemoryError:
+                smaller = self._smaller(x)
+                if smaller is None:
+                    raise
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                self.log(
+                    f"out of memory at {'tile ' + str(self.tile) if self.tile else 'whole size'}; "
+                    f"retrying with tile {smaller}"
+                )
+                self.tile = smaller
+
+    def _smaller(self, x: torch.Tensor) -> int | None:
+        current = self.tile or max(x.shape[-2:])
+        m = self.model.multiple
+        half = max(current // 2 // m * m, m)
+        return half if SMALLEST_TILE <= half < current else None
+
+    def _forward(self, x: torch.Tensor, tile: int | None) -> torch.Tensor:
+        x = x.to(self.device, self.dtype)
+        if self.memory_format is not None:
+            x = x.contiguous(memory_format=self.memory_format)
+        size = tile or max(x.shape[-2:])
+        net = Tiled(self.module, size, overlap=self.overlap, multiple=self.model.multiple)
+        with torch.inference_mode():
+            y = net(**{self.model.input: x})
+        if isinstance(y, dict):
+            y = y[self.model.port]
+        return y.float().cpu()
+
+
+@dataclass
+class _Image:
+    """One decoded image, split as the network needs it."""
+
+    item: Item
+    target: Path
+    color: torch.Tensor  # the network's input channels, C×H×W in [0, 1]
+    alpha: torch.Tensor | None  # H×W, or None (none, opaque, or dropped)
+    gray: bool
+    bits: int  # 8 or 16: the output's
+
+
+def prepare(pixels: np.ndarray, channels: int, alpha: AlphaMode) -> tuple[Any, Any, bool]:
+    """HxWx4 pixels (as read) → (network input C×H×W, alpha H×W or None, gray?)."""
+    t = to_tensor(pixels)
+    rgb, a = t[:3], t[3]
+    gray = bool(torch.equal(rgb[0], rgb[1]) and torch.equal(rgb[1], rgb[2]))
+    keep_alpha = alpha != "drop" and bool((a < 1).any()) and channels != 4
+    if channels == 1:
+        color = _luma(rgb)
+    elif channels == 3:
+        color = rgb
+    elif channels == 4:
+        color = t
+    else:
+        raise ApplyError(f"infer reads images as gray, RGB or RGBA, not {channels} channels")
+    return color, a if keep_alpha else None, gray
+
+
+def _luma(rgb: torch.Tensor) -> torch.Tensor:
+    weights = torch.tensor(LUMA, dtype=rgb.dtype).view(3, 1, 1)
+    return (rgb * weights).sum(0, keepdim=True)
+
+
+def finish(
+    y: torch.Tensor, alpha: torch.Tensor | None, gray: bool, bits: int
+) -> np.ndarray:
+    """Network output C×H×W (+ processed alpha H×W) → HxWxC pixels of ``bits``."""
+    y = y.clamp(0, 1)
+    if y.shape[0] == 3 and gray:
+        y = _luma(y)
+    if alpha is not None and y.shape[0] in (1, 3):
+        y = torch.cat([y, alpha.clamp(0, 1)[None]])
+    top = 65535 if bits == 16 else 255
+    values = (y.permute(1, 2, 0).numpy() * top).round()
+    return values.astype(np.uint16 if bits == 16 else np.uint8)
+
+
+def infer(
+    model: Model,
+    items: list[Item],
+    out_dir: Path,
+    options: InferOptions,
+    *,
+    log: Callable[[str], None] | None = None,
+) -> InferResult:
+    """Run ``model`` on every item; results under ``out_dir``. Never raises for one
+    image: its failure is recorded (and logged) and the others go on."""
+    if options.bits == "16" and options.format not in ("png", "tif", "same"):
+        raise ApplyError(f"16-bit output needs --format png or tif, not {options.format}")
+    say = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    runner = Runner(model, options, say)
+    result = InferResult()
+    started = time.perf_counter()
+    with _Progress(len(items), options.progress, say) as progress:
+        for group in _groups(_decoded(items, out_dir, model, options, result, progress), options):
+            _run_group(group, runner, model, options, result, progress)
+    result.seconds = time.perf_counter() - started
+    result.tile = runner.tile
+    return result
+
+
+def _decoded(
+    items: list[Item],
+    out_dir: Path,
+    model: Model,
+    options: InferOptions,
+    result: InferResult,
+    progress: _Progress,
+) -> Iterator[_Image]:
+    for item in items:
+        target = output_path(out_dir, item, options.format)
+        if options.skip_existing and target.exists():
+            result.skipped.append(item.path)
+            progress.step(item, "skipped (exists)")
+            continue
+        try:
+            pixels = read_image(item.path, 4)
+            color, alpha, gray = prepare(pixels, model.channels, options.alpha)
+        except (DataError, OSError, ValueError) as exc:
+            # The data side's advice (on_bad_image: skip) is for training; infer skips.
+            _failed(item, str(exc).split("; fix or remove the file")[0], result, progress)
+            continue
+        deep = pixels.dtype != np.uint8
+        bits = 16 if options.bits == "16" or (options.bits == "auto" and deep) else 8
+        if target.suffix.lower() not in SIXTEEN_BIT:
+            bits = 8
+        yield _Image(item, target, color, alpha, gray, bits)
+
+
+def _groups(images: Iterator[_Image], options: InferOptions) -> Iterator[list[_Image]]:
+    """Consecutive images of one size, up to ``batch`` at a time."""
+    group: list[_Image] = []
+    for image in images:
+        if group and (len(group) == options.batch or image.color.shape != group[0].color.shape):
+            yield group
+            group = []
+        group.append(image)
+    if group:
+        yield group
+
+
+def _run_group(
+    group: list[_Image],
+    runner: Runner,
+    model: Model,
+    options: InferOptions,
+    result: InferResult,
+    progress: _Progress,
+) -> None:
+    try:
+        ys = runner(torch.stack([g.color for g in group]))
+        alphas = _alphas(group, ys.shape[-2:], runner, model, options)
+    except (RuntimeError, ValueError) as exc:
+        if len(group) > 1:  # find the one that fails; the others still run
+            for image in group:
+                _run_group([image], runner, model, options, result, progress)
+            return
+        _failed(group[0].item, _short(exc), result, progress)
+        return
+    for image, y, alpha in zip(group, ys, alphas, strict=True):
+        try:
+            write_image(
+                image.target, finish(y, alpha, image.gray, image.bits), quality=options.quality
+            )
+        except (OSError, ValueError) as exc:
+            _failed(image.item, f"cannot write {image.target}: {exc}", result, progress)
+            continue
+        result.done.append(image.target)
+        progress.step(image.item, str(image.target))
+
+
+def _alphas(
+    group: list[_Image],
+    size: torch.Size,
+    runner: Runner,
+    model: Model,
+    options: InferOptions,
+) -> list[torch.Tensor | None]:
+    """Each image's alpha at the output size (None where it has none)."""
+    out: list[torch.Tensor | None] = [None] * len(group)
+    having = [i for i, g in enumerate(group) if g.alpha is not None]
+    if not having:
+        return out
+    stacked = torch.stack([group[i].alpha for i in having])[:, None]  # type: ignore[misc]
+    if options.alpha == "network":
+        processed = runner(stacked.expand(-1, model.channels, -1, -1)).mean(1)
+    elif stacked.shape[-2:] == size:
+        processed = stacked[:, 0]
+    else:
+        resized = F.interpolate(stacked, size=tuple(size), mode="bicubic", align_corners=False)
+        processed = resized[:, 0]
+    for k, i in enumerate(having):
+        out[i] = processed[k]
+    return out
+
+
+def _failed(item: Item, why: str, result: InferResult, progress: _Progress) -> None:
+    result.failed.append((item.path, why))
+    progress.step(item, f"FAILED: {why}", failed=True)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+class _Progress:
+    """A live bar (images/s, ETA) on a terminal; one plain line per image otherwise."""
+
+    def __init__(self, total: int, live: bool | None, log: Callable[[str], None]) -> None:
+        self.total, self.log, self.count = total, log, 0
+        self.live = sys.stderr.isatty() if live is None else live
+        self.started = time.perf_counter()
+        self.bar: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.live:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("[bold]infer"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                console=Console(stderr=True),
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("infer", total=self.total, rate="")
+        return self
+
+    def step(self, item: Item, what: str, *, failed: bool = False) -> None:
+        self.count += 1
+        rate = self.count / max(time.perf_counter() - self.started, 1e-9)
+        if self.bar is not None:
+            self.bar.update(self.task, advance=1, rate=f"{rate:.2f} images/s")
+            if failed:
+                self.bar.console.print(f"[red]{item.path}: {what}[/]")
+        else:
+            self.log(f"[{self.count}/{self.total}] {item.path} -> {what} ({rate:.2f} images/s)")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
