@@ -16,6 +16,7 @@ from blocks.builtin import (
     shape,
     tensors,
     warp,
+    windows,
     zoo_ops,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "shape",
     "tensors",
     "warp",
+    "windows",
     "zoo_ops",
 ]
