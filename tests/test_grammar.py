@@ -394,5 +394,44 @@ def test_windows_are_partitioned_and_put_back_whatever_the_image_size(tmp_path: 
     for size in ((8, 8), (12, 20)):
         x = torch.rand(2, 3, *size)
         assert torch.equal(net(x), 2 * x)
-    with pytest.raises(ValueError, match="does not divide by 4"):
+    with pytest.raises(ValueError, match="cannot take a 8×10 input"):
         net(torch.rand(1, 3, 8, 10))
+
+
+# --------------------------------------------------------- sizes it cannot take
+HALVING = """
+G:
+  inputs: {{x: 3}}
+  {pad}
+  nodes:
+    down: {{block: conv, in: x, out: 8, stride: 2}}
+    down2: {{block: conv, in: down, out: 8, stride: 2}}
+    up: {{block: upsample, in: down2, scale: 4}}
+    both: {{block: concat, in: [x, up]}}
+    out: {{block: conv, in: both, out: 3}}
+  output: out
+"""
+
+
+def test_a_size_the_network_cannot_take_is_told_as_such(tmp_path: Path) -> None:
+    net = build(tmp_path, HALVING.format(pad=""))
+    assert net(torch.rand(1, 3, 12, 16)).shape == (1, 3, 12, 16)
+    # 10 is no multiple of 4: the concatenation fails inside torch, the guard says why
+    with pytest.raises(
+        ValueError, match=r"cannot take a 10×16 input \(input size: a multiple of 4"
+    ):
+        net(torch.rand(1, 3, 10, 16))
+
+
+@pytest.mark.parametrize("mode", ["reflect", "replicate", "zeros"])
+def test_pad_on_the_network_pads_to_the_multiple_and_crops_back(tmp_path: Path, mode: str) -> None:
+    net = build(tmp_path, HALVING.format(pad=f"pad: {mode}")).eval()
+    x = torch.rand(1, 3, 10, 13)
+    padded = torch.nn.functional.pad(x, (0, 3, 0, 2), mode="constant" if mode == "zeros" else mode)
+    with torch.no_grad():
+        out = net(x)
+        assert out.shape == (1, 3, 10, 13)
+        plain = build(tmp_path, HALVING.format(pad="")).eval()
+        plain.load_state_dict(net.state_dict())
+        assert torch.allclose(out, plain(padded)[..., :10, :13], atol=1e-6)
+        assert torch.equal(net(padded[..., :12, :16]), plain(padded[..., :12, :16]))

@@ -9,9 +9,10 @@ import torch
 from torch import fx
 
 from engine.compile.guard import SizeGuard
-from engine.compile.network import CompiledNetwork, Inference, materialize
+from engine.compile.network import CompiledNetwork, Inference, Padding, materialize
 from engine.compile.probe import ProbeKind
 from engine.compile.shapes import SpecShapes, infer_spec
+from engine.compile.sizes import size_text
 from engine.load import Spec, load_spec
 from engine.spec.diagnostics import Diagnostics, SpecError
 
@@ -64,5 +65,17 @@ def compile_network(inference: Inference, device: torch.device | str = "cpu") ->
     at the wrong size raises instead. ``build`` and the trainer both compile this way.
     """
     module = materialize(inference, device)
-    module.check_inputs(SizeGuard(inference.network, inference))
+    guard = SizeGuard(inference.network, inference)
+    module.check_inputs(guard)
+    if inference.network.pad is not None:
+        rule = guard.rule()
+        if rule.fixed is not None or not rule.proportional:
+            diags = Diagnostics()
+            diags.error(
+                inference.network.loc,
+                f"network '{inference.network.name}': 'pad' needs a network whose output "
+                f"scales with its input ({size_text(rule)})",
+            )
+            raise SpecError(diags)
+        module.padding = Padding(inference.network.pad, rule.multiple or 1, guard.ratios)
     return module

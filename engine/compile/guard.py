@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from engine.compile.network import Inference
-from engine.compile.sizes import size_rule, size_text
+from engine.compile.sizes import SizeRule, size_rule, size_text
 from engine.graph.model import Network
 
 Size = tuple[int, int]
@@ -50,6 +50,7 @@ class SizeGuard:
                     self.ratios[port] = (Fraction(out[2], shape[2]), Fraction(out[3], shape[3]))
         self.seen: set[Size] = {(shape[2], shape[3])} if len(shape) == 4 else set()
         self.active = bool(self.ratios)
+        self._rule: SizeRule | None = None
 
     def __deepcopy__(self, memo: dict[int, Any]) -> SizeGuard:
         # A copied network (EMA) has the same structure: it shares what was learned.
@@ -79,14 +80,52 @@ class SizeGuard:
         if not wrong:
             self.seen.add(size)
             return
-        rule = size_rule(self.network, self.reference)
+        rule = self.rule()
         if rule.fixed is None and not rule.proportional:
             self.active = False  # a patch map: its size is not a multiple of the input's
             return
         port, got, want = wrong[0]
         expected = "×".join(str(v) if v.denominator == 1 else f"{float(v):g}" for v in want)
-        raise ValueError(
+        raise SizeRefused(
             f"network {self.network.name}: a {size[0]}×{size[1]} input gives a "
             f"{got[0]}×{got[1]} '{port}' output where {expected} was due: it cannot take "
-            f"this size ({size_text(rule)}); crop or pad the input to such a size"
+            f"this size ({size_text(rule)}); {_REMEDY}"
         )
+
+    def refusal(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> SizeRefused | None:
+        """Why a forward that raised could not take its input's size (None: the size is
+        one the network takes, so the failure is something else)."""
+        x = kwargs.get(self.input, args[0] if args else None)
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            return None
+        size = (int(x.shape[2]), int(x.shape[3]))
+        if size in self.seen:
+            return None
+        rule = self.rule()
+        if accepts(rule, size):
+            return None
+        return SizeRefused(
+            f"network {self.network.name}: it cannot take a {size[0]}×{size[1]} input "
+            f"({size_text(rule)}); {_REMEDY}"
+        )
+
+    def rule(self) -> SizeRule:
+        if self._rule is None:
+            self._rule = size_rule(self.network, self.reference)
+        return self._rule
+
+
+#: What to do about a size a network cannot take.
+_REMEDY = "crop or pad the input to such a size, or give the network 'pad: reflect'"
+
+
+class SizeRefused(ValueError):
+    """An input size the network cannot take."""
+
+
+def accepts(rule: SizeRule, size: Size) -> bool:
+    """Whether a network with ``rule`` takes an input of ``size`` (H, W)."""
+    if rule.fixed is not None:
+        return size == (rule.fixed, rule.fixed)
+    multiple, smallest = rule.multiple or 1, rule.smallest or 1
+    return all(n % multiple == 0 and n >= smallest for n in size)

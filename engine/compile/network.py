@@ -25,12 +25,13 @@ from __future__ import annotations
 import functools
 import inspect as pyinspect
 import operator
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast
+from fractions import Fraction
+from typing import Any, Protocol, cast
 
 import networkx as nx
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
 import blocks.builtin  # noqa: F401  (registers the built-in blocks)
@@ -223,29 +224,100 @@ def materialize(inference: Inference, device: torch.device | str = "cpu") -> Com
     return module
 
 
-# A forward hook registered with ``with_kwargs=True``: (module, args, kwargs, output).
-InputCheck = Callable[[nn.Module, tuple[Any, ...], dict[str, Any], Any], None]
+class InputCheck(Protocol):
+    """The size guard (:mod:`engine.compile.guard`): a forward hook registered with
+    ``with_kwargs=True``, which can also explain a forward that raised."""
+
+    def __call__(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any
+    ) -> None: ...
+
+    def refusal(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Exception | None: ...
+
+
+@dataclass(frozen=True)
+class Padding:
+    """``pad:`` on a network: inputs are padded to ``multiple`` and outputs cropped back
+    by their ``ratios`` to the input (H, W), as spandrel runs such models."""
+
+    mode: str  # reflect | replicate | zeros
+    multiple: int
+    ratios: dict[str, tuple[Fraction, Fraction]]
 
 
 class CompiledNetwork(fx.GraphModule):
     """A compiled network: a GraphModule that knows its output ports and may check its
-    inputs (the size guard, :mod:`engine.compile.guard`), in its copies too (an EMA
-    copy, say: GraphModule's own deep copy keeps neither)."""
+    inputs (the size guard, :mod:`engine.compile.guard`) or pad them (``pad:``), in its
+    copies too (an EMA copy, say: GraphModule's own deep copy keeps neither)."""
 
     output_ports: tuple[str, ...]
     size_guard: InputCheck | None = None
+    padding: Padding | None = None
 
     def check_inputs(self, check: InputCheck) -> None:
         """Run ``check`` after every forward, in this network and in its copies."""
         self.size_guard = check
         self.register_forward_hook(check, with_kwargs=True)
 
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        padding = self.padding
+        if padding is not None and not torch.compiler.is_compiling():
+            return _padded(self, padding, args, kwargs)
+        try:
+            return super().__call__(*args, **kwargs)
+        except (RuntimeError, ValueError) as exc:
+            # A size the network cannot take fails inside some layer with torch's words;
+            # say which sizes it takes instead.
+            refusal = None if self.size_guard is None else self.size_guard.refusal(args, kwargs)
+            if refusal is None or refusal is exc:
+                raise
+            raise refusal from exc
+
     def __deepcopy__(self, memo: dict[int, Any]) -> CompiledNetwork:
         res = cast(CompiledNetwork, super().__deepcopy__(memo))
         res.output_ports = self.output_ports
+        res.padding = self.padding
         if self.size_guard is not None:
             res.check_inputs(self.size_guard)
         return res
+
+
+def _padded(
+    network: CompiledNetwork, padding: Padding, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Run ``network`` on its image inputs padded to the multiple; crop the outputs."""
+    images = [*args, *kwargs.values()]
+    first = next((x for x in images if isinstance(x, torch.Tensor) and x.dim() == 4), None)
+    if first is None:
+        return fx.GraphModule.__call__(network, *args, **kwargs)
+    h, w = int(first.shape[2]), int(first.shape[3])
+    m = padding.multiple
+    extra = ((-w) % m, (-h) % m)
+    if extra == (0, 0):
+        return fx.GraphModule.__call__(network, *args, **kwargs)
+    mode = "constant" if padding.mode == "zeros" else padding.mode
+
+    def pad(x: Any) -> Any:
+        if not isinstance(x, torch.Tensor) or x.dim() != 4:
+            return x
+        # Each input by its own ratio to the first (an HR-sized condition map).
+        ew = extra[0] * x.shape[3] // w
+        eh = extra[1] * x.shape[2] // h
+        return F.pad(x, (0, ew, 0, eh), mode=mode)
+
+    out = fx.GraphModule.__call__(
+        network, *(pad(a) for a in args), **{k: pad(v) for k, v in kwargs.items()}
+    )
+
+    def crop(port: str, y: Any) -> Any:
+        if not isinstance(y, torch.Tensor) or y.dim() != 4 or port not in padding.ratios:
+            return y
+        rh, rw = padding.ratios[port]
+        return y[..., : int(h * rh), : int(w * rw)]
+
+    if isinstance(out, dict):
+        return {port: crop(port, y) for port, y in out.items()}
+    return crop(network.output_ports[0], out)
 
 
 def unwrap(module: nn.Module) -> nn.Module:

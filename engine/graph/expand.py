@@ -102,6 +102,8 @@ class Expander:
             network = self._network(name, data, doc)
         except _TooBig:
             return None
+        if network is not None and isinstance(data.get("pad"), str):
+            network.pad = data["pad"]
         if network is None or not self._aliases:
             return network
         return self._wired(network)

@@ -36,6 +36,7 @@ class Network:
     outputs: dict[str, list[Source]]
     trainable: bool
     loc: Loc | None
+    pad: str | None = None  # pad inputs to the size multiple and crop back (reflect, ...)
 
     def leaves(self) -> list[str]:
         return [n for n, a in self.graph.nodes(data=True) if a["kind"] == "block"]

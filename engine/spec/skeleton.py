@@ -205,6 +205,11 @@ NETWORK = _obj(
         "params": _map_of(True),
         "nodes": _map_of(NODE, minProperties=1),
         "trainable": {"type": "boolean", "default": True},
+        "pad": {
+            "enum": ["reflect", "replicate", "zeros"],
+            "description": "pad inputs of other sizes to the network's size multiple "
+            "this way, and crop the outputs back (as spandrel runs such models)",
+        },
         "pretrained": _obj(
             {
                 "path": {"type": "string", "minLength": 1},
