@@ -75,6 +75,49 @@ examples:
   python cli.py schema --check
 """
 
+INFER_HELP = """\
+Apply a trained network to images: a run folder (its spec.resolved.yaml and newest
+exported weights, EMA when the run kept one) or a spec with --weights. --input is a
+file, a folder (recursive; results keep their relative paths) or a quoted glob. Gray
+in gives gray out; alpha is run through the network as a gray image (--alpha resize
+upscales it instead; drop leaves it out). A file that fails is named and skipped; exit
+code 0 = every image written, N = N images failed (100 = 100 or more), 2 = nothing
+could start. See docs/inference.md.
+
+examples:
+  python cli.py infer runs/quickstart --input photos/ --output out/
+  python cli.py infer runs/esrgan --input photos/ --output out/ --tile 256 --precision fp16
+  python cli.py infer specs/cyclegan.yaml --weights G_B.safetensors --net G_B \\
+      --input "horses/**/*.jpg" --output zebras/
+  python cli.py infer runs/wbc --input photo.jpg --output out/ --output-port raw
+"""
+
+EXPORT_HELP = """\
+Export a trained network: ONNX (dynamic batch, height and width, opset 18, optionally
+fp16; checked against onnxruntime on a random input, the largest difference printed),
+safetensors with metadata (spec name and sha256, network, scale, input channels, size
+multiple), or .pth in the canonical community layout where one exists (ESRGAN, compact,
+PAN: chaiNNer/spandrel load it). See docs/inference.md.
+
+examples:
+  python cli.py export runs/esrgan --format onnx --out esrgan.onnx
+  python cli.py export runs/esrgan --format onnx --fp16
+  python cli.py export runs/cyclegan --net G_A --format safetensors
+  python cli.py export specs/esrgan.yaml --weights G.safetensors --format pth --out G.pth
+"""
+
+INTERPOLATE_HELP = """\
+Blend models trained from the same start, tensor by tensor: (1 - alpha)*A + alpha*B,
+or several models with --weights summing to 1. Integer buffers are copied from the
+first model; models whose keys or shapes differ are refused with the differences
+named. Sources are weights files or run folders (their newest export of --net).
+
+examples:
+  python cli.py interpolate runs/wbc_a runs/wbc_b --alpha 0.3 --out wbc_blend.safetensors
+  python cli.py interpolate psnr.pth gan.pth --alpha 0.8 --out blend.pth
+  python cli.py interpolate a.pth b.pth c.pth --weights 0.5 0.3 0.2 --out abc.pth
+"""
+
 
 def _split(args: list[str]) -> tuple[list[str], list[str]]:
     """Positional arguments → (spec paths, overrides written key=value)."""
@@ -261,6 +304,100 @@ def cmd_run(ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _open_model(ns: argparse.Namespace, *, need_weights: bool = True):  # type: ignore[no-untyped-def]
+    from engine.apply.source import open_model
+
+    return open_model(
+        ns.source,
+        weights=ns.weights,
+        net=ns.net,
+        port=getattr(ns, "output_port", None),
+        overrides=ns.overrides,
+        need_weights=need_weights,
+    )
+
+
+def cmd_infer(ns: argparse.Namespace) -> int:
+    from engine.apply.images import InputError, list_inputs
+    from engine.apply.infer import InferOptions, infer
+    from engine.apply.source import ApplyError
+
+    options = InferOptions(
+        tile=ns.tile,
+        overlap=ns.overlap,
+        precision=ns.precision,
+        device=ns.device,
+        batch=ns.batch,
+        channels_last=ns.channels_last,
+        alpha=ns.alpha,
+        format=ns.format,
+        bits=ns.bits,
+        quality=ns.quality,
+        skip_existing=ns.skip_existing,
+        progress=False if ns.plain else None,
+    )
+    try:
+        items = list_inputs(ns.input)
+        model = _open_model(ns)
+        result = infer(model, items, Path(ns.output), options)
+    except (ApplyError, InputError) as exc:
+        print(f"infer: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    rate = len(result.done) / result.seconds if result.seconds else 0.0
+    print(
+        f"infer: {len(result.done)} written to {ns.output}, {len(result.skipped)} skipped, "
+        f"{len(result.failed)} failed ({result.seconds:.1f} s, {rate:.2f} images/s)"
+    )
+    for path, why in result.failed:
+        print(f"  failed: {path}: {why}", file=sys.stderr)
+    return min(len(result.failed), 100)
+
+
+def cmd_export(ns: argparse.Namespace) -> int:
+    from engine.apply.export import export_model
+    from engine.apply.source import ApplyError
+
+    try:
+        model = _open_model(ns, need_weights=not ns.untrained)
+        result = export_model(
+            model,
+            ns.format,
+            Path(ns.out) if ns.out else None,
+            layout=ns.layout,
+            fp16=ns.fp16,
+            check=not ns.no_check,
+        )
+    except ApplyError as exc:
+        print(f"export: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    line = f"export: network {model.net} ({model.port}) written to {result.path}"
+    if result.layout:
+        line += f" (layout {result.layout})"
+    print(line)
+    if result.max_abs_diff is not None and result.checked_size is not None:
+        h, w = result.checked_size
+        print(
+            f"  onnxruntime vs PyTorch on a random {h}x{w} input: "
+            f"max abs diff {result.max_abs_diff:.3g}"
+        )
+    return EXIT_OK
+
+
+def cmd_interpolate(ns: argparse.Namespace) -> int:
+    from engine.apply import interpolate as blend
+    from engine.apply.source import ApplyError
+
+    try:
+        result = blend.interpolate(ns.models, alpha=ns.alpha, weights=ns.weights, net=ns.net)
+        out = blend.save(result, Path(ns.out))
+    except ApplyError as exc:
+        print(f"interpolate: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    recipe = " + ".join(f"{w:g}·{p}" for w, p in zip(result.weights, result.sources, strict=True))
+    print(f"interpolate: {recipe} written to {out} ({len(result.state)} tensors)")
+    return EXIT_OK
+
+
 def cmd_schema(ns: argparse.Namespace) -> int:
     from engine.settings import docs as settings_docs
     from engine.spec import schema_files
@@ -286,6 +423,13 @@ def _allow_path(parser: argparse.ArgumentParser) -> None:
         help="a folder outside the spec's project that extends/imports/use may reach "
         "(repeatable; see docs/spec-language.md)",
     )
+
+
+def _model_source(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", metavar="SOURCE", help="a run folder, or a spec with --weights")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="spec overrides")
+    parser.add_argument("--weights", metavar="FILE", help="trained weights (.safetensors, .pth)")
+    parser.add_argument("--net", help="the network, for specs with several (CycleGAN's G_B)")
 
 
 def build_parser(prog: str = "python cli.py") -> argparse.ArgumentParser:
@@ -384,6 +528,82 @@ def build_parser(prog: str = "python cli.py") -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     _allow_path(p)
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser(
+        "infer",
+        help="apply a trained network to images",
+        description=INFER_HELP,
+        formatter_class=fmt,
+    )
+    _model_source(p)
+    p.add_argument("--input", required=True, help="an image, a folder (recursive) or a glob")
+    p.add_argument("--output", required=True, metavar="DIR", help="where results are written")
+    p.add_argument("--output-port", help="the network output to write (default: its first)")
+    p.add_argument("--tile", type=int, metavar="N", help="run N×N tiles (bounded memory)")
+    p.add_argument(
+        "--overlap",
+        type=int,
+        default=16,
+        metavar="N",
+        help="context per tile side in input pixels; tiled equals whole when it covers the "
+        "network's receptive field (default 16)",
+    )
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16"], default="fp32")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 … (default: cuda when available)")
+    p.add_argument("--batch", type=int, default=1, help="images of one size run together")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format")
+    p.add_argument(
+        "--alpha",
+        choices=["network", "resize", "drop"],
+        default="network",
+        help="an alpha channel: through the network as gray (default), bicubic resize, or drop",
+    )
+    p.add_argument("--format", choices=["png", "jpg", "webp", "bmp", "tif", "same"], default="png")
+    p.add_argument(
+        "--bits",
+        choices=["auto", "8", "16"],
+        default="auto",
+        help="output bit depth; auto: 16 for 16-bit inputs (png/tif only)",
+    )
+    p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
+    p.add_argument("--skip-existing", action="store_true", help="leave existing outputs alone")
+    p.add_argument("--plain", action="store_true", help="plain lines even on a terminal")
+    p.set_defaults(func=cmd_infer)
+
+    p = sub.add_parser(
+        "export",
+        help="export a trained network (ONNX, safetensors, .pth)",
+        description=EXPORT_HELP,
+        formatter_class=fmt,
+    )
+    _model_source(p)
+    p.add_argument("--format", choices=["onnx", "safetensors", "pth"], required=True)
+    p.add_argument("--out", metavar="PATH", help="the file (default: <spec>_<net>.<format>)")
+    p.add_argument("--output-port", help="the network output to export (default: its first)")
+    p.add_argument(
+        "--layout",
+        choices=["loom", "esrgan", "esrgan_old", "compact", "pan", "pan_trainner"],
+        help="key names of safetensors/.pth (default: the canonical one the network matches)",
+    )
+    p.add_argument("--fp16", action="store_true", help="ONNX in half precision")
+    p.add_argument("--no-check", action="store_true", help="skip the onnxruntime comparison")
+    p.add_argument(
+        "--untrained", action="store_true", help="a spec without --weights: its initialization"
+    )
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "interpolate",
+        help="blend models: (1 - alpha)*A + alpha*B",
+        description=INTERPOLATE_HELP,
+        formatter_class=fmt,
+    )
+    p.add_argument("models", nargs="+", metavar="MODEL", help="weights files or run folders")
+    p.add_argument("--alpha", type=float, help="the second model's weight (two models)")
+    p.add_argument("--weights", type=float, nargs="+", metavar="W", help="one per model, sum 1")
+    p.add_argument("--out", required=True, metavar="FILE", help=".safetensors or .pth")
+    p.add_argument("--net", help="the network of run folders with several")
+    p.set_defaults(func=cmd_interpolate)
 
     p = sub.add_parser(
         "schema",

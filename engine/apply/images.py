@@ -97,8 +97,10 @@ def write_image(path: Path, pixels: np.ndarray, *, quality: int = 95) -> None:
     image = Image.fromarray(pixels[:, :, 0] if mode == "L" else pixels, mode)
     if suffix in (".jpg", ".jpeg") and mode in ("LA", "RGBA"):
         image = image.convert("L" if mode == "LA" else "RGB")  # JPEG has no alpha
-    options = {"quality": quality} if suffix in (".jpg", ".jpeg", ".webp") else {}
-    image.save(path, **options)
+    if suffix in (".jpg", ".jpeg", ".webp"):
+        image.save(path, quality=quality)
+    else:
+        image.save(path)
 
 
 def write_png16(path: Path, pixels: np.ndarray) -> None:

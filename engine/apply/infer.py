@@ -29,7 +29,6 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from engine.apply.images import SIXTEEN_BIT, Item, output_path, write_image
 from engine.apply.source import ApplyError, Model
@@ -82,7 +81,7 @@ class Runner:
         device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
         try:
             self.device = torch.device(device)
-            module: nn.Module = model.module  # type: ignore[assignment]
+            module = model.module
             self.module = module.to(self.device, DTYPES[options.precision])
         except (RuntimeError, ValueError) as exc:
             raise ApplyError(f"--device {device}: {exc}") from None
@@ -124,7 +123,8 @@ class Runner:
             y = net(**{self.model.input: x})
         if isinstance(y, dict):
             y = y[self.model.port]
-        return y.float().cpu()
+        out: torch.Tensor = y.float().cpu()
+        return out
 
 
 @dataclass
@@ -161,9 +161,7 @@ def _luma(rgb: torch.Tensor) -> torch.Tensor:
     return (rgb * weights).sum(0, keepdim=True)
 
 
-def finish(
-    y: torch.Tensor, alpha: torch.Tensor | None, gray: bool, bits: int
-) -> np.ndarray:
+def finish(y: torch.Tensor, alpha: torch.Tensor | None, gray: bool, bits: int) -> np.ndarray:
     """Network output C×H×W (+ processed alpha H×W) → HxWxC pixels of ``bits``."""
     y = y.clamp(0, 1)
     if y.shape[0] == 3 and gray:

@@ -14,9 +14,13 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.load import Spec, check_spec
 from engine.spec.diagnostics import did_you_mean
+
+if TYPE_CHECKING:  # torch is imported when a model is opened, not with this module
+    from torch import nn
 
 RESOLVED = "spec.resolved.yaml"
 MODELS = "models"
@@ -33,7 +37,7 @@ class Model:
 
     spec: Spec
     net: str  # the network's name in the spec
-    module: object  # the compiled network (torch), in eval mode, weights loaded
+    module: nn.Module  # the compiled network, in eval mode, weights loaded
     weights: Path | None  # None: the spec's initialization (export of untrained nets)
     input: str  # the network's image input port
     channels: int  # its channel count
