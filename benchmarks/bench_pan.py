@@ -11,7 +11,13 @@ Three contenders take the same batch each round:
   original repository structures it, holding the compiled network's weights (its
   outputs are checked equal first): what the whole of Loom costs against plain PyTorch.
 
+``--clock cpu`` times each contender by the CPU time of the process instead of the
+wall clock: on a machine shared with other jobs (as the 2-core machine of the figures in
+benchmarks/README.md was), waiting for a core then counts for nobody. Use it with
+``--threads 1``, where no thread spins waiting for another.
+
 Run: python benchmarks/bench_pan.py [--crop 64] [--batch 4] [--repeats 9] [--threads 2]
+                                    [--clock wall|cpu]
 """
 
 from __future__ import annotations
@@ -102,6 +108,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -131,11 +138,12 @@ def main() -> None:
         fn()
     times: dict[str, list[float]] = {name: [] for name in contenders}
     order = list(contenders.items())
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     for i in range(args.repeats):
         for name, fn in order[i % 3 :] + order[: i % 3]:  # rotate who goes first
-            start = time.perf_counter()
+            start = clock()
             fn()
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
 
     def ratio(a: str, b: str) -> float:
         return statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
@@ -143,7 +151,8 @@ def main() -> None:
     median = {name: statistics.median(t) for name, t in times.items()}
     print(
         f"PAN x4 iteration (nf 40, unf 24, nb 16; L1, Adam), CPU, {args.threads} threads, "
-        f"batch {args.batch}, HR crop {args.crop}, {args.repeats} interleaved rounds"
+        f"batch {args.batch}, HR crop {args.crop}, {args.repeats} interleaved rounds, "
+        f"{args.clock} clock"
     )
     print(f"  outputs, plain module vs compiled: max abs difference {difference:.2e}")
     print(
