@@ -30,6 +30,7 @@ spandrel = pytest.importorskip("spandrel", reason="zoo interop tests need the de
 from spandrel.architectures.PLKSR import RealPLKSR  # noqa: E402
 from spandrel.architectures.RCAN import RCAN  # noqa: E402
 from spandrel.architectures.SPAN import SPAN  # noqa: E402
+from spandrel.architectures.SwinIR import SwinIR  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TOL = 1e-5  # of the output's range
@@ -91,6 +92,28 @@ def _plksr_kwargs(p: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _swinir_kwargs(p: dict[str, Any]) -> dict[str, Any]:
+    window = p.get("window_size", 8)
+    upsampler = p.get("upsampler", "pixelshuffledirect")
+    return {
+        "img_size": p.get("img_size", 64),
+        "embed_dim": p.get("embed_dim", 60),
+        "depths": [p.get("depth", 6)] * p.get("num_layers", 4),
+        "num_heads": [p.get("num_heads", 6)] * p.get("num_layers", 4),
+        "window_size": window,
+        "mlp_ratio": p.get("mlp_ratio", 2.0),
+        "upscale": p.get("scale", 2),
+        "img_range": 255.0 if window == 7 else 1.0,
+        "upsampler": "" if upsampler == "none" else upsampler,
+        "resi_connection": p.get("resi_connection", "1conv"),
+    }
+
+
+#: SwinIR with two groups of two blocks (one shifted each), 12 channels, window 4.
+SWINIR_TINY = {"embed_dim": 12, "num_layers": 2, "depth": 2, "num_heads": 2, "window_size": 4}
+SWINIR_TINY |= {"img_size": 16}
+
+
 RUN = ["train.iterations=3", "validation.every=3", "checkpoints.every=3", "logging.every=1"]
 RUN += ["data.train.crop_size=32", "data.train.batch_size=2", "+data.val.crop_size=32"]
 
@@ -142,6 +165,27 @@ ZOO = {
         ],
         spec="realplksr.yaml",
         run_overrides=[*RUN, "networks.G.params.dim=8", "networks.G.params.n_blocks=1"],
+    ),
+    "SwinIR": Arch(
+        block="SwinIR",
+        library="swinir.yaml",
+        spandrel_id="SwinIR",
+        reference=SwinIR,
+        reference_kwargs=_swinir_kwargs,
+        tiny=SWINIR_TINY,
+        cases=[
+            {"scale": 2},  # the lightweight model's pixelshuffledirect
+            {"scale": 4, "upsampler": "pixelshuffle", "resi_connection": "3conv"},
+            # 1x restoration with window 7 (the JPEG models: they work in 0-255)
+            {"scale": 1, "upsampler": "none", "window_size": 7, "img_size": 14},
+        ],
+        spec="swinir.yaml",
+        run_overrides=[
+            *RUN,
+            "networks.G.params.embed_dim=8",
+            "networks.G.params.num_heads=2",
+            "networks.G.params.num_layers=1",
+        ],
     ),
 }
 CASES = [
@@ -387,3 +431,68 @@ def test_channel_attention_has_rcans_key_layout(tmp_path: Path) -> None:
     assert keys == {
         f"body.0.body.0.body.3.conv_du.{i}.{p}" for i in (0, 2) for p in ("weight", "bias")
     }
+
+
+# ------------------------------------------------------------ SwinIR's tables and masks
+@pytest.mark.slow  # 24 Swin blocks: the build takes a while on a small CPU
+def test_swinir_light_has_the_published_parameter_count(tmp_path: Path) -> None:
+    arch = ZOO["SwinIR"]
+    net, ref = build(tmp_path, arch), reference(arch, {}, seed=0)  # light x2
+    assert count(net) == count(ref) == 910_152
+    assert {k: v.shape for k, v in net.state_dict().items()} == {
+        k: v.shape for k, v in ref.state_dict().items()
+    }
+
+
+def test_swinir_export_carries_the_index_and_the_masks_of_shifted_blocks(tmp_path: Path) -> None:
+    net = build(tmp_path, ZOO["SwinIR"], **SWINIR_TINY)
+    written = torch.load(export(net, tmp_path / "swinir.pth"), weights_only=True)
+    masks = sorted(k for k in written if k.endswith("attn_mask"))
+    assert masks == [f"layers.{g}.residual_group.blocks.1.attn_mask" for g in (0, 1)]
+    assert written[masks[0]].shape == (16, 16, 16)  # (16 / 4)² windows of 4² tokens
+    index = written["layers.0.residual_group.blocks.0.attn.relative_position_index"]
+    assert index.dtype == torch.int64 and index.shape == (16, 16)
+    assert not any("mean" in k for k in written)  # SwinIR's mean is not in its files
+
+
+def test_swinir_uses_a_loaded_mask_at_its_size_and_computes_others(tmp_path: Path) -> None:
+    """At img_size the network runs on the file's attn_mask (as SwinIR does); any other
+    size, or a multiple of the window that is not square, gets its own mask."""
+    arch = ZOO["SwinIR"]
+    ref = reference(arch, SWINIR_TINY, seed=9)
+    net = build(tmp_path, arch, **SWINIR_TINY)
+    assert load_weights(net, ref.state_dict()).ok
+    for size in [(16, 16), (8, 24), (24, 8), (13, 16)]:
+        assert relative_difference(net, ref, size) <= TOL, size
+    state = dict(ref.state_dict())
+    key = "layers.1.residual_group.blocks.1.attn_mask"
+    state[key] = torch.zeros_like(state[key])  # a mask that masks nothing
+    assert load_weights(net, state).ok
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        at_size, other = net(x), net(torch.rand(1, 3, 8, 16))
+    assert (at_size - ref(x)).abs().max() > 1e-4  # the file's mask was used …
+    assert other.shape == (1, 3, 16, 32)  # … and only at its size
+
+
+def test_swinir_checkpoint_for_another_size_names_the_mask(tmp_path: Path) -> None:
+    arch = ZOO["SwinIR"]
+    ref = reference(arch, {**SWINIR_TINY, "img_size": 32}, seed=10)
+    net = build(tmp_path, arch, **SWINIR_TINY)
+    with pytest.raises(WeightsError, match=r"blocks\.1\.attn_mask"):
+        load_weights(net, ref.state_dict())
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"embed_dim": 10, "num_heads": 4}, "heads"),
+        ({"img_size": 18}, "multiple of the window"),
+        ({"scale": 5, "upsampler": "pixelshuffle"}, "scale_supported"),
+    ],
+)
+def test_impossible_swinir_settings_are_spec_errors(
+    tmp_path: Path, params: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(engine.SpecError, match=message):
+        build(tmp_path, ZOO["SwinIR"], **{**SWINIR_TINY, **params})

@@ -107,7 +107,7 @@ def write_png16(path: Path, pixels: np.ndarray) -> None:
     """A 16-bit PNG (gray, gray+alpha, RGB or RGBA) from HxWxC uint16 pixels."""
     height, width, channels = pixels.shape
     color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]
-    rows = np.ascontiguousarray(pixels.astype(">u2")).reshape(height, width * channels * 2)
+    rows = np.ascontiguousarray(pixels.astype(">u2")).reshape(height, width * channels)
     filtered = np.concatenate([np.zeros((height, 1), np.uint8), rows.view(np.uint8)], axis=1)
     header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)
     with path.open("wb") as out:
