@@ -242,7 +242,7 @@ def test_a_compiled_network_refuses_a_size_it_would_answer_wrongly() -> None:
         assert str(refused.value) == (
             "network G_A: a 250×252 input gives a 252×252 'out' output where 250×252 was "
             "due: it cannot take this size (input size: a multiple of 4, at least 8×8); "
-            "crop or pad the input to such a size"
+            "crop or pad the input to such a size, or give the network 'pad: reflect'"
         )
         assert G(x=torch.rand(1, 3, 36, 60)).shape == (1, 3, 36, 60)
         # A PatchGAN's map is n/8 - 2 of any size: nothing to refuse.

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.compile.network import Inference
+from engine.compile.network import Inference, SizeRefused
 from engine.compile.sizes import SizeRule, size_rule, size_text
 from engine.graph.model import Network
 
@@ -117,10 +117,6 @@ class SizeGuard:
 
 #: What to do about a size a network cannot take.
 _REMEDY = "crop or pad the input to such a size, or give the network 'pad: reflect'"
-
-
-class SizeRefused(ValueError):
-    """An input size the network cannot take."""
 
 
 def accepts(rule: SizeRule, size: Size) -> bool:

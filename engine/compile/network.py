@@ -224,6 +224,10 @@ def materialize(inference: Inference, device: torch.device | str = "cpu") -> Com
     return module
 
 
+class SizeRefused(ValueError):
+    """An input size the network cannot take (the size guard's refusal)."""
+
+
 class InputCheck(Protocol):
     """The size guard (:mod:`engine.compile.guard`): a forward hook registered with
     ``with_kwargs=True``, which can also explain a forward that raised."""
@@ -265,11 +269,13 @@ class CompiledNetwork(fx.GraphModule):
             return _padded(self, padding, args, kwargs)
         try:
             return super().__call__(*args, **kwargs)
+        except SizeRefused:
+            raise
         except (RuntimeError, ValueError) as exc:
             # A size the network cannot take fails inside some layer with torch's words;
             # say which sizes it takes instead.
             refusal = None if self.size_guard is None else self.size_guard.refusal(args, kwargs)
-            if refusal is None or refusal is exc:
+            if refusal is None:
                 raise
             raise refusal from exc
 
