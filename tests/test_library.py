@@ -42,7 +42,13 @@ def library_blocks() -> list[str]:
 
 
 def build_block(
-    tmp_path: Path, key: str, params: dict[str, Any], *, size: int, channels: int = 3
+    tmp_path: Path,
+    key: str,
+    params: dict[str, Any],
+    *,
+    size: int,
+    channels: int = 3,
+    inputs: tuple[str, ...] = ("x",),
 ) -> fx.GraphModule:
     """Compile ``file.yaml#Block`` as network N of a minimal spec that feeds it size² crops.
 
@@ -54,8 +60,10 @@ def build_block(
         "spec": 1,
         "name": "library_case",
         "imports": [str(LIB / file)],
-        "networks": {"N": {"use": block, "params": params, "inputs": {"x": channels}}},
-        "graph": {"probe": {"call": "N", "in": "data.x"}},
+        "networks": {
+            "N": {"use": block, "params": params, "inputs": dict.fromkeys(inputs, channels)}
+        },
+        "graph": {"probe": {"call": "N", "in": dict.fromkeys(inputs, "data.x")}},
         "data": {
             "train": {
                 "type": "single",
@@ -95,6 +103,7 @@ class Case:
     size: int
     ports: dict[str, Shape]
     channels: int = 3
+    inputs: tuple[str, ...] = ("x",)  # every one is given the same image
 
 
 TINY: dict[str, Case] = {
@@ -156,6 +165,42 @@ TINY: dict[str, Case] = {
     "srresnet.yaml#SRResNet": Case({"nf": 4, "nb": 1, "scale": 3}, 8, {"out": (3, 24, 24)}),
     "srvgg.yaml#SRVGGNetCompact": Case({"nf": 4, "scale": 2}, 8, {"out": (3, 16, 16)}),
     "srvgg.yaml#SRVGGBody": Case({"nf": 4, "scale": 2}, 8, {"out": (12, 8, 8)}),
+    # A 4-D 'saved' is no saved mask: the mask is computed for the image's size.
+    "swinir.yaml#WindowAttention": Case(
+        {"dim": 4, "heads": 2, "window": 4, "shift": 2, "img_size": 16},
+        8,
+        {"out": (4, 8, 8)},
+        channels=4,
+        inputs=("x", "saved"),
+    ),
+    "swinir.yaml#Mlp": Case({"dim": 4, "hidden": 8}, 8, {"out": (4, 8, 8)}, channels=4),
+    "swinir.yaml#SwinTransformerBlock": Case(
+        {"dim": 4, "heads": 2, "window": 4, "shift": 2, "img_size": 8}, 8, {"out": (4, 8, 8)}, 4
+    ),
+    "swinir.yaml#BasicLayer": Case(
+        {"dim": 4, "depth": 2, "heads": 2, "window": 4, "img_size": 8}, 8, {"out": (4, 8, 8)}, 4
+    ),
+    "swinir.yaml#ResiConv3": Case({"out": 4}, 8, {"out": (4, 8, 8)}, channels=4),
+    "swinir.yaml#RSTB": Case(
+        {"dim": 4, "depth": 2, "heads": 2, "window": 4, "resi_connection": "3conv"},
+        8,
+        {"out": (4, 8, 8)},
+        channels=4,
+    ),
+    "swinir.yaml#PatchNorm": Case({"dim": 4}, 8, {"out": (4, 8, 8)}, channels=4),
+    "swinir.yaml#SwinIRUpsample": Case({"num_feat": 4, "scale": 3}, 8, {"out": (4, 24, 24)}, 4),
+    "swinir.yaml#SwinIR": Case(
+        {
+            "embed_dim": 8,
+            "num_layers": 1,
+            "depth": 2,
+            "num_heads": 2,
+            "window_size": 4,
+            "img_size": 8,
+        },
+        8,
+        {"out": (3, 16, 16)},
+    ),
     "vgg.yaml#VGG19Features": Case({"nf": 2}, 32, vgg_ports(2, 32, bn=False)),
     "vgg.yaml#VGG19": Case({"nf": 2}, 32, vgg_ports(2, 32, bn=False)),
     "vgg.yaml#VGG19BNFeatures": Case({"nf": 2}, 32, vgg_ports(2, 32, bn=True)),
@@ -178,12 +223,14 @@ def test_block_compiles_runs_and_trains(tmp_path: Path, key: str) -> None:
     if key not in TINY:
         pytest.fail(f"library block {key} has no entry in TINY")
     case = TINY[key]
-    net = build_block(tmp_path, key, case.params, size=case.size, channels=case.channels)
+    net = build_block(
+        tmp_path, key, case.params, size=case.size, channels=case.channels, inputs=case.inputs
+    )
     params = dict(net.named_parameters())
     assert params, f"{key} has no parameters"
     torch.manual_seed(0)
     x = torch.rand(BATCH, case.channels, case.size, case.size)
-    outputs = outputs_of(net(x))
+    outputs = outputs_of(net(*[x] * len(case.inputs)))
     assert {k: tuple(v.shape) for k, v in outputs.items()} == {
         k: (BATCH, *v) for k, v in case.ports.items()
     }

@@ -125,8 +125,7 @@ class WindowMaskBuffer(TensorNode):
         _check_window("window_mask_buffer", win, sh)
         if h % win[0] or w % win[1]:
             raise ValueError(
-                f"window_mask_buffer: size {[h, w]} is not a multiple of the window "
-                f"{list(win)}"
+                f"window_mask_buffer: size {[h, w]} is not a multiple of the window {list(win)}"
             )
         self.persistent = any(sh)
         mask = shifted_window_mask(h, w, win, sh) if self.persistent else torch.zeros(0)
