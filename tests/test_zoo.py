@@ -27,6 +27,7 @@ from engine.compile import reparam
 from engine.compile.weights import WeightsError, export, load_weights
 
 spandrel = pytest.importorskip("spandrel", reason="zoo interop tests need the dev extra")
+from spandrel.architectures.NAFNet import NAFNet  # noqa: E402
 from spandrel.architectures.PLKSR import RealPLKSR  # noqa: E402
 from spandrel.architectures.RCAN import RCAN  # noqa: E402
 from spandrel.architectures.SPAN import SPAN  # noqa: E402
@@ -56,6 +57,8 @@ class Arch:
     # Overrides that make specs/zoo/<spec> tiny.
     run_overrides: list[str] = field(default_factory=list)
     spec: str = ""
+    # The scale spandrel reads from an export of specs/zoo/<spec>.
+    spec_scale: int = 2
 
 
 def _rcan_kwargs(p: dict[str, Any]) -> dict[str, Any]:
@@ -114,6 +117,21 @@ SWINIR_TINY = {"embed_dim": 12, "num_layers": 2, "depth": 2, "num_heads": 2, "wi
 SWINIR_TINY |= {"img_size": 16}
 
 
+def _nafnet_kwargs(p: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "img_channel": p.get("img_channel", 3),
+        "width": p.get("width", 32),
+        "middle_blk_num": p.get("middle_blk_num", 12),
+        "enc_blk_nums": [p.get(f"enc{i}", n) for i, n in enumerate((2, 2, 4, 8))],
+        "dec_blk_nums": [p.get(f"dec{i}", 2) for i in range(4)],
+    }
+
+
+#: NAFNet with one block per level, at 4 channels: 4 levels, every key kind, 30k values.
+NAFNET_TINY = {"width": 4, "middle_blk_num": 1}
+NAFNET_TINY |= {f"{side}{i}": 1 for side in ("enc", "dec") for i in range(4)}
+
+
 RUN = ["train.iterations=3", "validation.every=3", "checkpoints.every=3", "logging.every=1"]
 RUN += ["data.train.crop_size=32", "data.train.batch_size=2", "+data.val.crop_size=32"]
 
@@ -165,6 +183,22 @@ ZOO = {
         ],
         spec="realplksr.yaml",
         run_overrides=[*RUN, "networks.G.params.dim=8", "networks.G.params.n_blocks=1"],
+    ),
+    "NAFNet": Arch(
+        block="NAFNet",
+        library="nafnet.yaml",
+        spandrel_id="NAFNet",
+        reference=NAFNet,
+        reference_kwargs=_nafnet_kwargs,
+        tiny=NAFNET_TINY,
+        cases=[
+            {"dropout": 0.1},  # 1x: NAFNet has no scale; dropout adds no keys
+            {"width": 8, "middle_blk_num": 2, "enc3": 3},
+            {"enc0": 2, "dec0": 2, "dec3": 2},
+        ],
+        spec="nafnet.yaml",
+        spec_scale=1,
+        run_overrides=[*RUN, "networks.G.params.width=4", "validation.metrics=[psnr]"],
     ),
     "SwinIR": Arch(
         block="SwinIR",
@@ -234,7 +268,7 @@ def count(module: nn.Module) -> int:
 
 
 # ------------------------------------------------------------ the published network
-@pytest.mark.parametrize("name", ["SPAN", "RealPLKSR"])
+@pytest.mark.parametrize("name", ["SPAN", "RealPLKSR", "NAFNet"])
 def test_default_configuration_has_the_published_parameter_count(tmp_path: Path, name: str) -> None:
     arch = ZOO[name]
     net, ref = build(tmp_path, arch), reference(arch, {}, seed=0)
@@ -273,7 +307,8 @@ def test_export_loads_in_spandrel_as_the_architecture(
     suffix = ".safetensors" if len(case) % 2 else ".pth"
     model = spandrel.ModelLoader().load_from_file(export(net, tmp_path / f"G{suffix}"))
     assert model.architecture.id == arch.spandrel_id
-    assert (model.scale, model.input_channels, model.output_channels) == (case["scale"], 3, 3)
+    scale = case.get("scale", 1)  # a 1x architecture has no scale parameter
+    assert (model.scale, model.input_channels, model.output_channels) == (scale, 3, 3)
     assert relative_difference(net, model.model.eval()) <= TOL
 
 
@@ -311,7 +346,7 @@ def test_zoo_spec_trains_and_exports_for_spandrel(tmp_path: Path, name: str) -> 
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
     exported = sorted((tmp_path / "run" / "models").glob("G_*.pth"))[-1]
     model = spandrel.ModelLoader().load_from_file(exported)
-    assert (model.architecture.id, model.scale) == (arch.spandrel_id, 2)
+    assert (model.architecture.id, model.scale) == (arch.spandrel_id, arch.spec_scale)
     fresh = engine.build(ROOT / "specs" / "zoo" / arch.spec, arch.run_overrides)["G"]
     assert load_weights(fresh, exported).ok
     if name == "RCAN":  # MeanShift is data, not a weight: training leaves it as it was
