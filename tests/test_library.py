@@ -133,6 +133,32 @@ TINY: dict[str, Case] = {
     "image2image.yaml#PatchGAN": Case({"nf": 4}, 32, {"out": (1, 2, 2)}),
     "image2image.yaml#WBCResBlock": Case({"nf": 4}, 8, {"out": (4, 8, 8)}, channels=4),
     "image2image.yaml#WBCUNet": Case({"nf": 4, "n_blocks": 1}, 16, {"out": (3, 16, 16)}),
+    "nafnet.yaml#NAFBlock": Case({"c": 4, "dropout": 0.1}, 8, {"out": (4, 8, 8)}, channels=4),
+    # The level blocks take each level's input; here all four levels have 4 channels.
+    **{
+        f"nafnet.yaml#{block}": Case(
+            {f"c{i}": 4 for i in range(4)},
+            8,
+            {f"o{i}": shape for i in range(4)},
+            channels=4,
+            inputs=inputs,
+        )
+        for block, shape, inputs in [
+            ("NAFEncoders", (4, 8, 8), ("x0", "x1", "x2", "x3")),
+            ("NAFDowns", (8, 4, 4), ("x0", "x1", "x2", "x3")),
+            ("NAFUps", (4, 16, 16), ("x0", "x1", "x2", "x3")),
+            ("NAFDecoders", (4, 8, 8), tuple(f"{p}{i}" for p in "us" for i in range(4))),
+        ]
+    },
+    "nafnet.yaml#NAFNet": Case(
+        {
+            "width": 2,
+            "middle_blk_num": 1,
+            **{f"{s}{i}": 1 for s in ("enc", "dec") for i in range(4)},
+        },
+        13,  # padded to 16 inside, cropped back
+        {"out": (3, 13, 13)},
+    ),
     "pan.yaml#PA": Case({"nf": 4}, 8, {"out": (4, 8, 8)}, channels=4),
     "pan.yaml#PAConv": Case({"nf": 4}, 8, {"out": (4, 8, 8)}, channels=4),
     "pan.yaml#SCPAConv": Case({"nf": 4}, 8, {"out": (4, 8, 8)}, channels=4),
