@@ -370,10 +370,11 @@ class PerceptualLoss(nn.Module):
     before its ReLU when before_act is true (ESRGAN) or after it otherwise; relu and
     pool names (relu4_4, pool3) mean those outputs whatever before_act says.
 
-    Weights are read, never downloaded: "imagenet" is torchvision's vgg19-dcbb9e9d.pth
-    in torch's hub cache (``torch.hub.get_dir()``/checkpoints/, honouring $TORCH_HOME);
-    a path names a torchvision-layout file (.pth or .safetensors); "random" keeps random
-    weights, for tests and demos only, with a warning.
+    "imagenet" is torchvision's vgg19-dcbb9e9d.pth in torch's hub cache
+    (``torch.hub.get_dir()``/checkpoints/, honouring $TORCH_HOME), downloaded there on
+    first use with its hash checked, never with LOOM_OFFLINE=1; a path names a
+    torchvision-layout file (.pth or .safetensors); "random" keeps random weights, for
+    tests and demos only, with a warning.
 
     Args:
         layers: VGG19 layer name → weight; the loss sums the weighted distances.

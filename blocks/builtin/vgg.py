@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from blocks.memo import shared
-from engine import hub
 from blocks.registry import ParamError, ParamFileNotFound
+from engine import hub
 
 #: torchvision's ImageNet VGG19 weights, as torch.hub names them in its cache.
 IMAGENET_FILE = "vgg19-dcbb9e9d.pth"
