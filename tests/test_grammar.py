@@ -96,7 +96,7 @@ def test_chain_mistakes_are_reported_at_their_key(tmp_path: Path) -> None:
 
 
 EXPECTED_CHAIN_ERRORS = [
-    "12:7: 'networks.G.nodes.e' needs 'block' or 'chain'",
+    "12:7: 'networks.G.nodes.e' needs 'block', 'chain' or 'share'",
     "8:48: an item of chain 'a' takes the previous item's output; remove its 'in:'",
     "9:18: node 'b': 'block' beside 'chain:'; 'block' and parameters belong to the items "
     "of the chain",
@@ -380,7 +380,11 @@ def test_windows_are_partitioned_and_put_back_whatever_the_image_size(tmp_path: 
         G:
           inputs: {x: 3}
           nodes:
-            windows: {block: rearrange, in: x, pattern: "b c (h wh) (w ww) -> (b h w) (wh ww) c", axes: {wh: 4, ww: 4}}
+            windows:
+              block: rearrange
+              in: x
+              pattern: "b c (h wh) (w ww) -> (b h w) (wh ww) c"
+              axes: {wh: 4, ww: 4}
             scaled: {block: multiply, in: windows, value: 2.0}
             back:
               block: rearrange
@@ -435,3 +439,86 @@ def test_pad_on_the_network_pads_to_the_multiple_and_crops_back(tmp_path: Path, 
         plain.load_state_dict(net.state_dict())
         assert torch.allclose(out, plain(padded)[..., :10, :13], atol=1e-6)
         assert torch.equal(net(padded[..., :12, :16]), plain(padded[..., :12, :16]))
+
+
+# ------------------------------------------------------------------ sharing
+SHARED = """
+G:
+  inputs: {x: 3, y: 3}
+  nodes:
+    enc: {block: Encoder, in: x}
+    enc_y: {share: enc, in: y}
+    scale: {block: parameter, shape: [1, 8, 1, 1], init: ones}
+    scale_y: {share: scale}
+    a: {block: multiply, in: [enc, scale]}
+    b: {block: multiply, in: [enc_y, scale_y]}
+    out: {block: add, in: [a, b]}
+  output: out
+"""
+ENCODER = """
+Encoder:
+  inputs: [x]
+  nodes:
+    conv: {block: conv, in: x, out: 8, act: relu}
+    body: {block: conv, in: conv, out: 8, repeat: 2}
+  output: body
+"""
+
+
+def test_a_shared_node_calls_the_same_modules_with_the_same_weights(tmp_path: Path) -> None:
+    net = build(tmp_path, SHARED, ENCODER)
+    keys = list(net.state_dict())
+    assert not any("enc_y" in k or "scale_y" in k for k in keys)
+    assert len([k for k in keys if k.startswith("enc.")]) == 6
+    x, y = torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8)
+    out = net(x=x, y=y)
+    encoder = build(tmp_path, "G: {inputs: {x: 3}, use: Encoder}", ENCODER)
+    encoder.load_state_dict(
+        {k.removeprefix("enc."): v for k, v in net.state_dict().items() if k.startswith("enc.")}
+    )
+    assert torch.allclose(out, encoder(x) + encoder(y), atol=1e-6)
+    out.sum().backward()
+    grad = net.get_parameter("enc.conv.weight").grad
+    assert grad is not None and grad.abs().sum() > 0  # both uses train the one weight
+
+
+def test_sharing_mistakes_are_reported_at_the_sharer(tmp_path: Path) -> None:
+    found = errors(
+        tmp_path,
+        """
+        G:
+          inputs: {x: 3}
+          nodes:
+            enc: {block: conv, in: x, out: 8}
+            a: {share: enc, in: x}
+            b: {share: encc, in: x}
+            c: {share: enc, in: x, out: 4}
+            out: {block: concat, in: [a, b, c]}
+        """,
+    )
+    assert found == EXPECTED_SHARE_ERRORS
+
+
+EXPECTED_SHARE_ERRORS = [
+    "10:18: node 'b': 'share' names a node of the same 'nodes:', not 'encc' (did you mean 'enc'?)",
+    "11:30: node 'c': 'out' beside 'share:'; a node that shares another's weights takes its "
+    "block and parameters too, and only 'in:' of its own",
+]
+
+
+def test_a_shared_node_given_other_channels_is_refused(tmp_path: Path) -> None:
+    found = errors(
+        tmp_path,
+        """
+        G:
+          inputs: {x: 3, y: 4}
+          nodes:
+            enc: {block: conv, in: x, out: 8}
+            a: {share: enc, in: y}
+            out: {block: concat, in: [a, enc]}
+        """,
+    )
+    assert found == [
+        "9:10: node 'a' shares the weights of 'enc', which was built for in_ch=3, out=8; "
+        "this node's inputs need in_ch=4, out=8"
+    ]

@@ -22,6 +22,7 @@ size guard (:mod:`engine.compile.guard`); it is what ``build`` and the trainer c
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect as pyinspect
 import operator
@@ -133,6 +134,17 @@ def infer(
             error = ShapeError(f"node '{name}' ({attrs['block']}): {run.init_problem}")
             error.loc = attrs.get("init_loc") or attrs.get("loc")  # type: ignore[attr-defined]
             raise error
+        shared = attrs.get("shared")
+        if shared is not None:
+            original = result.records[shared]
+            if kwargs != original.kwargs:
+                error = ShapeError(
+                    f"node '{name}' shares the weights of '{shared}', which was built for "
+                    f"{_settings(original.kwargs)}; this node's inputs need {_settings(kwargs)}"
+                )
+                error.loc = attrs.get("loc")  # type: ignore[attr-defined]
+                raise error
+            run = dataclasses.replace(run, params=0)  # counted once, at the original
         batched = any(s.node not in batchless for s in sources)
         if not batched:
             batchless.add(name)
@@ -195,6 +207,26 @@ def materialize(inference: Inference, device: torch.device | str = "cpu") -> Com
             if attrs["kind"] != "block":
                 continue
             record = inference.records[name]
+            shared: str | None = attrs.get("shared")
+            original = None if shared is None else _attribute(root, shared)
+            if isinstance(original, torch.Tensor):  # a shared parameter or buffer
+                assert shared is not None
+                env[Source(name)] = graph.get_attr(shared)
+                continue
+            if original is not None:  # the original's own module, called again
+                assert shared is not None
+                args = [
+                    _joined(graph, [env[s] for s in group])
+                    for groups in attrs["ports"].values()
+                    for group in groups
+                ]
+                call = graph.call_module(shared, tuple(args))
+                n = len(record.out_shapes)
+                calls = [call] if n == 1 else [_item(graph, call, i) for i in range(n)]
+                for port, out in zip(REGISTRY.get(record.block).outputs, calls, strict=False):
+                    env[Source(name, port)] = out
+                continue
+            # (an original without state was written as operations: so is this node)
             module = REGISTRY.get(record.block).factory(**record.kwargs)
             if attrs.get("init") is not None:
                 initialize.apply(attrs["init"], module)
@@ -390,6 +422,24 @@ def _parent(root: nn.Module, path: str) -> nn.Module:
             parent.add_module(part, child)
         parent = child
     return parent
+
+
+def _attribute(root: nn.Module, path: str) -> nn.Module | torch.Tensor | None:
+    """The submodule, parameter or buffer at ``path`` below ``root``, if there is one."""
+    owner, _, leaf = path.rpartition(".")
+    try:
+        parent = root.get_submodule(owner)
+    except AttributeError:
+        return None
+    found = parent._modules.get(leaf)
+    if found is not None:
+        return found
+    tensor = parent._parameters.get(leaf)
+    return tensor if tensor is not None else parent._buffers.get(leaf)
+
+
+def _settings(kwargs: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items()))
 
 
 def _class_name(name: str) -> str:

@@ -30,7 +30,9 @@ from engine.spec.schema_check import check_schema
 from engine.spec.yamlio import Doc, Path, as_dict
 
 #: Keys of a node that are not parameters of its block.
-NODE_KEYS = ("block", "in", "repeat", "when", "chain", "init")
+NODE_KEYS = ("block", "in", "repeat", "when", "chain", "init", "share")
+#: Keys a ``share:`` node may have beside it.
+SHARE_KEYS = ("share", "in")
 #: Keys a ``chain:`` node may have beside its items.
 CHAIN_KEYS = ("chain", "in", "when", "init")
 MAX_REPEAT = 100_000
@@ -92,6 +94,8 @@ class Expander:
         self._valid_params: set[tuple[str, str]] = set()
         # The init of the composite or chain being expanded, for the leaves inside.
         self._inherited: Init | None = None
+        # (prefix of a node that shares weights, prefix of the node it shares them with)
+        self._sharing: list[tuple[str, str]] = []
 
     # ----------------------------------------------------------------- networks
     def network(self, name: str, data: dict[str, Any], doc: Doc) -> Network | None:
@@ -285,7 +289,9 @@ class Expander:
             local[name] = {port: [Source(alias, port)] for port in self._output_ports(nodes[name])}
         for name in structure.order:
             node = nodes[name]
-            if isinstance(node, dict):
+            if isinstance(node, dict) and "share" in node:
+                local[name] = self._shared(prefix, name, node, nodes, doc, scope, local, stack)
+            elif isinstance(node, dict):
                 local[name] = self._node(prefix, name, node, doc, scope, local, stack)
             else:
                 local[name] = None
@@ -349,6 +355,9 @@ class Expander:
                 base = ref.split(".", 1)[0]
                 if base in deps:
                     deps.add_edge(base, name)
+            shared = node.get("share")
+            if isinstance(shared, str) and shared in nodes and shared != name:
+                deps.add_edge(shared, name)  # its weights must exist first
         return deps
 
     def _order(
@@ -453,8 +462,9 @@ class Expander:
         scope: dict[str, Any],
         local: dict[str, Outputs],
         stack: tuple[str, ...],
+        node_doc: Doc | None = None,
     ) -> Outputs:
-        node_doc = doc.subtree(("nodes", name))
+        node_doc = node_doc or doc.subtree(("nodes", name))
         if "chain" in node:
             return self._chain(prefix, name, node, node_doc, scope, local, stack)
         what = self._what(node, node_doc, scope)
@@ -476,6 +486,62 @@ class Expander:
             f"{prefix}{name}", indexed, 0, what, node, node_doc, scope, args, stack
         )
         return None if done is None else done[0]
+
+    def _shared(
+        self,
+        prefix: str,
+        name: str,
+        node: dict[str, Any],
+        nodes: dict[str, Any],
+        doc: Doc,
+        scope: dict[str, Any],
+        local: dict[str, Outputs],
+        stack: tuple[str, ...],
+    ) -> Outputs:
+        """``share: other``: run ``other``'s modules again, on this node's inputs. The
+        definition of ``other`` is expanded once more under this node's name, and each
+        leaf found there calls the module of its counterpart in ``other``."""
+        node_doc = doc.subtree(("nodes", name))
+        target = node["share"]
+        extra = [k for k in node if k not in SHARE_KEYS]
+        for key in extra:
+            self.diags.error(
+                node_doc.key_loc((key,)),
+                f"node '{name}': '{key}' beside 'share:'; a node that shares another's "
+                "weights takes its block and parameters too, and only 'in:' of its own",
+            )
+        if extra:
+            return None
+        if target not in nodes or target == name or not isinstance(nodes[target], dict):
+            others = [n for n in nodes if n != name]
+            self.diags.error(
+                node_doc.loc(("share",)),
+                f"node '{name}': 'share' names a node of the same 'nodes:', not "
+                f"'{target}'{did_you_mean(str(target), others)}",
+            )
+            return None
+        if local.get(target) is None:
+            return None  # it failed: reported there
+        definition = {k: v for k, v in nodes[target].items() if k not in ("in", "init")}
+        if "share" in definition:
+            self.diags.error(
+                node_doc.loc(("share",)), f"node '{name}': share '{target}''s own target instead"
+            )
+            return None
+        self._sharing.append((f"{prefix}{name}", f"{prefix}{target}"))
+        try:
+            return self._node(
+                prefix,
+                name,
+                {**definition, "in": node.get("in")},
+                doc,
+                scope,
+                local,
+                stack,
+                node_doc,
+            )
+        finally:
+            self._sharing.pop()
 
     def _what(self, node: dict[str, Any], node_doc: Doc, scope: dict[str, Any]) -> _What | None:
         """The leaf block or composite a node (or a chain item) runs."""
@@ -844,12 +910,35 @@ class Expander:
             init=init,
             init_loc=node_doc.loc(("init",)) if init is not None and init.explicit else None,
         )
+        shared = self._shared_with(full)
+        if shared is not None:
+            target = self.graph.nodes.get(shared)
+            if target is None or target.get("block") != entry.name:
+                self.diags.error(
+                    node_doc.loc(()),
+                    f"node '{full}' cannot share the weights of '{shared}': "
+                    + (
+                        "no such node was built"
+                        if target is None
+                        else f"it runs '{target.get('block')}', not '{entry.name}'"
+                    ),
+                )
+                return None
+            self.graph.nodes[full]["shared"] = target.get("shared") or shared
+            self.graph.nodes[full]["init"] = None
         sources = [source for values in bindings.values() for value in values for source in value]
         if any(source.node.startswith("@") for source in sources):
             self._pending.append(full)  # wired once the aliases are known
         else:
             self.graph.add_edges_from((source.node, full) for source in sources)
         return {port: [Source(full, port)] for port in entry.outputs}
+
+    def _shared_with(self, full: str) -> str | None:
+        """The leaf whose module ``full`` calls, inside a ``share:`` node."""
+        for new, old in reversed(self._sharing):
+            if full == new or full.startswith(f"{new}."):
+                return old + full[len(new) :]
+        return None
 
     def _composite(
         self,

@@ -43,8 +43,10 @@ def parameter_nodes(
             continue
         leaves = []
         for leaf in net.leaves():
-            entry = catalog.get(net.node(leaf)["block"])
-            if entry is not None and entry.trainable:
+            attrs = net.node(leaf)
+            entry = catalog.get(attrs["block"])
+            # A node that shares another's weights holds none of its own.
+            if entry is not None and entry.trainable and not attrs.get("shared"):
                 leaves.append(f"{name}.{leaf}")
         found[name] = leaves
     return found

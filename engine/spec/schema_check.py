@@ -105,7 +105,8 @@ def _report(
             keys = [k for e in error.context for k in list(e.validator_value)]  # type: ignore[arg-type]
             diags.error(
                 doc.key_loc(path),
-                f"{namer(path)} needs {' or '.join(f'{k!r}' for k in keys)}",
+                f"{namer(path)} needs "
+                + " or ".join([", ".join(f"'{k}'" for k in keys[:-1]), f"'{keys[-1]}'"]),
             )
             return 1
         deeper = _matching_branch(error)

@@ -169,6 +169,11 @@ NODE = {
         "repeat": _REPEAT,
         "when": _WHEN,
         "init": INIT,
+        "share": {
+            "type": "string",
+            "pattern": NAME,
+            "description": "run this sibling node's modules again, with the same weights",
+        },
         "chain": {
             "type": "array",
             "items": CHAIN_ITEM,
@@ -177,7 +182,7 @@ NODE = {
             "as nn.Sequential numbers its layers",
         },
     },
-    "anyOf": [{"required": ["block"]}, {"required": ["chain"]}],
+    "anyOf": [{"required": ["block"]}, {"required": ["chain"]}, {"required": ["share"]}],
     "additionalProperties": True,
 }
 
