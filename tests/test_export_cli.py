@@ -107,3 +107,14 @@ def test_untrained_spec_exports_with_json_free_metadata(tmp_path: Path) -> None:
     assert cli.main(args) == 0
     with safetensors.safe_open(str(out), "pt") as f:
         assert json.dumps(f.metadata())  # plain strings only
+
+
+@pytest.mark.parametrize("command", ["infer", "export", "interpolate"])
+def test_the_new_commands_have_help_with_examples(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main([command, "--help"])
+    out = capsys.readouterr().out
+    assert info.value.code == 0
+    assert "examples:" in out and f"python cli.py {command}" in out

@@ -249,3 +249,18 @@ def test_inputs_keep_relative_paths_and_globs(tmp_path: Path) -> None:
     assert list_inputs(str(tmp_path / "a" / "**" / "*.jpg")) == [
         Item(tmp_path / "a" / "b" / "y.jpg", Path("b/y.jpg"))
     ]
+
+
+def test_batches_of_same_sized_images_give_the_same_results(model: Model, tmp_path: Path) -> None:
+    src = tmp_path / "in"
+    for i in range(3):
+        save(src / f"{i}.png", photo(10, 12, seed=i))
+    save(src / "3.png", photo(14, 12))  # another size: a batch of its own
+    items = list_inputs(str(src))
+    infer(model, items, tmp_path / "one", InferOptions(batch=1))
+    result = infer(model, items, tmp_path / "two", InferOptions(batch=2))
+    assert len(result.done) == 4
+    for i in range(4):
+        assert np.array_equal(
+            read(tmp_path / "one" / f"{i}.png"), read(tmp_path / "two" / f"{i}.png")
+        )
