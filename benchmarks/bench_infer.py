@@ -1,7 +1,7 @@
 """How much does ``infer`` add to running the network?  ESRGAN's generator on an image,
 whole and in tiles, against plain loops calling the module in the same run.
 
-Three figures per mode (images/s, median of ``--repeat`` passes after a warm-up):
+Three figures per mode (images/s, the fastest of ``--repeat`` interleaved runs):
 
 1. ``infer``'s network path (:class:`engine.apply.infer.Runner`: tiling, precision,
    device transfers, the output port) on the decoded image;
@@ -19,7 +19,6 @@ Run: python benchmarks/bench_infer.py [--device cuda] [--precision fp16] [--nb 2
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -44,16 +43,20 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable[[], object], repeat: int, device: torch.device) -> float:
-    fn()  # warm-up
-    sync(device)
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
+def timed(fns: list[Callable[[], object]], repeat: int, device: torch.device) -> list[float]:
+    """The fastest of ``repeat`` runs of each function, interleaved (after a warm-up of
+    each), so a neighbour's load on a shared machine hits all of them alike."""
+    for fn in fns:
         fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    best = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            best[i] = min(best[i], time.perf_counter() - start)
+    return best
 
 
 def hand_tiled(module: torch.nn.Module, x: torch.Tensor, tile: int, overlap: int) -> torch.Tensor:
@@ -108,7 +111,7 @@ def main() -> None:
 
     print(
         f"ESRGAN nf {args.nf} nb {args.nb} x4 on {args.size}×{args.size}, {args.device} "
-        f"{args.precision}, median of {args.repeat}"
+        f"{args.precision}, fastest of {args.repeat} interleaved runs"
     )
     print("| mode | infer network path | plain loop | ratio | infer end to end (PNG in/out) |")
     print("|---|---|---|---|---|")
@@ -125,13 +128,13 @@ def main() -> None:
                 y = module(x=xd) if tile is None else hand_tiled(module, xd, tile, args.overlap)
                 return y.float().cpu()
 
-        path = timed(lambda runner=runner: runner(x), args.repeat, device)
-        reference = timed(plain, args.repeat, device)
         out = tmp / f"out-{tile}"
-        end = timed(
-            lambda options=options, out=out: infer(model, items, out, options, log=lambda s: None),
-            args.repeat,
-            device,
+
+        def end_to_end(options: InferOptions = options, out: Path = out) -> object:
+            return infer(model, items, out, options, log=lambda s: None)
+
+        path, reference, end = timed(
+            [lambda runner=runner: runner(x), plain, end_to_end], args.repeat, device
         )
         mode = "whole" if tile is None else f"tiles of {tile} (+{args.overlap})"
         print(

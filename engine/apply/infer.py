@@ -15,13 +15,16 @@ the same relative path. Channels follow the input:
 
 A file that cannot be read or run is reported by name and skipped; the rest go on.
 On out-of-memory the tile is halved (down to 32 pixels) and the image retried.
+Results are encoded and written on a thread while the network runs the next image.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +45,8 @@ Bits = Literal["auto", "8", "16"]
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 LUMA = (0.299, 0.587, 0.114)
 SMALLEST_TILE = 32
+#: Results waiting to be written, at most.
+PENDING = 2
 #: Context each tile takes on every side, in input pixels (see Tiled).
 DEFAULT_OVERLAP = 16
 
@@ -190,8 +195,13 @@ def infer(
     result = InferResult()
     started = time.perf_counter()
     with _Progress(len(items), options.progress, say) as progress:
-        for group in _groups(_decoded(items, out_dir, model, options, result, progress), options):
-            _run_group(group, runner, model, options, result, progress)
+        writer = _Writer(result, progress, options.quality)
+        try:
+            images = _decoded(items, out_dir, model, options, result, progress)
+            for group in _groups(images, options):
+                _run_group(group, runner, model, options, writer, result, progress)
+        finally:
+            writer.close()
     result.seconds = time.perf_counter() - started
     result.tile = runner.tile
     return result
@@ -242,6 +252,7 @@ def _run_group(
     runner: Runner,
     model: Model,
     options: InferOptions,
+    writer: _Writer,
     result: InferResult,
     progress: _Progress,
 ) -> None:
@@ -251,20 +262,47 @@ def _run_group(
     except (RuntimeError, ValueError) as exc:
         if len(group) > 1:  # find the one that fails; the others still run
             for image in group:
-                _run_group([image], runner, model, options, result, progress)
+                _run_group([image], runner, model, options, writer, result, progress)
             return
         _failed(group[0].item, _short(exc), result, progress)
         return
     for image, y, alpha in zip(group, ys, alphas, strict=True):
+        writer.submit(image, y, alpha)
+
+
+class _Writer:
+    """Encodes and writes results on a thread while the network runs the next image
+    (PNG compression of a large result takes as long as a fast GPU's forward); at most
+    :data:`PENDING` results wait, so memory stays bounded. Results finish in order."""
+
+    def __init__(self, result: InferResult, progress: _Progress, quality: int) -> None:
+        self.result, self.progress, self.quality = result, progress, quality
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="loom-infer-write")
+        self.pending: deque[tuple[_Image, Future[None]]] = deque()
+
+    def submit(self, image: _Image, y: torch.Tensor, alpha: torch.Tensor | None) -> None:
+        self.pending.append((image, self.pool.submit(self._write, image, y, alpha)))
+        while len(self.pending) > PENDING:
+            self._finish(*self.pending.popleft())
+        while self.pending and self.pending[0][1].done():
+            self._finish(*self.pending.popleft())
+
+    def _write(self, image: _Image, y: torch.Tensor, alpha: torch.Tensor | None) -> None:
+        write_image(image.target, finish(y, alpha, image.gray, image.bits), quality=self.quality)
+
+    def _finish(self, image: _Image, future: Future[None]) -> None:
         try:
-            write_image(
-                image.target, finish(y, alpha, image.gray, image.bits), quality=options.quality
-            )
+            future.result()
         except (OSError, ValueError) as exc:
-            _failed(image.item, f"cannot write {image.target}: {exc}", result, progress)
-            continue
-        result.done.append(image.target)
-        progress.step(image.item, str(image.target))
+            _failed(image.item, f"cannot write {image.target}: {exc}", self.result, self.progress)
+            return
+        self.result.done.append(image.target)
+        self.progress.step(image.item, str(image.target))
+
+    def close(self) -> None:
+        while self.pending:
+            self._finish(*self.pending.popleft())
+        self.pool.shutdown()
 
 
 def _alphas(
