@@ -169,7 +169,8 @@ def _expand_all(
     table.add_from(doc)
     scope = _global_scope(data, doc, diags)
     expressions = _substitute_globals(data, doc, scope, diags)
-    expander = Expander(catalog, table, diags, scope, path.parent)
+    origins = {key: doc.loc(("params", key)) for key in as_dict(data.get("params"))}
+    expander = Expander(catalog, table, diags, scope, path.parent, origins)
     networks: dict[str, Network | None] = {}
     for name, net in as_dict(data.get("networks")).items():
         networks[name] = (

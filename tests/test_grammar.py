@@ -522,3 +522,31 @@ def test_a_shared_node_given_other_channels_is_refused(tmp_path: Path) -> None:
         "9:10: node 'a' shares the weights of 'enc', which was built for in_ch=3, out=8; "
         "this node's inputs need in_ch=4, out=8"
     ]
+
+
+def test_expressions_index_lists_and_know_yamls_words(tmp_path: Path) -> None:
+    net = build(
+        tmp_path,
+        """
+        G:
+          inputs: {x: 3}
+          params: {widths: [4, 6, 8]}
+          nodes:
+            body: {block: conv, in: x, out: "$widths[$index]", repeat: 3, bias: $index > 0 and true}
+          output: body
+        """,
+    )
+    state = net.state_dict()
+    assert [state[f"body.{i}.weight"].shape[0] for i in range(3)] == [4, 6, 8]
+    assert "body.0.bias" not in state and "body.2.bias" in state
+    assert errors(
+        tmp_path,
+        """
+        G:
+          inputs: {x: 3}
+          params: {widths: [4, 6]}
+          nodes:
+            body: {block: conv, in: x, out: "$widths[$index]", repeat: 3}
+          output: body
+        """,
+    ) == ["9:39: in expression '$widths[$index]': index 2 is outside a list of 2"]

@@ -10,7 +10,9 @@ the diagnostics; expansion carries on past them so that one run reports everythi
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path as FsPath
@@ -66,6 +68,13 @@ class _What:
     ports: Ports
 
 
+#: The key of a scope that holds where its parameters were set (no expression can name
+#: it: it is no identifier).
+ORIGINS = "@origins"
+
+#: What a node that failed gives its readers (see ``Expander._resolve``).
+FAILED = Source("@failed")
+
 #: The input side of a chain: one input, fed to its first item.
 _ONE_INPUT = Ports(("x",), False, 1, "a chain")
 
@@ -80,17 +89,21 @@ class Expander:
         diags: Diagnostics,
         global_scope: dict[str, Any],
         spec_dir: FsPath | None,
+        origins: dict[str, Loc | None] | None = None,
     ) -> None:
         self.catalog = catalog
+        # Where each top-level parameter was set (a line, or an override), for messages
+        # about the values that came from it.
+        self.global_scope = {**global_scope, ORIGINS: dict(origins or {})}
         self.table = table
         self.diags = diags
-        self.global_scope = global_scope
         self.spec_dir = spec_dir
         self.graph: nx.DiGraph[str] = nx.DiGraph()
         self._structures: dict[int, _Structure] = {}
         # Outputs of nodes expanded before their inputs were known (see _order), by alias.
         self._aliases: dict[str, Outputs] = {}
         self._pending: list[str] = []  # leaves whose inputs name an alias
+        self._failed = False  # a node failed, and its readers were expanded on FAILED
         self._valid_params: set[tuple[str, str]] = set()
         # The init of the composite or chain being expanded, for the leaves inside.
         self._inherited: Init | None = None
@@ -101,11 +114,13 @@ class Expander:
     def network(self, name: str, data: dict[str, Any], doc: Doc) -> Network | None:
         """Expand one entry of ``networks:`` (``doc`` is rooted at it)."""
         self.graph = nx.DiGraph()
-        self._aliases, self._pending = {}, []
+        self._aliases, self._pending, self._failed = {}, [], False
         try:
             network = self._network(name, data, doc)
         except _TooBig:
             return None
+        if self._failed:
+            return None  # what failed was reported; the rest was expanded to check it
         if network is not None and isinstance(data.get("pad"), str):
             network.pad = data["pad"]
         if network is None or not self._aliases:
@@ -195,10 +210,13 @@ class Expander:
             )
             return None
         scope = dict(self.global_scope)
+        origins: dict[str, Loc | None] = dict(scope[ORIGINS])
+        scope[ORIGINS] = origins
         params = as_dict(data.get("params"))
         for key, raw in params.items():
             try:
                 scope[key] = substitute(raw, scope)
+                origins[key] = doc.loc(("params", key))
             except ExprError as exc:
                 self.diags.error(doc.loc(("params", key)), str(exc))
         bindings = {}
@@ -437,6 +455,9 @@ class Expander:
         owner: str,
     ) -> set[str]:
         targets = {ref.split(".", 1)[0] for ref, _ in outputs.values()}
+        # `output: a.b` where b is a node is one mistake, reported when it is resolved;
+        # b is not also "unused".
+        targets |= {ref.split(".")[1] for ref, _ in outputs.values() if ref.count(".") == 1}
         alive: set[str] = set()
         for t in targets:
             if t in deps:
@@ -478,6 +499,12 @@ class Expander:
                 return self._bypass(node, what.ports, local, node_doc, name)
         args = self._inputs(node.get("in"), what.ports, local, node_doc, name)
         if args is None:
+            if what.entry is not None:  # its parameters' mistakes too, in the same run
+                params = self._params(
+                    {k: v for k, v in node.items() if k not in NODE_KEYS}, scope, node_doc
+                )
+                if params is not None:
+                    self._check_params(what.entry, params, node_doc)
             return None
         # A node with `repeat:` is always indexed, even when it repeats once, so weight
         # keys do not change shape with the count (body.0 … body.N-1).
@@ -628,6 +655,7 @@ class Expander:
                     return None
                 args = {ports.names[0]: [outputs.get("out") or next(iter(outputs.values()))]}
             if what.entry is not None:
+                self._check_params(what.entry, params, node_doc, raw_params, scope)
                 outputs = self._leaf(full, what.entry, params, args, node_doc, init)
             else:
                 assert what.composite is not None
@@ -863,12 +891,18 @@ class Expander:
         if ref.partition(".")[0] == "data":
             self.diags.error(at, f"'{ref}': data can only be used in the training graph ('graph:')")
             return None
+        base = ref.partition(".")[0]
+        if base in local and local[base] is None:
+            # A node that failed (reported there): its readers are still expanded on a
+            # stand-in value, so that their own mistakes are reported in the same run.
+            self._failed = True
+            return [FAILED]
         found = resolve_reference(ref, local, at, self.diags, owner)
         if found is None:
             return None
         node, port = found
         outputs = local[node]
-        assert outputs is not None  # resolve_reference fails on a node that failed
+        assert outputs is not None  # a failed node is handled above
         return outputs[port]
 
     # ---------------------------------------------------------- leaves, composites
@@ -881,21 +915,8 @@ class Expander:
         node_doc: Doc,
         init: Init | None = None,
     ) -> Outputs:
-        # A node with bad parameters is still wired up, so that later checks can find the
-        # other mistakes of the same spec; the spec as a whole is already invalid.
-        # Instances of one definition mostly share parameters: check each set once.
-        key = (entry.name, json.dumps(params, sort_keys=True, default=str))
-        if key not in self._valid_params and not check_schema(
-            entry.validator,
-            params,
-            node_doc,
-            self.diags,
-            namer=lambda p: (
-                f"parameter '{p[0]}' of block '{entry.name}'" if p else f"block '{entry.name}'"
-            ),
-            key_word="parameter",
-        ):
-            self._valid_params.add(key)
+        # A node with bad parameters (checked by the caller) is still wired up, so that
+        # later checks can find the other mistakes of the same spec.
         if self.graph.number_of_nodes() >= MAX_NODES:
             self.diags.error(node_doc.loc(()), f"the network has more than {MAX_NODES} nodes")
             raise _TooBig
@@ -927,11 +948,65 @@ class Expander:
             self.graph.nodes[full]["shared"] = target.get("shared") or shared
             self.graph.nodes[full]["init"] = None
         sources = [source for values in bindings.values() for value in values for source in value]
-        if any(source.node.startswith("@") for source in sources):
+        if FAILED in sources:
+            pass  # the network is refused anyway; only this node's own checks matter
+        elif any(source.node.startswith("@") for source in sources):
             self._pending.append(full)  # wired once the aliases are known
         else:
             self.graph.add_edges_from((source.node, full) for source in sources)
         return {port: [Source(full, port)] for port in entry.outputs}
+
+    def _check_params(
+        self,
+        entry: Any,
+        params: dict[str, Any],
+        node_doc: Doc,
+        raw: dict[str, Any] | None = None,
+        scope: dict[str, Any] | None = None,
+    ) -> None:
+        # Instances of one definition mostly share parameters: check each set once.
+        key = (entry.name, json.dumps(params, sort_keys=True, default=str))
+        if key in self._valid_params:
+            return
+        before = len(self.diags.items)
+        if not check_schema(
+            entry.validator,
+            params,
+            node_doc,
+            self.diags,
+            namer=lambda p: (
+                f"parameter '{p[0]}' of block '{entry.name}'" if p else f"block '{entry.name}'"
+            ),
+            key_word="parameter",
+        ):
+            self._valid_params.add(key)
+        elif raw is not None and scope is not None:
+            self._name_origins(before, raw, node_doc, scope)
+
+    def _name_origins(
+        self, before: int, raw: dict[str, Any], node_doc: Doc, scope: dict[str, Any]
+    ) -> None:
+        """A bad value computed from a parameter: say where that parameter was set."""
+        origins = scope.get(ORIGINS, {})
+        for i in range(before, len(self.diags.items)):
+            item = self.diags.items[i]
+            for param, text in raw.items():
+                if not is_expression(text) or item.loc != node_doc.loc((param,)):
+                    continue
+                names = [n for n in re.findall(r"\$([A-Za-z_]\w*)", text) if n in origins]
+                if not names:
+                    continue
+                origin = origins[names[0]]
+                if origin is not None and origin.file.startswith("<override"):
+                    where = f"from {origin.file.removeprefix('<override ').removesuffix('>')}"
+                else:
+                    at: object = origin
+                    if origin is not None and item.loc is not None and origin.file == item.loc.file:
+                        at = f"line {origin.line}, column {origin.col}"
+                    value = scope.get(names[0])
+                    where = f"from '{text}', with {names[0]} = {value!r} set at {at}"
+                self.diags.items[i] = dataclasses.replace(item, message=f"{item.message} ({where})")
+                break
 
     def _shared_with(self, full: str) -> str | None:
         """The leaf whose module ``full`` calls, inside a ``share:`` node."""
@@ -980,6 +1055,8 @@ class Expander:
     ) -> dict[str, Any] | None:
         """The parameter values inside one instance of a composite block."""
         declared = as_dict(block.data.get("params"))
+        origins: dict[str, Loc | None] = dict(scope.get(ORIGINS, {}))
+        scope[ORIGINS] = origins
         ok = True
         for key in given:
             if key not in declared:
@@ -1012,6 +1089,7 @@ class Expander:
                 ok = False
                 continue
             scope[key] = value
+            origins[key] = at
         return scope if ok else None
 
     def _check_typed(

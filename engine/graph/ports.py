@@ -108,11 +108,15 @@ def resolve_reference(
         )
         return None
     if port not in outputs:
-        diags.error(
-            at,
-            f"'{base}' has no output '{port}'{did_you_mean(port, outputs)}; "
-            f"outputs: {quote_list(outputs)}",
-        )
+        hint = did_you_mean(port, outputs)
+        if not hint and port in nodes:
+            hint = f"; '{port}' is a node of its own: write '{port}'"
+        elif not hint and (port.split(".")[0].isdigit() or "." in port):
+            hint = (
+                f"; only the outputs of '{base}' can be named ('{base}.PORT'), not the "
+                "nodes inside a composite or the instances of a repeat"
+            )
+        diags.error(at, f"'{base}' has no output '{port}'{hint}; outputs: {quote_list(outputs)}")
         return None
     return base, port
 

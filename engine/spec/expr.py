@@ -149,12 +149,13 @@ class _Evaluator:
         raise self.fail(f"constant {node.value!r} is not allowed")
 
     def _Name(self, node: ast.Name) -> Any:
-        if node.id in ("True", "False", "None"):
-            return {"True": True, "False": False, "None": None}[node.id]
+        literals = {"True": True, "False": False, "None": None, "true": True, "false": False}
+        if node.id in literals and node.id not in self.scope:  # YAML's words too
+            return literals[node.id]
         if node.id not in self.scope:
             from engine.spec.diagnostics import did_you_mean
 
-            hint = did_you_mean(f"${node.id}", [f"${name}" for name in self.scope])
+            hint = did_you_mean(f"${node.id}", [f"${name}" for name in self.scope if name.isidentifier()])
             raise self.fail(f"unknown parameter '${node.id}'{hint}")
         return self.scope[node.id]
 
@@ -209,6 +210,17 @@ class _Evaluator:
         return [self.visit(e) for e in node.elts]
 
     _Tuple = _List
+
+    def _Subscript(self, node: ast.Subscript) -> Any:
+        """``$depths[$index]``: one item of a list (negative counts from the end)."""
+        value, index = self.visit(node.value), self.visit(node.slice)
+        if not isinstance(value, list | tuple | str):
+            raise self.fail(f"only a list can be indexed, not {value!r}")
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise self.fail(f"an index must be an integer, got {index!r}")
+        if not -len(value) <= index < len(value):
+            raise self.fail(f"index {index} is outside a list of {len(value)}")
+        return value[index]
 
     def _Call(self, node: ast.Call) -> Any:
         if not isinstance(node.func, ast.Name) or node.func.id not in FUNCTIONS:

@@ -71,11 +71,19 @@ def _report(
         allowed = list(schema.get("properties", {}))
         extras = [k for k in instance if k not in allowed]
         preposition = "for" if key_word == "parameter" else "in"
+        # Keys every node has ('in', 'repeat', ...) are offered as what they are, never
+        # as a block's parameters.
+        reserved = [a for a in allowed if a in _RESERVED]
+        params = [a for a in allowed if a not in _RESERVED]
         for key in extras:
             where = namer(path)
-            msg = f"unknown {key_word} '{key}' {preposition} {where}{did_you_mean(key, allowed)}"
-            if not did_you_mean(key, allowed):
-                msg += f"; allowed: {quote_list(a for a in allowed if a not in _HIDDEN)}"
+            hint = did_you_mean(key, params)
+            if not hint and did_you_mean(key, reserved):
+                close = did_you_mean(key, reserved).removeprefix(" (did you mean ").rstrip("?)")
+                hint = f" (did you mean the node key {close}?)"
+            msg = f"unknown {key_word} '{key}' {preposition} {where}{hint}"
+            if not hint:
+                msg += f"; allowed: {quote_list(params)}"
             diags.error(doc.key_loc((*path, key)), msg)
         return len(extras)
     if kind == "required":
@@ -114,7 +122,11 @@ def _report(
             return sum(_report(e, data, doc, diags, base, namer, key_word) for e in deeper)
     expected = describe(error.schema)
     got = _show(instance)
-    diags.error(doc.loc(path), f"{namer(path)} must be {expected}, got {got}")
+    message = f"{namer(path)} must be {expected}, got {got}"
+    if isinstance(instance, str) and "$" in instance and not instance.startswith("$"):
+        # `when: not $flag` is text that mentions a parameter, not an expression
+        message += f"; an expression starts with '$': write '${instance}'"
+    diags.error(doc.loc(path), message)
     return 1
 
 
@@ -137,6 +149,8 @@ def _matching_branch(error: ValidationError) -> list[ValidationError]:
 
 
 _HIDDEN = {"block", "op", "loss", "in", "repeat", "init", "chain", "share"}
+#: Keys of a node that are not its block's parameters.
+_RESERVED = {*_HIDDEN, "when"}
 
 
 def _show(value: Any) -> str:
