@@ -62,9 +62,22 @@ def _swinir(depth: int) -> Callable[[], nn.Module]:
     return make
 
 
+def _nafnet(width: int) -> Callable[[], nn.Module]:
+    def make() -> nn.Module:
+        from spandrel.architectures.NAFNet import NAFNet
+
+        return NAFNet(
+            width=width, middle_blk_num=12, enc_blk_nums=[2, 2, 4, 8], dec_blk_nums=[2, 2, 2, 2]
+        )
+
+    return make
+
+
 MODELS: dict[str, Model] = {
     # SwinIR-light x2 with 2 blocks per group instead of 6 (one shifted, one not).
     "SwinIR-light": Model("swinir.yaml", "SwinIR", {"depth": 2}, _swinir(2), 64, 1),
+    # NAFNet-SIDD's layout (2, 2, 4, 8 / 12 / 2, 2, 2, 2 blocks) at width 16 instead of 32.
+    "NAFNet-w16": Model("nafnet.yaml", "NAFNet", {"width": 16}, _nafnet(16), 64, 2),
 }
 
 

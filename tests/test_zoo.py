@@ -531,3 +531,85 @@ def test_impossible_swinir_settings_are_spec_errors(
 ) -> None:
     with pytest.raises(engine.SpecError, match=message):
         build(tmp_path, ZOO["SwinIR"], **{**SWINIR_TINY, **params})
+
+
+# ------------------------------------------------------------ NAFNet
+def test_nafnet_gradients_are_those_of_layernorm2ds_own_backward(tmp_path: Path) -> None:
+    """NAFNet's LayerNorm2d has a hand-written backward. It is the exact gradient, so
+    autograd through Loom's layer norm trains NAFNet as the original does: the same
+    gradient for every weight (float64; beta and gamma random, so every branch counts)."""
+    arch = ZOO["NAFNet"]
+    ref = reference(arch, arch.tiny, seed=11).double().train()
+    net = build(tmp_path, arch, **arch.tiny).double().train().requires_grad_(True)
+    assert load_weights(net, ref.state_dict()).ok
+    x = torch.rand(2, 3, 20, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    for model in (net, ref):
+        model(x.clone()).square().mean().backward()
+    theirs = dict(ref.named_parameters())
+    assert set(theirs) == {name for name, _ in net.named_parameters()}
+    for name, p in net.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+        torch.testing.assert_close(p.grad, theirs[name].grad, rtol=1e-9, atol=1e-12, msg=name)
+
+
+def test_nafnet_takes_any_size_as_the_original_does(tmp_path: Path) -> None:
+    """Zero-padded to a multiple of 16 inside, cropped back: 1×1 works as well as 33×18."""
+    arch = ZOO["NAFNet"]
+    ref = reference(arch, arch.tiny, seed=12)
+    net = build(tmp_path, arch, **arch.tiny)
+    assert load_weights(net, ref.state_dict()).ok
+    for size in [(1, 1), (16, 16), (33, 18), (7, 64)]:
+        assert relative_difference(net, ref, size) <= TOL, size
+
+
+def test_gray_nafnet_exports_as_a_one_channel_nafnet(tmp_path: Path) -> None:
+    params = json.dumps({**NAFNET_TINY, "img_channel": 1})
+    spec = tmp_path / "gray.yaml"
+    spec.write_text(
+        "spec: 1\nname: gray\nimports: [lib/nafnet.yaml]\nnetworks:\n"
+        f"  G: {{use: NAFNet, inputs: {{x: 1}}, params: {params}, trainable: false}}\n",
+        encoding="utf-8",
+    )
+    net = engine.build(spec)["G"].eval()
+    randomize(net, seed=13)
+    model = spandrel.ModelLoader().load_from_file(export(net, tmp_path / "gray.safetensors"))
+    assert (model.architecture.id, model.input_channels, model.output_channels) == ("NAFNet", 1, 1)
+    x = torch.rand(1, 1, 9, 23, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ours, theirs = net(x), model.model.eval()(x)
+    assert float((ours - theirs).abs().max() / (theirs.max() - theirs.min())) <= TOL
+
+
+def test_a_nafnet_file_with_three_levels_is_refused_naming_the_keys(tmp_path: Path) -> None:
+    """Loom's NAFNet has the four levels of every released model; a file with three
+    is refused by name, not loaded half."""
+    ref = NAFNet(width=4, middle_blk_num=1, enc_blk_nums=[1, 1, 1], dec_blk_nums=[1, 1, 1])
+    net = build(tmp_path, ZOO["NAFNet"], **NAFNET_TINY)
+    with pytest.raises(WeightsError, match=r"39 missing(.|\n)*encoders\.3\.0\.beta"):
+        load_weights(net, ref.state_dict())
+
+
+@pytest.mark.slow
+def test_nafnet_learns_to_denoise(tmp_path: Path) -> None:
+    """The shipped spec, shortened to a few CPU minutes, beats the noisy input."""
+    from engine.train.runner import run
+
+    overrides = [
+        "train.iterations=400",
+        "data.train.crop_size=48",
+        "data.train.batch_size=4",
+        "validation.every=200",
+        "checkpoints.every=400",
+        "logging.every=25",
+    ]
+    spec = ROOT / "specs" / "zoo" / "nafnet.yaml"
+    run(spec, overrides, out=tmp_path / "run", stream=io.StringIO(), live=False)
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    val = [r for r in records if "val/psnr" in r]
+    for r in val:  # shown with -s; docs/zoo.md records these
+        print(
+            f"iter {r['iter']}: PSNR {r['val/psnr']:.2f} dB (noisy input "
+            f"{r['val/psnr_input']:.2f}), SSIM {r['val/ssim']:.4f} ({r['val/ssim_input']:.4f})"
+        )
+    assert val[-1]["val/psnr"] > val[-1]["val/psnr_input"] + 1.0
+    assert val[-1]["val/ssim"] > val[-1]["val/ssim_input"]
