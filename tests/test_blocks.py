@@ -165,6 +165,17 @@ EXAMPLES: dict[str, Example] = {
     "repeat_interleave": Example({"repeats": 2}, [IMG], [(2, 8, 6, 6)]),
     "roll": Example({"shifts": [1, -2]}, [IMG], [IMG]),
     "parameter": Example({"shape": [1, 4, 1, 1]}, [], [(1, 4, 1, 1)]),
+    "drop_path": Example({"p": 0.5}, [IMG], [IMG]),
+    "relative_position_index": Example({"window": 2}, [], [(4, 4)]),
+    "window_mask_buffer": Example({"window": 2, "shift": 1, "size": 4}, [], [(4, 4, 4)]),
+    "window_mask": Example({"window": 2, "shift": 1}, [(1, 3, 4, 6)], [(6, 4, 4)]),
+    "lookup": Example(
+        {},
+        [(9, 3), (4, 4)],
+        [(4, 4, 3)],
+        detached=(1,),  # indices carry no gradient
+        prepare=lambda xs: [xs[0], xs[1].abs().long() % 9],
+    ),
     "buffer": Example({"shape": [2, 3], "value": 0.5}, [], [(2, 3)]),
     "constant": Example({"value": [0.4, 0.5, 0.6], "shape": [1, 3, 1, 1]}, [], [(1, 3, 1, 1)]),
     "softmax": Example({"dim": 1}, [IMG], [IMG]),

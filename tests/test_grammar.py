@@ -550,3 +550,38 @@ def test_expressions_index_lists_and_know_yamls_words(tmp_path: Path) -> None:
           output: body
         """,
     ) == ["9:39: in expression '$widths[$index]': index 2 is outside a list of 2"]
+
+
+def test_a_tensor_switched_off_is_left_out_and_a_saved_marker_is_no_unused_node(
+    tmp_path: Path,
+) -> None:
+    """SPAN's checkpoints carry `no_norm` only when the model does not normalize."""
+    for norm, expected in ((True, False), (False, True)):
+        path = spec(
+            tmp_path,
+            f"""
+            G:
+              inputs: {{x: 3}}
+              params: {{norm: {str(norm).lower()}}}
+              nodes:
+                no_norm: {{block: buffer, shape: [1], when: $not $norm}}
+                out: {{block: conv, in: x, out: 3}}
+              output: out
+            """,
+        )
+        spec_ = engine.load_spec(path)
+        assert not spec_.diagnostics.warnings
+        assert ("no_norm" in engine.build(spec_)["G"].state_dict()) is expected
+    assert errors(
+        tmp_path,
+        """
+        G:
+          inputs: {x: 3}
+          nodes:
+            scale: {block: parameter, shape: [1], when: false}
+            out: {block: multiply, in: [x, scale]}
+        """,
+    ) == [
+        "9:34: node 'out' reads 'scale', which is switched off by 'when' and has no input to "
+        "pass through"
+    ]

@@ -250,6 +250,28 @@ class Dropout(nn.Module):
         return out
 
 
+@register("drop_path", trainable=False)
+class DropPath(nn.Module):
+    """Stochastic depth: while training, drop a residual branch for whole samples at
+    random, scaling the kept ones by 1 / (1 − p); at evaluation, the identity. Put it on
+    the branch before the residual add (Swin, SwinIR and ConvNeXt use it so).
+
+    Args:
+        p: probability that a sample's branch is dropped.
+    """
+
+    def __init__(self, *, p: Annotated[float, Range(ge=0, lt=1)] = 0.1) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = 1 - self.p
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
 @register("identity", trainable=False)
 class Identity(nn.Module):
     """Pass the input through unchanged (a named tap or placeholder)."""

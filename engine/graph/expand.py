@@ -45,6 +45,10 @@ MAX_NESTING = 16
 Outputs = dict[str, Value] | None
 
 
+def sources_of(bindings: PortBindings) -> list[Source]:
+    return [source for values in bindings.values() for value in values for source in value]
+
+
 class _TooBig(Exception):
     pass
 
@@ -71,6 +75,9 @@ class _What:
 #: The key of a scope that holds where its parameters were set (no expression can name
 #: it: it is no identifier).
 ORIGINS = "@origins"
+
+#: The prefix of what a switched-off node without inputs gives its readers.
+OFF = "@off:"
 
 #: What a node that failed gives its readers (see ``Expander._resolve``).
 FAILED = Source("@failed")
@@ -121,6 +128,16 @@ class Expander:
             return None
         if self._failed:
             return None  # what failed was reported; the rest was expanded to check it
+        if network is not None:
+            for port, value in network.outputs.items():
+                off = [s.node.removeprefix(OFF) for s in value if s.node.startswith(OFF)]
+                if off:
+                    self.diags.error(
+                        network.loc,
+                        f"network '{name}': output '{port}' is '{off[0]}', which is switched "
+                        "off by 'when'",
+                    )
+                    return None
         if network is not None and isinstance(data.get("pad"), str):
             network.pad = data["pad"]
         if network is None or not self._aliases:
@@ -463,7 +480,9 @@ class Expander:
             if t in deps:
                 alive |= nx.ancestors(deps, t) | {t}
         for name in nodes:
-            if name not in alive:
+            # A buffer may be there only to be saved (a marker a loader looks for).
+            saved = isinstance(nodes[name], dict) and nodes[name].get("block") == "buffer"
+            if name not in alive and not saved:
                 self.diags.warning(
                     doc.key_loc(("nodes", name)),
                     f"node '{name}' of {owner} reaches no output (it is unused)",
@@ -817,7 +836,11 @@ class Expander:
         node_doc: Doc,
         name: str,
     ) -> Outputs:
-        """A node switched off by ``when: false`` passes its first input through."""
+        """A node switched off by ``when: false`` passes its first input through; one
+        that has no inputs (a tensor a checkpoint carries only in some configurations)
+        is left out, and reading it is a mistake."""
+        if not ports.names:
+            return {"out": [Source(f"{OFF}{name}")]}
         args = self._inputs(node.get("in"), ports, local, node_doc, name)
         if args is None:
             return None
@@ -931,6 +954,14 @@ class Expander:
             init=init,
             init_loc=node_doc.loc(("init",)) if init is not None and init.explicit else None,
         )
+        off = [s.node.removeprefix(OFF) for s in sources_of(bindings) if s.node.startswith(OFF)]
+        if off:
+            self.diags.error(
+                node_doc.loc(("in",)),
+                f"node '{full}' reads '{off[0]}', which is switched off by 'when' and has no "
+                "input to pass through",
+            )
+            return None
         shared = self._shared_with(full)
         if shared is not None:
             target = self.graph.nodes.get(shared)
