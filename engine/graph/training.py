@@ -73,10 +73,17 @@ class TrainingGraphBuilder:
                     "for a block in the training graph ('block:' is for networks)",
                 )
             else:
+                # `los: l1` is a misspelt key of the node, not a parameter of anything
+                misspelt = [k for k in node if k not in KINDS and did_you_mean(k, KINDS)]
+                hint = (
+                    f"; '{misspelt[0]}' is no key of a graph node{did_you_mean(misspelt[0], KINDS)}"
+                    if misspelt and not kinds
+                    else ""
+                )
                 self.diags.error(
-                    at,
+                    doc.key_loc((name, misspelt[0])) if hint else at,
                     f"graph node '{name}' needs exactly one of 'call:', 'op:' or "
-                    f"'loss:'" + (f", got {quote_list(kinds)}" if kinds else ""),
+                    f"'loss:'" + (f", got {quote_list(kinds)}" if kinds else "") + hint,
                 )
             return None
         kind = kinds[0]
