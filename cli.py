@@ -337,7 +337,7 @@ def cmd_infer(ns: argparse.Namespace) -> int:
         progress=False if ns.plain else None,
     )
     try:
-        items = list_inputs(ns.input)
+        items = list_inputs(ns.input, exclude=Path(ns.output))
         model = _open_model(ns)
         result = infer(model, items, Path(ns.output), options)
     except (ApplyError, InputError) as exc:

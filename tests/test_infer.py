@@ -249,6 +249,8 @@ def test_inputs_keep_relative_paths_and_globs(tmp_path: Path) -> None:
     assert list_inputs(str(tmp_path / "a" / "**" / "*.jpg")) == [
         Item(tmp_path / "a" / "b" / "y.jpg", Path("b/y.jpg"))
     ]
+    inside = list_inputs(str(tmp_path / "a"), exclude=tmp_path / "a" / "b")  # the output folder
+    assert [i.relative for i in inside] == [Path("x.png")]
 
 
 def test_batches_of_same_sized_images_give_the_same_results(model: Model, tmp_path: Path) -> None:

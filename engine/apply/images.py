@@ -40,8 +40,27 @@ class InputError(Exception):
     """The --input names nothing that can be read."""
 
 
-def list_inputs(spec: str) -> list[Item]:
-    """The images ``spec`` names, sorted by their relative path."""
+def list_inputs(spec: str, *, exclude: Path | None = None) -> list[Item]:
+    """The images ``spec`` names, sorted by their relative path; none from inside
+    ``exclude`` (the output folder, when it lies in the input folder: a second run
+    must not take the first one's results as inputs)."""
+    items = _list(spec)
+    if exclude is not None:
+        items = [i for i in items if not _inside(i.path, exclude)]
+        if not items:
+            raise InputError(f"--input {spec}: every image found is inside --output {exclude}")
+    return items
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _list(spec: str) -> list[Item]:
     if any(c in _WILDCARDS for c in spec):
         parts = Path(spec).parts
         fixed = next(i for i, p in enumerate(parts) if any(c in _WILDCARDS for c in p))
