@@ -171,11 +171,13 @@ def _shape_error(
     probe: Probe,
     exc: Exception,
 ) -> ShapeError:
+    # Each input with the node that made it: the mistake is often there (a conv given
+    # the wrong `out`), not at the node that cannot combine its inputs.
     shapes = []
     for groups in attrs["ports"].values():
         for group in groups:
-            parts = [probe.shape(values[s]) for s in group if s in values]
-            shapes.append(" + ".join(str(p) for p in parts))
+            parts = [f"{probe.shape(values[s])} from '{s}'" for s in group if s in values]
+            shapes.append(" + ".join(parts))
     reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     what = f"cannot run on inputs {', '.join(shapes)}" if shapes else "cannot be built"
     error = ShapeError(f"node '{name}' ({attrs['block']}) {what}: {reason}")
