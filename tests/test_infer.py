@@ -266,3 +266,11 @@ def test_batches_of_same_sized_images_give_the_same_results(model: Model, tmp_pa
         assert np.array_equal(
             read(tmp_path / "one" / f"{i}.png"), read(tmp_path / "two" / f"{i}.png")
         )
+
+
+def test_bf16_is_close_to_fp32_and_leaves_the_model_as_it_was(model: Model) -> None:
+    x = to_tensor(photo(12, 16))[None]
+    full = Runner(model, InferOptions(), print)(x)
+    half = Runner(model, InferOptions(precision="bf16", channels_last=True), print)(x)
+    assert half.dtype == torch.float32 and (half - full).abs().max() < 0.05
+    assert next(model.module.parameters()).dtype == torch.float32

@@ -20,6 +20,7 @@ Results are encoded and written on a thread while the network runs the next imag
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from collections import deque
@@ -84,15 +85,22 @@ class Runner:
 
     def __init__(self, model: Model, options: InferOptions, log: Callable[[str], None]) -> None:
         device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.memory_format = torch.channels_last if options.channels_last else None
+        module = model.module
         try:
             self.device = torch.device(device)
-            module = model.module
-            self.module = module.to(self.device, DTYPES[options.precision])
-        except (RuntimeError, ValueError) as exc:
-            raise ApplyError(f"--device {device}: {exc}") from None
-        self.memory_format = torch.channels_last if options.channels_last else None
-        if self.memory_format is not None:
-            self.module = self.module.to(memory_format=self.memory_format)
+            first = next(module.parameters(), None)
+            moved = first is not None and (
+                first.device != self.device or first.dtype != DTYPES[options.precision]
+            )
+            if moved or self.memory_format is not None:
+                # A copy: the caller's model stays as it was (fp32, on its device).
+                module = copy.deepcopy(module).to(self.device, DTYPES[options.precision])
+            if self.memory_format is not None:
+                module = module.to(memory_format=self.memory_format)
+        except (RuntimeError, ValueError, AssertionError) as exc:
+            raise ApplyError(f"--device {device}: {_short(exc)}") from None
+        self.module = module
         self.dtype = DTYPES[options.precision]
         self.model, self.tile, self.overlap, self.log = model, options.tile, options.overlap, log
 
