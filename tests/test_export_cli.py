@@ -118,3 +118,35 @@ def test_the_new_commands_have_help_with_examples(
     out = capsys.readouterr().out
     assert info.value.code == 0
     assert "examples:" in out and f"python cli.py {command}" in out
+
+
+def test_wbc_generator_with_its_guided_filter_exports_and_infers_at_any_size(
+    tmp_path: Path,
+) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from PIL import Image
+
+    from engine.apply.images import list_inputs
+    from engine.apply.infer import InferOptions, infer
+
+    small = ["params.vgg_weights=random", "networks.G.params.nf=4", "networks.G.params.n_blocks=1"]
+    wbc = open_model(ROOT / "specs" / "wbc.yaml", need_weights=False, overrides=small)
+    randomize(wbc.module, seed=5)
+    assert (wbc.port, wbc.multiple) == ("out", 4)  # the filtered output, as G is used
+    result = export_model(wbc, "onnx", tmp_path / "wbc.onnx")
+    assert result.max_abs_diff is not None and result.max_abs_diff <= 1e-4
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    x = torch.rand(1, 3, 36, 20, generator=torch.Generator().manual_seed(2))
+    [y] = session.run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        want = wbc.module(x=x)["out"]
+    assert (torch.from_numpy(y) - want).abs().max() <= 1e-4
+
+    # infer on a size that is not a multiple of 4: padded, then cropped back.
+    (tmp_path / "in").mkdir()
+    Image.fromarray((torch.rand(18, 22, 3).numpy() * 255).astype("uint8")).save(
+        tmp_path / "in" / "p.png"
+    )
+    done = infer(wbc, list_inputs(str(tmp_path / "in")), tmp_path / "o", InferOptions())
+    assert not done.failed and Image.open(tmp_path / "o" / "p.png").size == (22, 18)
