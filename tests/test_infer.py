@@ -274,3 +274,30 @@ def test_bf16_is_close_to_fp32_and_leaves_the_model_as_it_was(model: Model) -> N
     half = Runner(model, InferOptions(precision="bf16", channels_last=True), print)(x)
     assert half.dtype == torch.float32 and (half - full).abs().max() < 0.05
     assert next(model.module.parameters()).dtype == torch.float32
+
+
+def test_a_run_whose_spec_imports_a_library_beside_the_original(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    (project / "mylib").mkdir(parents=True)
+    (project / "mylib" / "net.yaml").write_text(
+        "spec: 1\nblocks:\n  Tiny:\n    params: {nf: 8}\n    inputs: [x]\n    nodes:\n"
+        "      a: {block: conv, in: x, out: $nf, act: lrelu}\n"
+        "      b: {block: conv, in: a, out: 12}\n"
+        "      s: {block: pixel_shuffle, in: b, scale: 2}\n    output: s\n",
+        encoding="utf-8",
+    )
+    text = (
+        "spec: 1\nname: mine\nimports: [mylib/net.yaml]\n"
+        "networks:\n  G: {use: Tiny, inputs: {x: 3}}\n"
+    )
+    (project / "spec.yaml").write_text(text, encoding="utf-8")
+    run = tmp_path / "run"
+    run.mkdir()
+    header = f"# resolved from {project / 'spec.yaml'}\n# sha256: 0\n"
+    (run / "spec.resolved.yaml").write_text(header + text, encoding="utf-8")
+    built = open_model(project / "spec.yaml", need_weights=False)
+    randomize(built.module)
+    export_networks(run / "models", {"G": built.module}, 1)
+    model = open_model(run)
+    assert model.scale == 2 and model.weights is not None
+    assert sorted(p.name for p in project.iterdir()) == ["mylib", "spec.yaml"]  # no copy left

@@ -10,6 +10,7 @@ once, so ``infer`` and ``export`` never look at the spec.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from fractions import Fraction
@@ -75,9 +76,39 @@ def load_spec(source: Path, overrides: list[str] | None = None) -> Spec:
     if not path.is_file():
         raise ApplyError(f"{source}: no such spec file or run folder")
     spec, diags = check_spec(path, overrides or [])
+    if spec is None and source.is_dir():
+        spec = _beside_original(path, overrides or [])
     if spec is None:
         lines = [str(d) for d in diags.sorted() if d.severity == "error"]
-        raise ApplyError(f"{path}: the spec is not valid:\n" + "\n".join(lines))
+        raise ApplyError(
+            f"{path}: the spec is not valid:\n" + "\n".join(lines) + "\nIf it imports "
+            "libraries that lay beside the original spec, give that spec and --weights"
+        )
+    return spec
+
+
+def _beside_original(resolved: Path, overrides: list[str]) -> Spec | None:
+    """The run's exact spec, read from a temporary copy next to the spec it was
+    resolved from (named in its first line), so that libraries imported from beside
+    that spec are found; None when there is no such spec or it still does not load."""
+    try:
+        text = resolved.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    first = text.split("\n", 1)[0]
+    if not first.startswith("# resolved from "):
+        return None
+    folder = Path(first.removeprefix("# resolved from ").strip()).parent
+    if not folder.is_dir():
+        return None
+    copy = folder / f".{resolved.parent.name}.resolved-{os.getpid()}.yaml"
+    try:
+        copy.write_text(text, encoding="utf-8")
+        spec, _ = check_spec(copy, overrides)
+    except OSError:
+        return None
+    finally:
+        copy.unlink(missing_ok=True)
     return spec
 
 
