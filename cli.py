@@ -336,6 +336,8 @@ def cmd_infer(ns: argparse.Namespace) -> int:
         skip_existing=ns.skip_existing,
         progress=False if ns.plain else None,
     )
+    if ns.max_megapixels is not None:
+        options.max_megapixels = ns.max_megapixels
     try:
         items = list_inputs(ns.input, exclude=Path(ns.output))
         model = _open_model(ns)
@@ -566,6 +568,12 @@ def build_parser(prog: str = "python cli.py") -> argparse.ArgumentParser:
         help="output bit depth; auto: 16 for 16-bit inputs (png/tif only)",
     )
     p.add_argument("--quality", type=int, default=95, help="JPEG/WebP quality")
+    p.add_argument(
+        "--max-megapixels",
+        type=float,
+        metavar="N",
+        help="refuse larger images, as decompression bombs (default: the data side's 200)",
+    )
     p.add_argument("--skip-existing", action="store_true", help="leave existing outputs alone")
     p.add_argument("--plain", action="store_true", help="plain lines even on a terminal")
     p.set_defaults(func=cmd_infer)

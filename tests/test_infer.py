@@ -301,3 +301,13 @@ def test_a_run_whose_spec_imports_a_library_beside_the_original(tmp_path: Path) 
     model = open_model(run)
     assert model.scale == 2 and model.weights is not None
     assert sorted(p.name for p in project.iterdir()) == ["mylib", "spec.yaml"]  # no copy left
+
+
+def test_an_image_over_the_pixel_limit_is_refused_with_infers_advice(
+    model: Model, tmp_path: Path
+) -> None:
+    save(tmp_path / "in" / "big.png", photo(20, 28))
+    options = InferOptions(max_megapixels=0.0001)
+    result = infer(model, list_inputs(str(tmp_path / "in")), tmp_path / "o", options)
+    [(path, why)] = result.failed
+    assert path.name == "big.png" and "--max-megapixels" in why and "data section" not in why

@@ -39,6 +39,7 @@ from engine.apply.source import ApplyError, Model
 from engine.apply.tiling import Tiled
 from engine.data.errors import DataError
 from engine.data.imageio import read_image, to_tensor
+from engine.data.kinds import MAX_MEGAPIXELS
 
 Precision = Literal["fp32", "fp16", "bf16"]
 AlphaMode = Literal["network", "resize", "drop"]
@@ -66,6 +67,7 @@ class InferOptions:
     format: str = "png"  # a key of images.FORMATS, or "same"
     bits: Bits = "auto"  # auto: 16-bit out for 16-bit (or float) in, where the format allows
     quality: int = 95  # JPEG/WebP
+    max_megapixels: float = MAX_MEGAPIXELS  # larger files are refused (decompression bombs)
     skip_existing: bool = False
     progress: bool | None = None  # None: a live bar on a terminal, plain lines otherwise
 
@@ -162,10 +164,8 @@ def prepare(pixels: np.ndarray, channels: int, alpha: AlphaMode) -> tuple[Any, A
         color = _luma(rgb)
     elif channels == 3:
         color = rgb
-    elif channels == 4:
+    else:  # 4: an RGBA network takes the alpha itself
         color = t
-    else:
-        raise ApplyError(f"infer reads images as gray, RGB or RGBA, not {channels} channels")
     return color, a if keep_alpha else None, gray
 
 
@@ -196,6 +196,11 @@ def infer(
 ) -> InferResult:
     """Run ``model`` on every item; results under ``out_dir``. Never raises for one
     image: its failure is recorded (and logged) and the others go on."""
+    if model.channels not in (1, 3, 4):
+        raise ApplyError(
+            f"network '{model.net}' takes {model.channels}-channel inputs; infer feeds gray, "
+            "RGB or RGBA images"
+        )
     if options.bits == "16" and options.format not in ("png", "tif", "same"):
         raise ApplyError(f"16-bit output needs --format png or tif, not {options.format}")
     say = log or (lambda text: print(text, file=sys.stderr, flush=True))
@@ -230,17 +235,27 @@ def _decoded(
             progress.step(item, "skipped (exists)")
             continue
         try:
-            pixels = read_image(item.path, 4)
+            pixels = read_image(item.path, 4, max_megapixels=options.max_megapixels)
             color, alpha, gray = prepare(pixels, model.channels, options.alpha)
         except (DataError, OSError, ValueError) as exc:
-            # The data side's advice (on_bad_image: skip) is for training; infer skips.
-            _failed(item, str(exc).split("; fix or remove the file")[0], result, progress)
+            _failed(item, _read_failure(exc), result, progress)
             continue
         deep = pixels.dtype != np.uint8
         bits = 16 if options.bits == "16" or (options.bits == "auto" and deep) else 8
         if target.suffix.lower() not in SIXTEEN_BIT:
             bits = 8
         yield _Image(item, target, color, alpha, gray, bits)
+
+
+def _read_failure(exc: BaseException) -> str:
+    """The data side's message without its advice for training (``on_bad_image``, the
+    data section's ``max_megapixels``), which infer replaces with its own."""
+    text = str(exc)
+    if "may be a decompression bomb" in text:
+        return (
+            text.split("; it may be")[0] + "; pass --max-megapixels N for a real image this large"
+        )
+    return text.split("; fix or remove the file")[0]
 
 
 def _groups(images: Iterator[_Image], options: InferOptions) -> Iterator[list[_Image]]:
