@@ -155,7 +155,9 @@ class _Evaluator:
         if node.id not in self.scope:
             from engine.spec.diagnostics import did_you_mean
 
-            hint = did_you_mean(f"${node.id}", [f"${name}" for name in self.scope if name.isidentifier()])
+            hint = did_you_mean(
+                f"${node.id}", [f"${name}" for name in self.scope if name.isidentifier()]
+            )
             raise self.fail(f"unknown parameter '${node.id}'{hint}")
         return self.scope[node.id]
 
