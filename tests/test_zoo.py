@@ -163,7 +163,7 @@ ZOO = {
         reference=SPAN,
         reference_kwargs=_span_kwargs,
         tiny={"nf": 8},
-        cases=[{"scale": 1}, {"scale": 2}, {"scale": 3}, {"scale": 4}],
+        cases=[{"scale": 1}, {"scale": 2}, {"scale": 3}, {"scale": 4}, {"scale": 2, "norm": False}],
         derived=lambda key: ".eval_conv." in key,
         spec="span.yaml",
         run_overrides=[*RUN, "networks.G.params.nf=8"],
