@@ -247,7 +247,7 @@ def test_channel_mismatch_is_reported_at_the_node(tmp_path: Path) -> None:
     )
     [message, *_] = shape_error(path)
     assert "s.yaml:5:" in message and "node 'mix' (add) cannot run on inputs" in message
-    assert "(1, 12, 16, 16), (1, 3, 32, 32)" in message
+    assert "(1, 12, 16, 16) from 'head', (1, 3, 32, 32) from 'up'" in message
 
 
 def test_network_fed_the_wrong_channels_is_reported_at_the_call(tmp_path: Path) -> None:
