@@ -62,9 +62,13 @@ def worker_killed(exc: BaseException, where: str = "data.train") -> DataError | 
     """A DataError for torch's report that a DataLoader worker died (killed by a signal,
     or exited without a word); None when ``exc`` is not such a report."""
     text = str(exc)
+    advice = f"lower {where}.workers or batch_size"
+    if isinstance(exc, ConnectionResetError | BrokenPipeError | EOFError):
+        # A worker killed while it handed over a batch: its end of the queue is gone
+        # before torch notices the death itself.
+        return DataError(f"a data worker exited unexpectedly (often out of memory): {advice}")
     if not isinstance(exc, RuntimeError) or "DataLoader worker" not in text:
         return None
-    advice = f"lower {where}.workers or batch_size"
     killed = _KILLED.search(text)
     if killed:
         name = killed.group(1).strip()
