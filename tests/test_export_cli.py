@@ -4,7 +4,6 @@ say what they hold, and ``.pth`` in the layout chaiNNer's loader detects."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,32 +13,10 @@ import torch
 import cli
 from engine.apply.export import canonical_layout, export_model
 from engine.apply.source import ApplyError, Model, open_model
-from engine.train.state import export_networks
+from tests.conftest import randomize
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "specs" / "quickstart.yaml"
-
-
-def randomize(net: torch.nn.Module, seed: int = 0) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run = tmp_path_factory.mktemp("run")
-    shutil.copy(QUICKSTART, run / "spec.resolved.yaml")
-    model = open_model(QUICKSTART, need_weights=False)
-    randomize(model.module)
-    export_networks(run / "models", {"G": model.module}, 4)
-    return run
-
-
-@pytest.fixture(scope="module")
-def model(run_dir: Path) -> Model:
-    return open_model(run_dir)
 
 
 def test_onnx_equals_pytorch_at_other_sizes(

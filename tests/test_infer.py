@@ -8,7 +8,6 @@ weights; every image is made here too.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,32 +23,10 @@ from engine.apply.infer import InferOptions, Runner, infer
 from engine.apply.source import ApplyError, Model, open_model
 from engine.data.imageio import read_image, to_tensor
 from engine.train.state import export_networks
+from tests.conftest import randomize
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICKSTART = ROOT / "specs" / "quickstart.yaml"
-
-
-def randomize(net: nn.Module, seed: int = 0) -> None:
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A quick-start run folder holding one export, as the trainer writes it."""
-    run = tmp_path_factory.mktemp("run")
-    shutil.copy(QUICKSTART, run / "spec.resolved.yaml")
-    model = open_model(QUICKSTART, need_weights=False)
-    randomize(model.module)
-    export_networks(run / "models", {"G": model.module}, 8)
-    return run
-
-
-@pytest.fixture(scope="module")
-def model(run_dir: Path) -> Model:
-    return open_model(run_dir)
 
 
 def photo(h: int, w: int, channels: int = 3, seed: int = 0) -> np.ndarray:

@@ -46,18 +46,10 @@ def list_inputs(spec: str, *, exclude: Path | None = None) -> list[Item]:
     must not take the first one's results as inputs)."""
     items = _list(spec)
     if exclude is not None:
-        items = [i for i in items if not _inside(i.path, exclude)]
+        items = [i for i in items if not i.path.resolve().is_relative_to(exclude.resolve())]
         if not items:
             raise InputError(f"--input {spec}: every image found is inside --output {exclude}")
     return items
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-    except ValueError:
-        return False
-    return True
 
 
 def _list(spec: str) -> list[Item]:

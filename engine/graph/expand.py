@@ -510,12 +510,11 @@ class Expander:
         what = self._what(node, node_doc, scope)
         if what is None:
             return None
-        if "when" in node:
-            enabled = self._when(node["when"], node_doc, scope)
-            if enabled is None:
-                return None
-            if not enabled:
-                return self._bypass(node, what.ports, local, node_doc, name)
+        enabled = self._when(node, node_doc, scope)
+        if enabled is None:
+            return None
+        if not enabled:
+            return self._bypass(node, what.ports, local, node_doc, name)
         args = self._inputs(node.get("in"), what.ports, local, node_doc, name)
         if args is None:
             if what.entry is not None:  # its parameters' mistakes too, in the same run
@@ -733,12 +732,11 @@ class Expander:
             )
         if misplaced or not isinstance(items, list) or not items:
             return None  # a chain that is not a list of items is the schema's to report
-        if "when" in node:
-            enabled = self._when(node["when"], node_doc, scope)
-            if enabled is None:
-                return None
-            if not enabled:
-                return self._bypass(node, _ONE_INPUT, local, node_doc, name)
+        enabled = self._when(node, node_doc, scope)
+        if enabled is None:
+            return None
+        if not enabled:
+            return self._bypass(node, _ONE_INPUT, local, node_doc, name)
         bound = self._inputs(node.get("in"), _ONE_INPUT, local, node_doc, name)
         if bound is None:
             return None
@@ -772,12 +770,11 @@ class Expander:
             what = self._what(item, item_doc, scope)
             if what is None:
                 return None
-            if "when" in item:
-                enabled = self._when(item["when"], item_doc, scope)
-                if enabled is None:
-                    return None
-                if not enabled:
-                    continue
+            enabled = self._when(item, item_doc, scope)
+            if enabled is None:
+                return None
+            if not enabled:
+                continue
             ports = what.ports
             if not ports.names or ports.min_inputs > 1:
                 self.diags.error(
@@ -815,7 +812,11 @@ class Expander:
         )
         return None
 
-    def _when(self, raw: Any, node_doc: Doc, scope: dict[str, Any]) -> bool | None:
+    def _when(self, node: dict[str, Any], node_doc: Doc, scope: dict[str, Any]) -> bool | None:
+        """Whether a node is on (true without ``when:``); None when its ``when`` is wrong."""
+        if "when" not in node:
+            return True
+        raw = node["when"]
         at = node_doc.loc(("when",))
         try:
             value = substitute(raw, scope)

@@ -196,7 +196,9 @@ def _check_contents(folder: RunFolder, resume: str | None, overwrite: bool) -> N
     found = traces(run_dir)
     if not found:
         return
-    resumes_here = resume == "auto" or (resume is not None and _inside(Path(resume), run_dir))
+    resumes_here = resume == "auto" or (
+        resume is not None and Path(resume).resolve().is_relative_to(run_dir.resolve())
+    )
     checkpoints = run_dir / "checkpoints"
     nothing_to_resume = resume == "auto" and not any(checkpoints.glob("iter_*"))
     if overwrite or nothing_to_resume:
@@ -211,14 +213,6 @@ def _check_contents(folder: RunFolder, resume: str | None, overwrite: bool) -> N
         "--resume auto, start over with --overwrite (the old run is moved aside to "
         f"{run_dir.name}.previous-N, never deleted), or choose another --out"
     )
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-    except ValueError:
-        return False
-    return True
 
 
 # ---------------------------------------------------------------- disk faults
