@@ -149,14 +149,17 @@ INIT = {
     "type": ["string", "object"],
 }
 
+#: The keys a block node and an item of a chain have alike.
+_BLOCK_KEYS = {
+    "block": {"type": "string", "minLength": 1},
+    "repeat": _REPEAT,
+    "when": _WHEN,
+    "init": INIT,
+}
+
 CHAIN_ITEM = {
     "type": "object",
-    "properties": {
-        "block": {"type": "string", "minLength": 1},
-        "repeat": _REPEAT,
-        "when": _WHEN,
-        "init": INIT,
-    },
+    "properties": _BLOCK_KEYS,
     "required": ["block"],
     "additionalProperties": True,
 }
@@ -164,11 +167,8 @@ CHAIN_ITEM = {
 NODE = {
     "type": "object",
     "properties": {
-        "block": {"type": "string", "minLength": 1},
+        **_BLOCK_KEYS,
         "in": INPUTS,
-        "repeat": _REPEAT,
-        "when": _WHEN,
-        "init": INIT,
         "share": {
             "type": "string",
             "pattern": NAME,
