@@ -188,3 +188,60 @@ def test_strict_validation_keeps_data_and_weights_inside_the_project(tmp_path: P
         assert check_spec(spec)[0] is not None  # without --strict: allowed (run reads them)
         _, diags = check_spec(spec, strict=True)
         assert any(gist in str(d) and ":45:" in str(d) for d in diags.errors), diags.errors
+
+
+# ------------------------------------------- crashes the random-YAML fuzz found (test_fuzz)
+
+LONG = "x" * 300  # a path component longer than file systems allow (ENAMETOOLONG)
+FUZZ_FOUND = {
+    "infinite_iterations": (
+        QUICKSTART.replace("iterations: 1200", "iterations: .inf"),
+        2,
+        "'train.iterations' must be an integer",
+    ),
+    "zero_scale": (QUICKSTART.replace("scale: 2\n", "scale: 0\n"), 2, "'scale' must be an integer"),
+    "mapping_as_key": (QUICKSTART + "extra: {a: 1, {b: [1]}: 2}\n", 2, "keys must be plain names"),
+    "unknown_tag_then_an_error": (
+        "a: [!custom value, !!binary R0lGODlhDAAMAIQAAP]\n",
+        2,
+        "failed to decode base64",
+    ),
+    "long_folder_name": (
+        QUICKSTART.replace('hr: "builtin:photos", crop_size', f"hr: {LONG}, crop_size"),
+        0,
+        "does not exist",
+    ),
+    "no_such_user": (
+        QUICKSTART.replace('hr: "builtin:photos", crop_size', "hr: ~no_such_user_q/x, crop_size"),
+        0,
+        "does not exist",
+    ),
+    "long_extends": (f"extends: {LONG}.yaml\n" + QUICKSTART, 2, "not found"),
+    "long_pretrained": (
+        QUICKSTART.replace(
+            "outputs: {sr: sr}\n", f"outputs: {{sr: sr}}\n    pretrained: {{path: {LONG}}}\n"
+        ),
+        2,
+        "pretrained weights file",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(FUZZ_FOUND))
+def test_documents_the_fuzz_found_get_diagnostics(name: str, tmp_path: Path) -> None:
+    import contextlib
+    import gc
+    import io
+
+    import cli
+
+    text, code, gist = FUZZ_FOUND[name]
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text, encoding="utf-8")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        assert cli.main(["validate", str(path)]) == code
+        gc.collect()  # what Python prints when it collects a half-built value lands here
+    printed = out.getvalue()
+    assert gist in printed and f"{path}:" in printed, printed
+    assert "Traceback" not in printed and "Exception ignored" not in printed, printed

@@ -109,11 +109,12 @@ def parse_section(diags: Diagnostics, parse: Callable[[], T]) -> T | None:
     """Run a section parser; a section the schema already refused may not parse.
 
     A wrong type there is already reported (by the schema), so it is not reported
-    twice; without an earlier error, a failure is a bug and is raised.
+    twice (nor an infinite ``iterations`` or a zero ``scale``, which overflow or divide
+    by zero); without an earlier error, a failure is a bug and is raised.
     """
     try:
         return parse()
-    except (KeyError, TypeError, ValueError, AttributeError):
+    except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError):
         if diags.errors:
             return None
         raise

@@ -80,8 +80,12 @@ def parse_pretrained(r: Reader, name: str, spec_dir: Path) -> PretrainedSettings
     """``networks.NAME.pretrained``: the file is looked for beside the spec, then here."""
     s = r.section
     written = Path(s["path"])
-    path = written if written.is_absolute() or written.exists() else spec_dir / written
-    if not path.is_file():
+    try:
+        path = written if written.is_absolute() or written.exists() else spec_dir / written
+        found = path.is_file()
+    except OSError:  # a name the system cannot look up (too long): not there
+        path, found = spec_dir / written, False
+    if not found:
         r.error(
             ("path",),
             f"network {name}: pretrained weights file '{s['path']}' not found (looked in "

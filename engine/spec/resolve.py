@@ -35,8 +35,11 @@ def find_file(name: str, relative_to: FsPath | None) -> FsPath | None:
         candidates.append(FsPath.cwd() / path)
         candidates.append(SPECS_DIR / path)
     for candidate in candidates:
-        if candidate.is_file():
-            return candidate
+        try:
+            if candidate.is_file():
+                return candidate
+        except OSError:  # a name the system cannot look up (too long): not there
+            continue
     return None
 
 

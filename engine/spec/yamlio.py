@@ -9,12 +9,15 @@ are merged with ``extends:`` and overrides.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from engine.spec.diagnostics import Diagnostics, Loc
@@ -128,8 +131,30 @@ class _Budget:
     left: int = MAX_VALUES
 
 
+class _Constructor(RoundTripConstructor):
+    """ruamel's round-trip constructor, except that a value with an unknown tag
+    (``!custom``, refused later with its place) is never left half-built: ruamel's own
+    generator for it turns being closed — when a later error stops the document — into
+    a ConstructorError that Python can only print, as a traceback, when it collects it."""
+
+    def construct_unknown(self, node: Any) -> Iterator[Any]:
+        inner = super().construct_unknown(node)
+        try:
+            yield next(inner)
+            for _ in inner:
+                pass
+        except GeneratorExit:
+            with contextlib.suppress(ConstructorError):
+                inner.close()
+            raise
+
+
+_Constructor.add_constructor(None, _Constructor.construct_unknown)
+
+
 def _yaml() -> YAML:
     yaml = YAML(typ="rt")
+    yaml.Constructor = _Constructor
     yaml.allow_duplicate_keys = False
     return yaml
 
@@ -183,6 +208,11 @@ def parse_yaml(
         return None
     except YAMLError as exc:
         diagnostics.error(Loc(file), f"YAML: {exc}")
+        return None
+    except TypeError:  # ruamel hashes a complex key ({a: [1]}: x) and cannot
+        diagnostics.error(
+            Loc(file), "YAML: mapping keys must be plain names, not mappings or lists"
+        )
         return None
     except RecursionError:
         diagnostics.error(
