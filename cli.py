@@ -118,6 +118,21 @@ examples:
   python cli.py interpolate a.pth b.pth c.pth --weights 0.5 0.3 0.2 --out abc.pth
 """
 
+IMPORT_HELP = """\
+Convert an option file of traiNNer (JSON with // comments, or YAML), BasicSR or
+traiNNer-redux (YAML) into a Loom spec: networks with their hyperparameters, losses
+and weights, optimizers, schedules, iterations, virtual batch, datasets and pretrained
+weights. Every option that is not mapped is listed at its FILE:LINE:COL with the
+reason, printed and written into the spec's comment header. Exit code 0 = written
+(warnings for unmapped options), 2 = unreadable or unknown option file. See
+docs/import.md.
+
+examples:
+  python cli.py import train_ESRGAN.json -o specs/my_esrgan.yaml
+  python cli.py import options/train/ESRGAN/train_ESRGAN_x4.yml -o esrgan.yaml --force
+  python cli.py import train_cyclegan.yml            # print the spec, write nothing
+"""
+
 
 def _split(args: list[str]) -> tuple[list[str], list[str]]:
     """Positional arguments → (spec paths, overrides written key=value)."""
@@ -400,6 +415,37 @@ def cmd_interpolate(ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_import(ns: argparse.Namespace) -> int:
+    from engine.importer import OptionFileError, convert
+
+    out = Path(ns.output) if ns.output else None
+    if out is not None and out.exists() and not ns.force:
+        print(f"import: {out} exists; give --force to overwrite it", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        result = convert(ns.file, out)
+    except OptionFileError as exc:
+        print(f"import: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    for note in result.notes:
+        print(f"{note.loc or ns.file}: warning: {note.key}: {note.reason}", file=sys.stderr)
+    if out is None:
+        print(result.text, end="")
+        return EXIT_OK
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(result.text, encoding="utf-8")
+    except OSError as exc:
+        print(f"import: cannot write {out}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(
+        f"import: {result.format} option file written as {out} "
+        f"({len(result.notes)} options not mapped or mapped with a difference); "
+        f"next: python cli.py validate {out}"
+    )
+    return EXIT_OK
+
+
 def cmd_schema(ns: argparse.Namespace) -> int:
     from engine.settings import docs as settings_docs
     from engine.spec import schema_files
@@ -612,6 +658,17 @@ def build_parser(prog: str = "python cli.py") -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="FILE", help=".safetensors or .pth")
     p.add_argument("--net", help="the network of run folders with several")
     p.set_defaults(func=cmd_interpolate)
+
+    p = sub.add_parser(
+        "import",
+        help="convert a traiNNer / BasicSR / traiNNer-redux option file into a spec",
+        description=IMPORT_HELP,
+        formatter_class=fmt,
+    )
+    p.add_argument("file", metavar="FILE", help="the option file (.json or .yml)")
+    p.add_argument("-o", "--output", metavar="SPEC", help="write the spec here (default: print)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing SPEC")
+    p.set_defaults(func=cmd_import)
 
     p = sub.add_parser(
         "schema",
