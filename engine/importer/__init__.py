@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.importer.basicsr import read_basicsr
-from engine.importer.common import reason_for
+from engine.importer.common import KEPT_WHEN_FALSE, REASONS, reason_for
 from engine.importer.emit import spec_text
 from engine.importer.plan import Plan, build_spec
 from engine.importer.source import Note, OptionFile, OptionFileError, dotted, read_options
@@ -102,6 +102,9 @@ def convert(path: str | Path, out: str | Path | None = None) -> Imported:
     plan = read_trainner(opts) if fmt == "traiNNer" else read_basicsr(opts)
     _check_pretrained(plan, opts, Path(out) if out else None)
     for leaf in opts.untaken():
+        off = opts.get(*leaf) is False and str(leaf[-1]) not in KEPT_WHEN_FALSE
+        if off and (str(leaf[-1]) not in REASONS or str(leaf[-1]).startswith(("use_", "lr_"))):
+            continue  # a feature switched off: nothing to carry
         opts.notes.append(Note(opts.loc(*leaf), dotted(leaf), reason_for(leaf)))
     notes = sorted(
         opts.notes, key=lambda n: (n.loc.line if n.loc else 0, n.loc.col if n.loc else 0)

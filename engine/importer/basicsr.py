@@ -288,6 +288,11 @@ def _dataset(opts: OptionFile, section: str, scale: int) -> dict[str, Any] | Non
     if hr is None:
         raise opts.fail(b, "no HR images: give dataroot_gt")
     out: dict[str, Any] = {"type": "sr", "hr": hr}
+    backend = str(opts.get(*b, "io_backend", "type", default="disk")).lower()
+    if backend == "disk":
+        opts.take(*b, "io_backend")
+    else:
+        opts.skip((*b, "io_backend"), f"'{backend}' storage is not read by Loom; use image folders")
     if kind in ("pairedimagedataset",):
         lr = _folders(opts, (*b, "dataroot_lq"))
         if lr is not None:

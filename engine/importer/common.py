@@ -43,7 +43,23 @@ REASONS: dict[str, str] = {
     "wandb": "trackers are not imported; see logging in docs/settings.md",
     "use_swa": "stochastic weight averaging is not in Loom (train.ema is)",
     "name_suffix": "not used by Loom",
+    "hr_rrot": "rotations by any angle are not in Loom's data pipeline (rotate: 90° steps)",
+    "use_hrrot": "rotations by any angle are not in Loom's data pipeline (rotate: 90° steps)",
+    "lr_blur": "on-the-fly augmentations are not imported; write them as data.train.degradations",
+    "lr_noise": "on-the-fly augmentations are not imported; write them as data.train.degradations",
+    "lr_noise2": "on-the-fly augmentations are not imported; write them as data.train.degradations",
+    "hr_noise": "noise on the HR target is not in Loom's data pipeline",
+    "aug_downscale": "Loom makes LR images on the fly only without LR folders",
+    "use_cem": "CEM is not in Loom",
+    "use_atg": "AdaTarget is not in Loom",
+    "mixup": "batch augmentations (mixup, cutmix) are not in Loom",
+    "use_moa": "batch augmentations (MoA) are not in Loom",
+    "diffaug": "differentiable augmentation is not in Loom",
 }
+
+#: Options the peers switch off with ``false`` that need no mapping when off; a
+#: ``false`` of any other key is also nothing to carry, unless it has a reason above.
+KEPT_WHEN_FALSE = {"use_shuffle"}
 
 GENERIC = "not mapped: the importer knows no Loom equivalent (see docs/import.md)"
 

@@ -140,10 +140,14 @@ class OptionFile:
     def leaves(self, path: Path = ()) -> list[Path]:
         """Paths of the options under ``path``: scalars and lists (a list is one option)."""
         value = self.doc.get(path)
+        found: list[Path] = []
         if isinstance(value, dict):
-            found: list[Path] = []
             for key in value:
                 found.extend(self.leaves((*path, key)))
+            return found
+        if isinstance(value, list) and any(isinstance(v, dict) for v in value):
+            for i in range(len(value)):  # a list of sections (redux's losses): each its own
+                found.extend(self.leaves((*path, i)) or [(*path, i)])
             return found
         return [path] if path else []
 
