@@ -200,7 +200,11 @@ def test_a_trainner_esrgan_json_becomes_a_spec_that_validates(
         "nf": 64, "nb": 23, "gc": 32, "in_nc": 3, "out_nc": 3, "scale": 4,
     }  # fmt: skip
     assert spec["networks"]["G"]["pretrained"] == {"path": "RRDB_PSNR_x4.pth"}
-    assert spec["networks"]["D"] == {"use": "vgg", "inputs": {"x": 3}, "params": {"nf": 64, "stages": 5}}
+    assert spec["networks"]["D"] == {
+        "use": "vgg",
+        "inputs": {"x": 3},
+        "params": {"nf": 64, "stages": 5},
+    }
     assert spec["graph"]["g_gan"]["relativistic"] is True
     g_step, d_step = spec["train"]["phases"][0]["steps"]
     assert g_step == {
@@ -415,7 +419,11 @@ datasets:
 network_g: {type: MSRResNet, num_feat: 64, num_block: 16, upscale: 4}
 train:
   optim_g: {type: Adam, lr: !!float 2e-4, betas: [0.9, 0.99]}
-  scheduler: {type: CosineAnnealingRestartLR, periods: [250000, 250000], restart_weights: [1, 1], eta_min: !!float 1e-7}
+  scheduler:
+    type: CosineAnnealingRestartLR
+    periods: [250000, 250000]
+    restart_weights: [1, 1]
+    eta_min: !!float 1e-7
   total_iter: 500000
   pixel_opt: {type: L1Loss, loss_weight: 1.0}
 val:
@@ -554,7 +562,11 @@ def test_templates_import_to_specs_with_the_peers_parameter_counts(
         assert result.format.startswith("traiNNer-redux")
         assert data["train"]["precision"] == "bf16"
         assert data["data"]["train"]["lr_crop_size"] == 32
-        assert set(data["train"]["phases"][0]["steps"][0]["minimize"]) == {"pix", "ms_ssim", "g_gan"}
+        assert set(data["train"]["phases"][0]["steps"][0]["minimize"]) == {
+            "pix",
+            "ms_ssim",
+            "g_gan",
+        }
         assert [n.key for n in result.notes] == ["train.losses[3]"]  # DISTS: no Loom loss
         assert data["networks"]["D"] == {
             "use": "unet", "inputs": {"x": 3}, "params": {"nf": 16, "skip": True},

@@ -49,11 +49,11 @@ def detect(opts: OptionFile) -> str:
     if isinstance(train, dict) and ("dataroot_HR" in train or "HR_size" in train):
         return "traiNNer"
     if "network_g" in data or "model_type" in data:
-        t = data.get("train") if isinstance(data.get("train"), dict) else {}
-        net = data.get("network_g") if isinstance(data.get("network_g"), dict) else {}
+        t: dict[str, Any] = data["train"] if isinstance(data.get("train"), dict) else {}
+        net: dict[str, Any] = data["network_g"] if isinstance(data.get("network_g"), dict) else {}
         redux = (
             any(k in data for k in _REDUX_KEYS)
-            or "losses" in (t or {})
+            or "losses" in t
             or (isinstance(train, dict) and ("lq_size" in train or "accum_iter" in train))
             or (isinstance(net.get("type"), str) and net["type"].islower())
         )

@@ -9,6 +9,7 @@ lengths of the cycles, so :func:`restart_schedule` converts and says when it can
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import re
 from typing import Any
 
@@ -118,7 +119,7 @@ def number_list(opts: OptionFile, path: Path) -> list[float] | None:
 
 def iterations_list(values: list[float]) -> list[int | float]:
     """Milestones as written: fractions stay fractions, iterations become ints."""
-    return [int(v) if v > 1 or float(v).is_integer() and v > 1 else v for v in values]
+    return [int(v) if v > 1 or (float(v).is_integer() and v > 1) else v for v in values]
 
 
 def restart_schedule(
@@ -137,7 +138,7 @@ def restart_schedule(
     """A Loom restart schedule from absolute restart points (or cosine periods)."""
     if periods is None:
         points = [0, *(int(r if r > 1 else r * total) for r in restarts), total]
-        periods = [b - a for a, b in zip(points, points[1:], strict=False)]
+        periods = [b - a for a, b in itertools.pairwise(points)]
     lengths = [int(p if p > 1 else p * total) for p in periods]
     out: dict[str, Any] = {"type": kind, "periods": lengths}
     if weights:

@@ -167,7 +167,7 @@ def _trainner_srresnet(opts: OptionFile, b: Path, scale: int) -> Net:
 
 def _trainner_pan(opts: OptionFile, b: Path, scale: int) -> Net:
     in_nc = _int(opts, (*b, "in_nc"), 3)
-    params = {
+    params: dict[str, Any] = {
         "nf": _int(opts, (*b, "nf"), 40),
         "unf": _int(opts, (*b, "unf"), 24),
         "nb": _int(opts, (*b, "nb"), 16),
@@ -391,14 +391,14 @@ def basicsr_generator(opts: OptionFile, scale: int) -> tuple[str, Net]:
         act = str(opts.take(*b, "act_type", default="prelu")).lower()
         if act not in ("prelu", "relu", "lrelu", "leakyrelu"):
             raise opts.fail((*b, "act_type"), f"activation {act!r}: prelu, relu or leakyrelu")
-        params = {
+        compact: dict[str, Any] = {
             "nf": nf,
             "num_conv": num_conv,
             "out_nc": out_nc,
             "scale": _int(opts, (*b, "upscale"), scale),
             "act": "lrelu" if act == "leakyrelu" else act,
         }
-        return kind, Net("lib/srvgg.yaml", "SRVGGNetCompact", params, in_nc)
+        return kind, Net("lib/srvgg.yaml", "SRVGGNetCompact", compact, in_nc)
     raise opts.fail(
         at, f"network '{kind}' has no Loom block to import to (Loom imports {BASICSR_G})"
     )

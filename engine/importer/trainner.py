@@ -22,7 +22,7 @@ from engine.importer.common import (
     take_number,
     tensorboard_installed,
 )
-from engine.importer.plan import Gan, Optim, Plan, Term
+from engine.importer.plan import Gan, Net, Optim, Plan, Term
 from engine.importer.source import OptionFile
 from engine.spec.yamlio import Path
 
@@ -104,17 +104,17 @@ def read_trainner(opts: OptionFile) -> Plan:
         plan.gan = plan.gan or Gan()
     elif task == "cyclegan":
         plan.nets["G_A"] = g
-        plan.nets["G_B"] = networks.Net(g.lib, g.use, dict(g.params), g.in_nc)
+        plan.nets["G_B"] = Net(g.lib, g.use, dict(g.params), g.in_nc)
         d = networks.trainner_discriminator(opts, crop)
         plan.nets["D_A"] = d
-        plan.nets["D_B"] = networks.Net(d.lib, d.use, dict(d.params), d.in_nc)
+        plan.nets["D_B"] = Net(d.lib, d.use, dict(d.params), d.in_nc)
         plan.gan = plan.gan or Gan(type="lsgan")
         plan.pool_size = take_int(opts, ("pool_size",), 50) or 0
     else:
         plan.nets["G"] = g
         d = networks.trainner_discriminator(opts, crop, wbc=True)
         plan.nets["D_surface"] = d
-        plan.nets["D_texture"] = networks.Net(d.lib, d.use, dict(d.params), 1)
+        plan.nets["D_texture"] = Net(d.lib, d.use, dict(d.params), 1)
         plan.gan = plan.gan or Gan(type="lsgan", weight=0.02)
         opts.take("pool_size")
     _losses(opts, plan)
@@ -444,7 +444,7 @@ def _dataset(opts: OptionFile, plan: Plan, section: str, crop: int) -> dict[str,
             else:
                 opts.note((*b, "preprocess"), f"preprocess '{mode}' is not a Loom mode; crop")
         load = take_int(opts, (*b, "load_size"))
-        if load and "preprocess" in out and "crop" != out["preprocess"]:
+        if load and "preprocess" in out and out["preprocess"] != "crop":
             out["load_size"] = load
         batch = take_int(opts, (*b, "batch_size"), 16) or 1
         out["batch_size"] = batch
