@@ -16,6 +16,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from engine import checks
+from engine.compile import budget
 from engine.data.kinds import FOLDER_KEYS
 from engine.graph.expand import Expander
 from engine.graph.model import Network, TrainingGraph
@@ -190,6 +191,7 @@ def _expand_all(
             doc.key_loc(("train",)),
             "'train:' needs a training graph: add 'graph:' with the network calls and losses",
         )
+    budget.check_declared(networks, diags)
     opt_networks = checks.check_optimizers(data, doc, networks, diags)
     checks.check_phases(data, doc, training, networks, opt_networks, diags)
     checks.check_references(data, doc, training, diags)

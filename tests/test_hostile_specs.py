@@ -245,3 +245,89 @@ def test_documents_the_fuzz_found_get_diagnostics(name: str, tmp_path: Path) -> 
     printed = out.getvalue()
     assert gist in printed and f"{path}:" in printed, printed
     assert "Traceback" not in printed and "Exception ignored" not in printed, printed
+
+
+# ------------------------------------------------- networks bigger than any machine
+
+HUGE_CONV = QUICKSTART.replace(
+    "head:  {block: conv, in: lr, out: $nf, act: lrelu}",
+    "head:  {block: conv, in: lr, out: 1000000000, act: lrelu}",
+)
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    import cli
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = cli.main(list(args))
+    return code, out.getvalue()
+
+
+def _peak_rss() -> int:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (
+        1 if sys.platform == "darwin" else 1024
+    )
+
+
+def test_a_network_bigger_than_any_device_is_refused_by_validate_and_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "huge.yaml"
+    path.write_text(HUGE_CONV, encoding="utf-8")
+    before = _peak_rss()
+    for command in (["validate", str(path)], ["run", str(path), "--out", str(tmp_path / "a")]):
+        code, printed = _cli(*command)
+        assert code == 2 and "Traceback" not in printed, printed
+        # 1e9 x 3 x 3 x 3 weights in head, then 32 x 1e9 x 3 x 3 in body.0, at its line
+        assert f"{path}:17:" in printed and "at least 315.00G parameters" in printed, printed
+        assert (
+            "node 'body.0' (conv) alone has at least 288.00G (it reads 1.00G channels)" in printed
+        )
+        assert "LOOM_MAX_PARAMETERS" in printed
+    # Past the ceiling, run's own check: inspect's figures against this machine's memory.
+    monkeypatch.setenv("LOOM_MAX_PARAMETERS", "1e13")
+    assert check_spec(path)[0] is not None
+    code, printed = _cli("run", str(path), "--out", str(tmp_path / "b"))
+    assert code == 2 and "Traceback" not in printed, printed
+    assert "do not fit in memory: training needs about" in printed, printed
+    assert "an estimate from inspect's figures at batch 8" in printed
+    assert f"{path}:16:" in printed and "node 'head' (conv)" in printed, printed
+    assert not (tmp_path / "b" / "checkpoints").exists()
+    assert _peak_rss() - before < 2 * 2**30  # torch imported, nothing allocated (TBs)
+    monkeypatch.setenv("LOOM_MAX_PARAMETERS", "many")
+    _, diags = check_spec(path)
+    assert any(
+        "LOOM_MAX_PARAMETERS='many' is not a positive number" in str(d) for d in diags.errors
+    )
+
+
+def test_the_memory_estimate_is_inspects_figures_against_the_device(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import torch
+
+    from engine.compile import budget
+    from engine.compile.inspect import inspect_spec
+    from engine.load import load_spec
+    from engine.spec.diagnostics import SpecError
+
+    spec = load_spec(ROOT / "specs" / "quickstart.yaml")
+    (part,) = budget.estimate(spec)
+    (report,) = inspect_spec(spec, probe_sizes=False)
+    assert part.params == report.params and part.activations == report.memory
+    assert part.bytes_per_param == 16  # weights, gradients, Adam's two moments
+    cpu = torch.device("cpu")
+    free = budget.available_memory(cpu)
+    assert free is not None and free[0] > part.total  # this machine runs the quick start
+    monkeypatch.setattr(budget, "available_memory", lambda device: (part.total, "free"))
+    budget.check_memory(spec, cpu)  # fits exactly once...
+    with pytest.raises(SpecError, match=r"2 processes.*more than the .* free") as refused:
+        budget.check_memory(spec, cpu, processes=2)  # ...but not twice
+    (diag,) = refused.value.diagnostics.errors
+    assert diag.loc is not None and diag.loc.line > 0
