@@ -218,6 +218,12 @@ def _check_until(
                 doc.key_loc((*base, "name")),
                 f"{label} needs 'until:' (only the last phase may run to the end of training)",
             )
+        elif total is not None and previous_end == total:
+            diags.warning(
+                doc.key_loc((*base, "name")),
+                f"{label} is empty (the phases before it run to train.iterations, "
+                f"{total}): it never runs",
+            )
         return total or previous_end
     if total is None:
         return previous_end
@@ -227,11 +233,16 @@ def _check_until(
     at = doc.loc((*base, "until"))
     if end > total:
         diags.error(at, f"{label} ends at iteration {end}, after train.iterations ({total})")
-    elif end <= previous_end:
+    elif end < previous_end:
         diags.error(
             at,
             f"phases must be in order: {label} ends at iteration {end}, not after "
             f"the previous phase's end ({previous_end})",
+        )
+    elif end == previous_end:
+        # ppon_stages-style schedules start later phases at once ([0, 0], [0, N]).
+        diags.warning(
+            at, f"{label} is empty (it ends where it starts, at iteration {end}): it never runs"
         )
     elif last and end < total:
         diags.error(
@@ -305,10 +316,25 @@ def check_references(
                     f"ema: unknown network '{name}'{did_you_mean(name, networks)}",
                 )
     validation = spec.get("validation")
+    refs: list[tuple[Path, str]] = [
+        (("validation", key), f"validation.{key}") for key in ("output", "input", "target")
+    ]
+    for p, phase in enumerate(as_list(as_dict(spec.get("train")).get("phases"))):
+        if not isinstance(as_dict(phase).get("validation"), dict):
+            continue
+        where: Path = ("train", "phases", p, "validation", "output")
+        refs.append((where, f"train.phases[{p}].validation.output"))
+        if not isinstance(validation, dict):
+            diags.error(
+                doc.loc(where),
+                f"train.phases[{p}].validation.output names what validation evaluates in "
+                "this phase, but the spec has no 'validation:' section; add one (with "
+                "every, output, input and target)",
+            )
     if not isinstance(validation, dict) or tg is None:
         return
-    for key in ("output", "input", "target"):
-        ref = validation.get(key)
+    for where, label in refs:
+        ref = _at(spec, where)
         if not isinstance(ref, str):
             continue
         base = ref.split(".", 1)[0] if not ref.startswith("data.") else ref
@@ -317,9 +343,20 @@ def check_references(
                 continue  # unused data keys are checked with the dataset
             names = [n for n in tg.graph if not n.startswith("data.")]
             diags.error(
-                doc.loc(("validation", key)),
-                f"validation.{key}: unknown graph node '{base}'{did_you_mean(base, names)}",
+                doc.loc(where),
+                f"{label}: unknown graph node '{base}'{did_you_mean(base, names)}",
             )
+
+
+def _at(spec: dict[str, Any], path: Path) -> Any:
+    """The value at ``path`` in the spec, or None where any step of it is missing."""
+    value: Any = spec
+    for key in path:
+        if isinstance(key, int):
+            value = value[key] if isinstance(value, list) and key < len(value) else None
+        else:
+            value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 def unused_graph_nodes(
@@ -336,8 +373,10 @@ def unused_graph_nodes(
             if isinstance(step, dict) and isinstance(step.get("minimize"), dict):
                 used.update(k for k in step["minimize"] if k in g)
     validation = as_dict(spec.get("validation"))
-    for key in ("output", "input", "target"):
-        ref = validation.get(key)
+    refs = [validation.get(key) for key in ("output", "input", "target")]
+    for phase in as_list(train.get("phases")):
+        refs.append(as_dict(as_dict(phase).get("validation")).get("output"))
+    for ref in refs:
         if isinstance(ref, str) and ref.split(".", 1)[0] in g:
             used.add(ref.split(".", 1)[0])
     alive = set(used)

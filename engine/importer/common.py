@@ -65,10 +65,17 @@ KEPT_WHEN_FALSE = {"use_shuffle"}
 GENERIC = "not mapped: the importer knows no Loom equivalent (see docs/import.md)"
 
 
+PREFIXES = {"swa_": "use_swa", "atg_": "use_atg", "mix": "mixup", "moa_": "use_moa"}
+
+
 def reason_for(path: Path) -> str:
     for part in reversed(path):
         if isinstance(part, str) and part in REASONS:
             return REASONS[part]
+    last = str(path[-1]) if path else ""
+    for prefix, key in PREFIXES.items():
+        if last.startswith(prefix):
+            return REASONS[key]
     return GENERIC
 
 

@@ -60,6 +60,12 @@ class PhaseSettings:
     steps: tuple[StepSettings, ...] = setting((), "optimizer steps per iteration, in order")
     frozen: tuple[str, ...] = setting((), "selectors of parameters not trained in this phase")
     lr: tuple[tuple[str, float], ...] = setting((), "optimizer → lr for this phase")
+    validation_output: str | None = setting(
+        None,
+        "the graph output validated after this phase's iterations",
+        key="validation.output",
+        shown="`validation.output`",
+    )
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,7 @@ class TrainSettings:
     phases: tuple[PhaseSettings, ...] = setting((), "the phase schedule")
 
     def phase_at(self, iteration: int) -> PhaseSettings:
+        """The phase that runs ``iteration`` (0-based); empty phases are never chosen."""
         for phase in self.phases:
             if iteration < phase.end:
                 return phase
@@ -97,7 +104,8 @@ def parse_train(r: Reader) -> TrainSettings:
     for p, raw in enumerate(s["phases"]):
         end = total
         if "until" in raw:
-            end = iteration_of(raw["until"], total) or total
+            found = iteration_of(raw["until"], total)
+            end = total if found is None else found  # 0: an empty first phase
         steps = tuple(
             _step(r.sub("phases", p, "steps", i), total) for i in range(len(raw["steps"]))
         )
@@ -109,6 +117,7 @@ def parse_train(r: Reader) -> TrainSettings:
                 steps=steps,
                 frozen=tuple(raw.get("frozen") or ()),
                 lr=tuple((k, float(v)) for k, v in (raw.get("lr") or {}).items()),
+                validation_output=(raw.get("validation") or {}).get("output"),
             )
         )
         start = end

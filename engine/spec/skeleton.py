@@ -322,10 +322,19 @@ PHASE = _obj(
     {
         "name": {"type": "string", "pattern": NAME},
         "description": {"type": "string"},
-        "until": ITER_OR_FRACTION,
+        "until": {
+            "anyOf": [NONNEG_INT, {"type": "number", "exclusiveMinimum": 0, "maximum": 1}],
+            "description": "where the phase ends: an iteration or a fraction of "
+            "train.iterations; the previous phase's end (0 for the first) leaves it empty",
+        },
         "frozen": {"type": "array", "items": {"type": "string", "pattern": GLOB}},
         "lr": _map_of(POS_NUMBER),
         "steps": {"type": "array", "items": STEP, "minItems": 1},
+        "validation": _obj(
+            {"output": REF_STR},
+            ("output",),
+            description="what validation evaluates while this phase runs",
+        ),
     },
     ("name", "steps"),
 )

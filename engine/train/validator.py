@@ -60,6 +60,18 @@ class Validator:
         self.autocast = autocast
         self.best: dict[str, float] = {}
 
+    def output_at(self, iteration: int) -> str:
+        """The graph output validated after ``iteration`` iterations: the
+        ``validation.output`` of the phase that ran the last of them, else the
+        section's own. PPON's phases each train another output; validating a branch
+        that has not trained yet would report noise."""
+        train = self.spec.settings.train
+        if train is not None and train.phases and iteration > 0:
+            chosen = train.phase_at(iteration - 1).validation_output
+            if chosen is not None:
+                return chosen
+        return self.settings.output
+
     def __call__(
         self,
         iteration: int,
@@ -96,7 +108,7 @@ class Validator:
             values = evaluate(
                 run_graph,
                 batches(),
-                output=s.output,
+                output=self.output_at(iteration),
                 target=s.target,
                 source=s.input,
                 metrics=list(s.metrics),
