@@ -248,3 +248,29 @@ def test_a_run_logs_folder_warnings_and_skipped_files(tmp_path: Path) -> None:
         assert "warning: data.train.hr: '" in text and "loop' leads to" in text
         assert "data.train: skipped 1 bad files (on_bad_image: skip):" in text
         assert "0003.png" in text and "cannot identify image file" in text
+
+
+def test_files_skipped_inside_a_worker_are_listed_once_by_the_run(tmp_path: Path) -> None:
+    import io
+
+    from engine import load_spec
+    from engine.train.runner import run
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from test_train import SR_SPEC
+
+    hr = photos(tmp_path / "hr")
+    broken = hr / "0003.png"  # its header is whole (it is listed), its pixels cut short
+    Image.fromarray(np.full((64, 64, 3), 7, np.uint8)).save(broken)
+    broken.write_bytes(broken.read_bytes()[:60])
+    spec = tmp_path / "spec.yaml"
+    section = f'"{hr}", on_bad_image: skip, workers: 1'
+    spec.write_text(SR_SPEC.replace('"builtin:photos"', section))
+    console = io.StringIO()
+    run(load_spec(spec, ["train.iterations=3"]), out=tmp_path / "run", stream=console, live=False)
+    log = (tmp_path / "run" / "train.log").read_text()
+    for text in (log, console.getvalue()):
+        told = [line for line in text.splitlines() if "skipped a bad file while training" in line]
+        assert len(told) == 1, text  # read in each of the 3 epochs, told once
+        assert "data.train:" in told[0] and "0003.png" in told[0] and "corrupt image" in told[0]
+        assert "skipped 1 bad files" not in text  # nothing was found when the set was made

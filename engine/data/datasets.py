@@ -97,6 +97,9 @@ class LoomDataset(Dataset[Sample]):
         self.multiple = multiple
         self.spec_dir = spec_dir
         self.skipped: list[str] = []  # "file: reason", found when the dataset was made
+        #: Files that failed when read (``on_bad_image: skip``), not yet told to the
+        #: training process: :meth:`take_failed` hands them to the loader's batches.
+        self.failed: list[str] = []
         self.sizes: dict[Path, tuple[int, int]] = {}  # (height, width) of every file
         self._cache: OrderedDict[Path, np.ndarray] = OrderedDict()
         self._cached_bytes = 0
@@ -128,7 +131,14 @@ class LoomDataset(Dataset[Sample]):
                 if not self.opts.skip_bad:
                     raise
                 self.skipped.append(str(exc))
+                self.failed.append(str(exc))
         raise DataError(f"{self.opts.where}: 64 images in a row could not be read; see above")
+
+    def take_failed(self) -> list[str]:
+        """The files that failed since the last call (in this process: a DataLoader
+        worker has its own copy of the dataset, so its loader's batches carry them)."""
+        failed, self.failed = self.failed, []
+        return failed
 
     # -- files ---------------------------------------------------------------------------
 

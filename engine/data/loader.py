@@ -11,19 +11,22 @@ that state yields exactly the batches the original would have yielded next.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from torch.utils.data import default_collate as torch_collate
 
 from engine.data.errors import DataError, loading_failure
 
 Key = tuple[int, int]
 Batch = dict[str, torch.Tensor]
+#: The batch entry that carries the files skipped while it was made (from a worker to
+#: the training process); the loader removes it before yielding the batch.
+FAILED = "__failed_files__"
 
 
 class EpochBatches(Sampler[list[Key]]):
@@ -98,9 +101,13 @@ class Loader:
         rank: int = 0,
         world_size: int = 1,
         where: str = "data.train",
+        on_skip: Callable[[str], None] | None = None,
     ) -> None:
         self.dataset = dataset
         self.where = where  # the spec section, for messages
+        self.on_skip = on_skip
+        #: Every file skipped while loading (``on_bad_image: skip``), once each.
+        self.skipped: list[str] = []
         self.sampler = EpochBatches(
             len(dataset),  # type: ignore[arg-type]  # torch's Dataset declares no __len__
             batch_size=batch_size,
@@ -117,7 +124,7 @@ class Loader:
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=pin_memory and torch.cuda.is_available(),
-            collate_fn=collate,
+            collate_fn=partial(_collate_telling_failures, dataset),
             worker_init_fn=partial(_seed_worker, seed) if workers > 0 else None,
             generator=torch.Generator().manual_seed(seed),
         )
@@ -131,6 +138,7 @@ class Loader:
         try:
             for batch in self._loader:
                 self._advance()
+                self._tell(batch.pop(FAILED, ()))
                 yield batch
         except DataError as exc:
             self.close()
@@ -143,6 +151,16 @@ class Loader:
         except BaseException:
             self.close()
             raise
+
+    def _tell(self, failed: Sequence[str]) -> None:
+        """Record (and pass to ``on_skip``) each newly skipped file once, whichever
+        worker, and however many epochs, found it."""
+        for reason in failed:
+            if reason in self.skipped:
+                continue
+            self.skipped.append(reason)
+            if self.on_skip is not None:
+                self.on_skip(reason)
 
     def close(self) -> None:
         """Stop the worker processes now (iterating again starts new ones)."""
@@ -203,9 +221,11 @@ def make_loader(
     rank: int = 0,
     world_size: int = 1,
     where: str = "data.train",
+    on_skip: Callable[[str], None] | None = None,
 ) -> Loader:
     """A resumable, endless loader over ``dataset``; see :class:`Loader`. ``where`` (the
-    spec section) is named in the error a failing or killed worker stops it with."""
+    spec section) is named in the error a failing or killed worker stops it with;
+    ``on_skip`` is told each file skipped while loading (in any worker), once."""
     return Loader(
         dataset,
         batch_size=batch_size,
@@ -217,7 +237,22 @@ def make_loader(
         rank=rank,
         world_size=world_size,
         where=where,
+        on_skip=on_skip,
     )
+
+
+def _collate_telling_failures(dataset: Dataset[Batch], samples: Sequence[Batch]) -> Batch:
+    """:func:`collate`, plus the files this process's copy of the dataset skipped since
+    its last batch: a worker's dataset is its own copy, so this is how the training
+    process learns of them."""
+    batch = collate(samples)
+    info = get_worker_info()
+    source = info.dataset if info is not None else dataset
+    take = getattr(source, "take_failed", None)
+    failed = take() if take is not None else []
+    if failed:
+        batch[FAILED] = failed  # type: ignore[assignment]  # strings, removed by Loader
+    return batch
 
 
 def collate(samples: Sequence[Batch]) -> Batch:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from engine.compile.budget import check_memory, processes_sharing
+from engine.compile.budget import check_memory, processes_sharing
 from engine.compile.build import check_shapes
 from engine.compile.network import unwrap
 from engine.compile.sizes import size_rule
@@ -236,6 +237,7 @@ class Trainer:
         device = accelerator.device
         self.shapes = check_shapes(spec, batch=1)
         check_memory(spec, device, processes_sharing(device))  # before anything is built
+        check_memory(spec, device, processes_sharing(device))  # before anything is built
         problems = Diagnostics()
         networks = build_networks(spec, self.shapes, device, self.reporter.log, problems)
         self.ops, self.losses = build_graph_modules(
@@ -300,6 +302,9 @@ class Trainer:
             shuffle=True,
             drop_last=True,
             pin_memory=self.accelerator.device.type == "cuda",
+            on_skip=lambda reason: self.reporter.log(
+                f"data.train: skipped a bad file while training (on_bad_image: skip): {reason}"
+            ),
         )
 
     def val_multiple(self) -> int:
