@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from engine.compile.budget import check_memory, processes_sharing
-from engine.compile.budget import check_memory, processes_sharing
 from engine.compile.build import check_shapes
 from engine.compile.network import unwrap
 from engine.compile.sizes import size_rule
@@ -236,7 +235,6 @@ class Trainer:
         self.world, self.rank = accelerator.num_processes, accelerator.process_index
         device = accelerator.device
         self.shapes = check_shapes(spec, batch=1)
-        check_memory(spec, device, processes_sharing(device))  # before anything is built
         check_memory(spec, device, processes_sharing(device))  # before anything is built
         problems = Diagnostics()
         networks = build_networks(spec, self.shapes, device, self.reporter.log, problems)
