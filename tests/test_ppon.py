@@ -309,6 +309,15 @@ def test_trainner_ppon_stages_map_to_the_phase_ends() -> None:
             assert train.phase_at(600).name == "perception"
 
 
+def test_a_phase_validation_output_is_checked_like_the_sections() -> None:
+    _, diags = engine.check_spec(SPEC, ["train.phases.1.validation.output=fak.out_s"])
+    (error,) = diags.errors
+    assert (error.loc.line, error.loc.col) == (1, 34)  # the override's value
+    assert error.message == (
+        "train.phases[1].validation.output: unknown graph node 'fak' (did you mean 'fake'?)"
+    )
+
+
 # ---------------------------------------------------------------- learning
 @pytest.mark.slow
 def test_ppon_learns_branch_by_branch(tmp_path: Path) -> None:
