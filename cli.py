@@ -65,6 +65,20 @@ examples:
   accelerate launch --num_processes 2 cli.py run specs/esrgan.yaml --out runs/ddp
 """
 
+PLOT_HELP = """\
+A picture of a run from its folder: each loss (raw and smoothed), the learning rates,
+the validation metrics with their baseline (bicubic, or the degraded input at 1x),
+phase boundaries marked, and the validation samples across rounds. Several runs are
+overlaid for comparison (then --out is needed). Needs matplotlib (pip install
+'loom[plot]'). Exit code 0 = written, 2 = not a run, nothing logged yet, or no
+matplotlib. See docs/monitoring.md.
+
+examples:
+  python cli.py plot runs/quickstart                      # writes runs/quickstart/plot.png
+  python cli.py plot runs/esrgan --out esrgan.png --smoothing 0.9
+  python cli.py plot runs/a runs/b --out compare.png --no-samples
+"""
+
 SCHEMA_HELP = """\
 Regenerate the JSON Schemas under schemas/ from the blocks' Python signatures (the
 spec skeleton, and one file per block), docs/blocks.md, and docs/settings.md from the
@@ -446,6 +460,21 @@ def cmd_import(ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_plot(ns: argparse.Namespace) -> int:
+    from engine.plot import PlotError, write
+
+    if not 0 <= ns.smoothing < 1:
+        print(f"plot: --smoothing must be in [0, 1), not {ns.smoothing}", file=sys.stderr)
+        return EXIT_INVALID
+    try:
+        out = write(ns.runs, ns.out, smoothing=ns.smoothing, samples=not ns.no_samples)
+    except PlotError as exc:
+        print(f"plot: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    print(f"plot: {', '.join(ns.runs)} drawn in {out}")
+    return EXIT_OK
+
+
 def cmd_schema(ns: argparse.Namespace) -> int:
     from engine.settings import docs as settings_docs
     from engine.spec import schema_files
@@ -669,6 +698,23 @@ def build_parser(prog: str = "python cli.py") -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", metavar="SPEC", help="write the spec here (default: print)")
     p.add_argument("--force", action="store_true", help="overwrite an existing SPEC")
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser(
+        "plot",
+        help="a picture of runs: losses, learning rates, validation, samples",
+        description=PLOT_HELP,
+        formatter_class=fmt,
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folders (several are overlaid)")
+    p.add_argument("--out", metavar="FILE.png", help="the picture (default: RUN/plot.png)")
+    p.add_argument(
+        "--smoothing",
+        type=float,
+        default=0.6,
+        help="TensorBoard-style smoothing of the losses, in [0, 1) (default 0.6; 0: off)",
+    )
+    p.add_argument("--no-samples", action="store_true", help="leave out the sample grid")
+    p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser(
         "schema",

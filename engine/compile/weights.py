@@ -56,6 +56,7 @@ import torch
 from torch import nn
 
 from engine.compile import layouts_pan, reparam
+from engine.compile.keymap import KeyMap, KeyMapError, apply_key_map
 
 Layout = Literal["loom", "esrgan", "esrgan_old", "compact", "pan", "pan_trainner"]
 #: The layouts a file can be read in: the network's own names, or an older ESRGAN one.
@@ -96,6 +97,7 @@ class LoadReport:
     missing: dict[str, Shape] = field(default_factory=dict)  # network keys not in the file
     unexpected: dict[str, Shape] = field(default_factory=dict)  # file keys not in the network
     mismatched: dict[str, ShapePair] = field(default_factory=dict)
+    renamed: int = 0  # file keys renamed (or left out) by a key map
 
     @property
     def ok(self) -> bool:
@@ -124,9 +126,10 @@ class LoadReport:
         return "\n".join(lines)
 
     def summary(self) -> str:
+        renamed = f", {self.renamed} renamed by the key map" if self.renamed else ""
         return (
             f"{len(self.missing)} missing, {len(self.unexpected)} unexpected, "
-            f"{len(self.mismatched)} of another shape"
+            f"{len(self.mismatched)} of another shape{renamed}"
         )
 
 
@@ -344,7 +347,11 @@ _TO_ESRGAN: dict[str, Callable[[StateDict], StateDict]] = {
 
 # --------------------------------------------------------------------- loading
 def load_weights(
-    module: nn.Module, path_or_state_dict: str | Path | Mapping[str, Any], *, strict: bool = True
+    module: nn.Module,
+    path_or_state_dict: str | Path | Mapping[str, Any],
+    *,
+    strict: bool = True,
+    key_map: KeyMap = (),
 ) -> LoadReport:
     """Load weights into a compiled network and report how they fitted.
 
@@ -352,7 +359,8 @@ def load_weights(
     listing the missing, unexpected and mis-shaped keys. ``strict=False`` loads the keys
     that fit and reports the rest. A file that cannot be read, holds pickled objects
     other than tensors, or is in the old ESRGAN layout with layers in no known order
-    raises :class:`WeightsError` either way.
+    raises :class:`WeightsError` either way. ``key_map`` renames the file's keys first
+    (:mod:`engine.compile.keymap`: a file trained as another network).
     """
     if isinstance(path_or_state_dict, Mapping):
         source = "state dict"
@@ -360,6 +368,12 @@ def load_weights(
     else:
         source = str(path_or_state_dict)
         state = read_state_dict(path_or_state_dict)
+    renamed = 0
+    if key_map:
+        try:
+            state, renamed = apply_key_map(state, key_map)
+        except KeyMapError as exc:
+            raise WeightsError(f"{source}: {exc}") from None
     target = module.state_dict()
     layout = _source_layout(state, target)
     if layout in _TO_ESRGAN:
@@ -372,6 +386,7 @@ def load_weights(
     state = _from_old_spectral_norm(state, target)
     state = _without_derived(module, state, source, strict=strict)
     report = _match(source, layout, state, target)
+    report.renamed = renamed
     if strict and not report.ok:
         raise WeightsError(
             f"{report}\nNothing was loaded. Pass strict=False to load the keys that fit, "

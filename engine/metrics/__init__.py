@@ -1,9 +1,12 @@
-"""Image quality metrics for validation: PSNR and SSIM (RGB or Y, border crop)."""
+"""Image quality metrics for validation: PSNR and SSIM (RGB or Y, border crop), and
+LPIPS (:mod:`engine.metrics.lpips`; lower is better, see ``LOWER_IS_BETTER``)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
+from engine.metrics import lpips as _lpips
 
 
 def to_y(img: torch.Tensor) -> torch.Tensor:
@@ -67,4 +70,4 @@ def ssim(
     return float(value.mean())
 
 
-METRICS = {"psnr": psnr, "ssim": ssim}
+METRICS = {"psnr": psnr, "ssim": ssim, "lpips": _lpips.lpips}

@@ -19,6 +19,12 @@ class GroupSettings:
     params: tuple[str, ...] = setting(doc="selectors of the group's parameters")
     lr: float | None = setting(None, "the group's lr", shown="the optimizer's")
     weight_decay: float | None = setting(None, "the group's weight decay")
+    hold: tuple[int, int] | None = setting(
+        None,
+        "`[from, until]`: iterations (or fractions) in which the group is not stepped; "
+        "its parameters and optimizer state stay as they are and its lr reads 0",
+        shown="none",
+    )
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,32 @@ def _selectors(value: Any) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
+def _group_hold(
+    r: Reader, index: int, group: dict[str, Any], total: int | None
+) -> tuple[int, int] | None:
+    """``groups[index].hold`` as two iterations, checked against training and each other."""
+    if "hold" not in group or total is None:
+        return None
+    base = ("groups", index, "hold")
+    ends = [
+        r.iteration_at((*base, i), value, total, allow_zero=True)
+        for i, value in enumerate(group["hold"])
+    ]
+    begin, end = ends
+    if begin is None or end is None:
+        return None
+    if end <= begin:
+        r.error(
+            base,
+            f"{r.where(*base)}: holds from iteration {begin} until {end}, which is no "
+            "iteration at all; write [from, until] with until after from",
+        )
+        return None
+    if begin == 0 and end == total:
+        r.warning(base, f"{r.where(*base)}: the group is held for all of training")
+    return begin, end
+
+
 def parse_optimizer(r: Reader, name: str, total: int | None) -> OptimizerSettings:
     s = r.section
     options: dict[str, Any] = {
@@ -69,8 +101,9 @@ def parse_optimizer(r: Reader, name: str, total: int | None) -> OptimizerSetting
             params=_selectors(g["params"]),
             lr=None if "lr" not in g else float(g["lr"]),
             weight_decay=None if "weight_decay" not in g else float(g["weight_decay"]),
+            hold=_group_hold(r, i, g, total),
         )
-        for g in s.get("groups") or ()
+        for i, g in enumerate(s.get("groups") or ())
     )
     clip = s.get("clip") or {}
     scheduler = None

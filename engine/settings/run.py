@@ -8,9 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from engine.compile.keymap import check_entry
 from engine.settings.base import Reader, setting
 
 Metric = Literal["psnr", "ssim", "lpips"]
+#: Experiment trackers, through Accelerate's (engine/train/trackers.py).
+Tracker = Literal["tensorboard", "wandb", "mlflow", "aim"]
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,13 @@ class ValidationSettings:
 @dataclass(frozen=True)
 class LoggingSettings:
     every: int = setting(50, "log losses and rates every N iterations")
-    tensorboard: bool = setting(False, "write TensorBoard events into the run folder")
+    trackers: tuple[Tracker, ...] = setting(
+        (),
+        "experiment trackers (tensorboard, wandb, mlflow, aim) that get the scalars of "
+        "metrics.jsonl, the resolved spec as the run's config, and the sample images",
+        shown="none",
+    )
+    tensorboard: bool = setting(False, "shorthand for `trackers: [tensorboard]`")
 
 
 @dataclass(frozen=True)
@@ -42,10 +51,17 @@ class CheckpointSettings:
 class PretrainedSettings:
     path: Path = setting(doc="weights to start from (.pth or .safetensors)")
     strict: bool = setting(True, "every key must fit (false: load those that do)")
+    key_map: tuple[tuple[str, str | None], ...] = setting(
+        (),
+        "rename the file's keys first: `{FROM: TO}` on dotted prefixes, `*` one segment, "
+        "TO null leaves a key out (a file trained as another network)",
+        shown="none",
+    )
 
 
 def parse_validation(r: Reader) -> ValidationSettings:
     s = r.section
+    _check_metrics(r, tuple(s.get("metrics") or ()))
     return ValidationSettings(
         every=int(s["every"]),
         output=s["output"],
@@ -59,16 +75,48 @@ def parse_validation(r: Reader) -> ValidationSettings:
     )
 
 
+def _check_metrics(r: Reader, metrics: tuple[str, ...]) -> None:
+    """A metric whose package is missing is refused here, not at the first validation."""
+    if "lpips" not in metrics:
+        return
+    for package in ("lpips", "torchvision"):  # torch-free: find_spec imports nothing
+        if importlib.util.find_spec(package) is None:
+            r.error(
+                ("metrics", metrics.index("lpips")),
+                f"validation.metrics: lpips needs the {package} package, which is not "
+                "installed: pip install lpips (or the extra: pip install 'loom[lpips]')",
+            )
+            return
+
+
 def parse_logging(r: Reader) -> LoggingSettings:
+    """``trackers`` lists each tracker once; ``tensorboard: true`` adds TensorBoard.
+    A tracker whose package is missing is refused at its line, naming what to install."""
+    from engine.train.trackers import missing_package
+
     s = r.section
+    written = list(s.get("trackers") or ())
+    trackers: list[Tracker] = []
+    for i, name in enumerate(written):
+        if name in trackers:
+            r.error(("trackers", i), f"logging.trackers: {name} is listed twice")
+            continue
+        problem = missing_package(name)
+        if problem is not None:
+            r.error(("trackers", i), f"logging.trackers: {problem}")
+        trackers.append(name)
     tensorboard = bool(s.get("tensorboard", False))
-    if tensorboard and importlib.util.find_spec("tensorboard") is None:
-        r.error(
-            ("tensorboard",),
-            "logging.tensorboard is true but the tensorboard package is not installed: "
-            "pip install tensorboard (or set logging.tensorboard: false)",
-        )
-    return LoggingSettings(every=int(s.get("every", 50)), tensorboard=tensorboard)
+    if tensorboard and "tensorboard" not in trackers:
+        problem = missing_package("tensorboard")
+        if problem is not None:
+            r.error(
+                ("tensorboard",),
+                f"logging.tensorboard is true but {problem} (or set logging.tensorboard: false)",
+            )
+        trackers.append("tensorboard")
+    return LoggingSettings(
+        every=int(s.get("every", 50)), trackers=tuple(trackers), tensorboard=tensorboard
+    )
 
 
 def parse_checkpoints(r: Reader) -> CheckpointSettings:
@@ -91,4 +139,13 @@ def parse_pretrained(r: Reader, name: str, spec_dir: Path) -> PretrainedSettings
             f"network {name}: pretrained weights file '{s['path']}' not found (looked in "
             f"{spec_dir} and the working directory)",
         )
-    return PretrainedSettings(path=path, strict=bool(s.get("strict", True)))
+    key_map: list[tuple[str, str | None]] = []
+    for source, target in (s.get("key_map") or {}).items():
+        problem = check_entry(str(source), None if target is None else str(target))
+        if problem is not None:
+            r.error(("key_map", source), f"{r.where('key_map', source)}: {problem}")
+            continue
+        key_map.append((str(source), None if target is None else str(target)))
+    return PretrainedSettings(
+        path=path, strict=bool(s.get("strict", True)), key_map=tuple(key_map)
+    )

@@ -219,6 +219,12 @@ NETWORK = _obj(
             {
                 "path": {"type": "string", "minLength": 1},
                 "strict": {"type": "boolean", "default": True},
+                "key_map": {
+                    "type": "object",
+                    "additionalProperties": {"type": ["string", "null"]},
+                    "description": "rename the file's keys first: FROM: TO on dotted "
+                    "prefixes, * one segment, TO null leaves the key out",
+                },
             },
             ("path",),
             description="weights to start from (.pth/.safetensors; old and new ESRGAN layouts)",
@@ -283,6 +289,17 @@ OPTIMIZER = _obj(
                     "params": PARAM_SELECTOR,
                     "lr": POS_NUMBER,
                     "weight_decay": {"type": "number", "minimum": 0},
+                    "hold": {
+                        "type": "array",
+                        "items": {
+                            "anyOf": [NONNEG_INT, ITER_OR_FRACTION["anyOf"][1]],
+                            "description": "an iteration (0 is the first) or a fraction",
+                        },
+                        "minItems": 2,
+                        "maxItems": 2,
+                        "description": "[from, until]: the group is not stepped in these "
+                        "iterations",
+                    },
                 },
                 ("params",),
             ),
@@ -592,7 +609,17 @@ SPEC: dict[str, Any] = {
             },
             ("every", "output"),
         ),
-        "logging": _obj({"every": POS_INT, "tensorboard": {"type": "boolean"}}),
+        "logging": _obj(
+            {
+                "every": POS_INT,
+                "trackers": {
+                    "type": "array",
+                    "items": {"enum": ["tensorboard", "wandb", "mlflow", "aim"]},
+                    "description": "experiment trackers, through Accelerate's",
+                },
+                "tensorboard": {"type": "boolean"},
+            }
+        ),
         "checkpoints": _obj({"every": POS_INT, "keep": POS_INT}),
     },
     "required": ["spec", "name", "networks"],

@@ -22,6 +22,7 @@ class Progress(Protocol):
     total: int
     state: dict[str, Any]
     trends: dict[str, deque[float]]
+    smoothed: dict[str, float]  # each loss's moving average (report.SMOOTHING)
 
 
 class Dashboard:
@@ -61,9 +62,15 @@ class Dashboard:
         )
         bar = Table.grid()
         bar.add_row(ProgressBar(total=max(r.total, 1), completed=iteration, width=60))
-        losses = Table("loss", "value", "trend", box=None, padding=(0, 2))
+        losses = Table("loss", "value", "smoothed", "trend", box=None, padding=(0, 2))
         for key, value in s.get("losses", {}).items():
-            losses.add_row(key, number(value), sparkline(list(r.trends.get(key, []))))
+            smooth = r.smoothed.get(key)
+            losses.add_row(
+                key,
+                number(value),
+                "-" if smooth is None else number(smooth),
+                sparkline(list(r.trends.get(key, []))),
+            )
         side = Table("", "", box=None, padding=(0, 2), show_header=False)
         for key, value in s.get("lrs", {}).items():
             side.add_row(f"lr/{key}", f"{value:.3g}")

@@ -66,19 +66,54 @@ def build_optimizer(
             for k, v in (("lr", group.lr), ("weight_decay", group.weight_decay))
             if v is not None
         }
-        groups.append({"params": [params[n] for n in members], "names": members, **extra})
-    groups.insert(0, {"params": [params[n] for n in rest], "names": rest})
+        groups.append(
+            {
+                "params": [params[n] for n in members],
+                "names": members,
+                "hold": group.hold,
+                **extra,
+            }
+        )
+    groups.insert(0, {"params": [params[n] for n in rest], "names": rest, "hold": None})
     groups = [g for g in groups if g["params"]]
+    ours = ("names", "hold")  # kept on the live groups, not passed to the optimizer
     optimizer = cls(
-        [{k: v for k, v in g.items() if k != "names"} for g in groups], lr=settings.lr, **options
+        [{k: v for k, v in g.items() if k not in ours} for g in groups], lr=settings.lr, **options
     )
     for live, spec_group in zip(optimizer.param_groups, groups, strict=True):
         live["base_lr"] = live["lr"]
-        live["names"] = spec_group["names"]
+        for key in ours:
+            live[key] = spec_group[key]
     return optimizer, owned
 
 
-def apply_lr(optimizer: torch.optim.Optimizer, factor: float, scale: float = 1.0) -> None:
-    """Set every group's lr to base × schedule factor × phase scale."""
+def held(group: dict[str, Any], iteration: int) -> bool:
+    """Whether a live parameter group is held (not stepped) at ``iteration``."""
+    hold = group.get("hold")
+    return hold is not None and hold[0] <= iteration < hold[1]
+
+
+def apply_lr(
+    optimizer: torch.optim.Optimizer, factor: float, scale: float = 1.0, *, iteration: int
+) -> None:
+    """Set every group's lr to base × schedule factor × phase scale; a held group reads
+    0. The schedule runs on the run's iterations, so a group joins it where it then
+    stands, as a separate optimizer first stepped there would."""
     for group in optimizer.param_groups:
-        group["lr"] = group["base_lr"] * factor * scale
+        group["lr"] = 0.0 if held(group, iteration) else group["base_lr"] * factor * scale
+
+
+def hold_delayed(optimizer: torch.optim.Optimizer, iteration: int) -> None:
+    """Drop the gradients of the groups held at ``iteration``, before a step.
+
+    torch's optimizers skip a parameter without a gradient entirely, so while held a
+    group's parameters keep their exact values, its optimizer state (Adam's moments
+    and step count) does not move and weight decay does not touch it. A group held from
+    iteration 0 starts with an empty state when its hold ends, as a separate optimizer
+    first stepped there would (SFTGAN's parameters other than SFT). Gradient clipping,
+    which comes after this, sees only the groups that step.
+    """
+    for group in optimizer.param_groups:
+        if held(group, iteration):
+            for param in group["params"]:
+                param.grad = None

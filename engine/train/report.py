@@ -9,6 +9,7 @@ lines with no control codes. Only the main process reports.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections import deque
@@ -17,6 +18,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from engine.train.format import duration, number
+
+#: The dashboard's smoothing factor per iteration: the average's memory is about
+#: 1 / (1 - 0.98) = 50 iterations.
+SMOOTHING = 0.98
 
 
 @dataclass
@@ -32,11 +37,15 @@ class Reporter:
     live: bool | None = None  # None: a rich dashboard when the stream is a terminal
     trends: dict[str, deque[float]] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
-    tracker: Any = None  # accelerate's log(values, step) when TensorBoard is on
+    tracker: Any = None  # the run's trackers (engine/train/trackers.py), when it has any
+    #: The smoothed loss beside the raw one: an exponential moving average over every
+    #: iteration, bias-corrected so that it starts at the first values and not at 0.
+    smoothed: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.started = time.perf_counter()
         self.start_iter: int | None = None
+        self._ema: dict[str, tuple[int, float]] = {}
         self._dash = None
         if not self.main:
             return
@@ -60,7 +69,7 @@ class Reporter:
                 numbers = {
                     k: v for k, v in record.items() if isinstance(v, float | int) and k != "iter"
                 }
-                self.tracker(numbers, step=record["iter"])
+                self.tracker.log(numbers, step=record["iter"])
 
     def log(self, text: str, *, console: bool = True) -> None:
         if not self.main:
@@ -85,6 +94,7 @@ class Reporter:
             self.started = time.perf_counter()
         for key, value in losses.items():
             self.trends.setdefault(key, deque(maxlen=24)).append(value)
+            self._smooth(key, value)
         done = iteration - self.start_iter
         elapsed = time.perf_counter() - self.started
         speed = done / elapsed if elapsed > 0 else 0.0
@@ -111,6 +121,16 @@ class Reporter:
         if self._dash is not None:
             self._dash.update()
 
+    def _smooth(self, key: str, value: float) -> None:
+        """Fold one raw loss into its moving average (non-finite values are left out:
+        one NaN step would otherwise hide every later value)."""
+        if not math.isfinite(value):
+            return
+        steps, average = self._ema.get(key, (0, 0.0))
+        steps, average = steps + 1, SMOOTHING * average + (1 - SMOOTHING) * value
+        self._ema[key] = (steps, average)
+        self.smoothed[key] = average / (1 - SMOOTHING**steps)
+
     def validation(
         self, iteration: int, phase: str, values: dict[str, float], best: dict[str, float]
     ) -> None:
@@ -120,6 +140,8 @@ class Reporter:
         self.event(
             {"iter": iteration, "phase": phase, **{f"val/{k}": v for k, v in values.items()}}
         )
+        if self.tracker is not None:
+            self.tracker.samples(iteration)
         text = " ".join(f"val/{k}={v:.4f}" for k, v in values.items())
         self.log(
             f"iter={iteration} {text} " + " ".join(f"best/{k}={v:.4f}" for k, v in best.items())

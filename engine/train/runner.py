@@ -30,9 +30,9 @@ from engine.load import Spec, load_spec
 from engine.settings import PhaseSettings, TrainSettings
 from engine.spec.diagnostics import Diagnostics, SpecError
 from engine.train import checkpoint as ckpt
-from engine.train import state
+from engine.train import state, trackers
 from engine.train.ema import Ema
-from engine.train.optim import apply_lr, named_parameters
+from engine.train.optim import apply_lr, hold_delayed, named_parameters
 from engine.train.program import Program, StepPlan
 from engine.train.report import Reporter
 from engine.train.resume import Decision, ResumePolicy, ResumeRefused, decide
@@ -152,18 +152,20 @@ def run(
             trainer.close()
 
 
-def _accelerator(train: TrainSettings, run_dir: Path, tensorboard: bool) -> Any:
+def _accelerator(train: TrainSettings, run_dir: Path, tracked: Sequence[str]) -> Any:
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
-    from accelerate.utils import DistributedDataParallelKwargs, set_seed
+    from accelerate.utils import DistributedDataParallelKwargs, ProjectConfiguration, set_seed
 
     # One run per Accelerator: forget an earlier run's settings in this process
     # (precision, trackers); the process group, if any, is kept.
     AcceleratorState._reset_state()
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),  # so torchrun on CPUs gives a gloo process group
-        log_with="tensorboard" if tensorboard else None,
-        project_dir=str(run_dir),
+        log_with=list(tracked) or None,
+        project_config=ProjectConfiguration(
+            project_dir=str(run_dir), logging_dir=str(trackers.logging_dir(run_dir))
+        ),
         mixed_precision={"fp32": "no", "fp16": "fp16", "bf16": "bf16"}[train.precision],
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
@@ -188,7 +190,7 @@ def prepare(
     if train is None:
         raise TrainingError(f"{spec.path}: the spec has no 'train:' section; nothing to run")
     logging = spec.settings.logging
-    accelerator = _accelerator(train, run_dir, logging.tensorboard)
+    accelerator = _accelerator(train, run_dir, logging.trackers)
     main = accelerator.is_main_process
     try:
         reporter = Reporter(
@@ -200,9 +202,15 @@ def prepare(
         if not is_disk_error(exc):
             raise
         raise RunFolderError(disk_error(exc, run_dir, "Nothing was written.")) from None
-    if logging.tensorboard:
-        accelerator.init_trackers(spec.name)
-        reporter.tracker = accelerator.log
+    try:
+        reporter.tracker = trackers.start(accelerator, run_dir, spec.name, spec.data)
+    except Exception as exc:  # a tracker's own failure: no login, no server, a bad folder
+        reporter.close()
+        accelerator.end_training()
+        raise TrainingError(
+            f"logging.trackers: {', '.join(logging.trackers)} could not start: "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
     try:
         return Trainer(spec, run_dir, accelerator, reporter, datasets, data=data)
     except BaseException:
@@ -241,6 +249,7 @@ class Trainer:
         self.ops, self.losses = build_graph_modules(
             spec, self.shapes, device, self.reporter.log, problems
         )
+        _check_lpips(spec, problems)
         if problems.errors:
             raise SpecError(problems)
         self.params = named_parameters(networks)
@@ -300,9 +309,6 @@ class Trainer:
             shuffle=True,
             drop_last=True,
             pin_memory=self.accelerator.device.type == "cuda",
-            on_skip=lambda reason: self.reporter.log(
-                f"data.train: skipped a bad file while training (on_bad_image: skip): {reason}"
-            ),
         )
 
     def val_multiple(self) -> int:
@@ -580,7 +586,12 @@ class Trainer:
     ) -> dict[str, float] | None:
         """One iteration of ``phase``: its active steps in order; None when a loss was bad."""
         for opt in self.optimizers.values():
-            apply_lr(opt.optimizer, opt.schedule(iteration), self.phase_lr.get(opt.name, 1.0))
+            apply_lr(
+                opt.optimizer,
+                opt.schedule(iteration),
+                self.phase_lr.get(opt.name, 1.0),
+                iteration=iteration,
+            )
         active = tuple(i for i, s in enumerate(phase.steps) if s.active(iteration, phase.start))
         plans = self._plans(phase, active)
         self.program.start_iteration(batch)
@@ -613,6 +624,7 @@ class Trainer:
         return logged if healthy else None
 
     def _step(self, opt: OptimizerRun, iteration: int) -> None:
+        hold_delayed(opt.optimizer, iteration)
         if opt.clip_norm:
             self.accelerator.clip_grad_norm_([self.params[n] for n in opt.params], opt.clip_norm)
         if opt.clip_value:
@@ -633,6 +645,20 @@ class Trainer:
             if said:
                 self.reporter.log(f"optimizer {name}: {said}")
         self.reporter.validation(iteration, phase, values, self.validator.best)
+
+
+def _check_lpips(spec: Spec, problems: Diagnostics) -> None:
+    """LPIPS's backbone is found (or fetched) at start-up, not at the first validation."""
+    validation = spec.settings.validation
+    if validation is None or "lpips" not in validation.metrics:
+        return
+    from engine.metrics import lpips
+
+    try:
+        lpips.prepare()
+    except lpips.LpipsError as exc:
+        where = spec.doc.loc(("validation", "metrics", validation.metrics.index("lpips")))
+        problems.error(where or spec.doc.key_loc(("validation",)), f"validation.metrics: {exc}")
 
 
 def _log_skipped(reporter: Reporter, datasets: dict[str, Any]) -> None:

@@ -57,7 +57,9 @@ def build_networks(
         pretrained = spec.settings.pretrained.get(name)
         if pretrained is not None:
             try:
-                report = load_weights(module, pretrained.path, strict=pretrained.strict)
+                report = load_weights(
+                    module, pretrained.path, strict=pretrained.strict, key_map=pretrained.key_map
+                )
             except Exception as exc:  # any failure to read or fit the file is about this key
                 hint = (
                     f"\n(to load only the keys that fit: networks.{name}.pretrained.strict: false)"
