@@ -68,6 +68,10 @@ EXAMPLES: dict[str, Example] = {
         [(1, 3, 16, 16), (1, 3, 16, 16)],
         [()],
     ),
+    # One class per sample from probability maps (SFTGAN's ACD): the maps get no gradient.
+    "cross_entropy": Example(
+        {"labels": "probabilities", "ignore_index": 0}, [(2, 8), (2, 8, 6, 6)], [()], detached=(1,)
+    ),
     "deconv": Example({"out": 3, "norm": "batch", "act": "relu"}, [IMG], [(2, 3, 12, 12)]),
     "detach": Example({}, [IMG], [IMG]),
     "dropout": Example({"p": 0.2, "channelwise": True}, [IMG], [IMG]),

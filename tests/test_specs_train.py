@@ -60,6 +60,19 @@ TINY = {
         "networks.G.params.unf=4",
         "networks.G.params.nb=1",
     ],
+    # SFTGAN: the ACD takes 96-pixel crops only; VGG19 at that size is left out (weight 0).
+    "sftgan.yaml": [
+        *(o for o in TINY_GAN if o not in ("data.train.crop_size=64", "networks.D.params.nf=4")),
+        "data.train.crop_size=96",
+        "train.phases.1.steps.0.minimize.fea=0",
+        "optimizers.G.groups.1.hold=[2, 3]",
+        "optimizers.G.scheduler={type: constant}",
+        "optimizers.D.scheduler={type: constant}",
+        "networks.G.params.nf=8",
+        "networks.G.params.nb=1",
+        "networks.D.params.nf=4",
+        "+networks.D.params.fc=5",
+    ],
     # Restoration at 1x (compact SRVGG) and Real-ESRGAN x4 (tests/test_restoration.py).
     **{
         f"restore_{task}.yaml": [
