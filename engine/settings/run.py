@@ -146,6 +146,4 @@ def parse_pretrained(r: Reader, name: str, spec_dir: Path) -> PretrainedSettings
             r.error(("key_map", source), f"{r.where('key_map', source)}: {problem}")
             continue
         key_map.append((str(source), None if target is None else str(target)))
-    return PretrainedSettings(
-        path=path, strict=bool(s.get("strict", True)), key_map=tuple(key_map)
-    )
+    return PretrainedSettings(path=path, strict=bool(s.get("strict", True)), key_map=tuple(key_map))
