@@ -216,6 +216,11 @@ FUZZ_FOUND = {
         0,
         "does not exist",
     ),
+    "channels_not_a_number": (  # found by the mutation fuzz (tests/test_robustness.py)
+        QUICKSTART.replace("inputs: {lr: 3}", "inputs: {lr: x}"),
+        2,
+        "must be an integer",
+    ),
     "long_extends": (f"extends: {LONG}.yaml\n" + QUICKSTART, 2, "not found"),
     "long_pretrained": (
         QUICKSTART.replace(

@@ -96,7 +96,8 @@ def parameter_floor(network: Network) -> tuple[int, dict[str, int], dict[str, in
     import networkx as nx
 
     graph = network.graph
-    channels: dict[str, int] = dict(network.inputs)
+    # (an input declared with no number of channels is reported by the schema)
+    channels = {k: v for k, v in network.inputs.items() if (_int(v) or 0) > 0}
     floors: dict[str, int] = {}
     reads: dict[str, int] = {}
     order = nx.topological_sort(graph) if nx.is_directed_acyclic_graph(graph) else graph.nodes
