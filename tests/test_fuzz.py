@@ -161,6 +161,11 @@ BINARY = ["+", "-", "*", "/", "//", "%", "**", "<", "<=", "==", "!=", ">", "and"
 FUNCTIONS = ["min", "max", "abs", "int", "float", "round", "floor", "ceil", "log2", "len", "eval"]
 
 
+def mapping(*pairs: tuple[str, Any]) -> dict[str, Any]:
+    """A mapping of the generator's trees: its (key, value) pairs, so keys may repeat."""
+    return {"pairs": list(pairs)}
+
+
 class Generator:
     """Random YAML text from one seeded ``random.Random``."""
 
@@ -209,7 +214,7 @@ class Generator:
             return json.dumps(r.choice(REFS + LIBRARIES + LOSSES + BLOCKS))
         if kind < 0.97:
             return "*" + r.choice(self.anchors) if self.anchors else self.word()
-        if kind < 0.975:
+        if kind < 0.9705:
             return "*never_defined"
         return r.choice(["''", '""', json.dumps("x" * r.randint(0, 300))])
 
@@ -248,111 +253,93 @@ class Generator:
             pairs = [(self.key(keys), self.value(depth + 1)) for _ in range(r.randint(0, 5))]
             if self.anchors and r.random() < 0.15:
                 pairs.insert(r.randrange(len(pairs) + 1), ("<<", "*" + r.choice(self.anchors)))
-            return dict(pairs=pairs)
+            return mapping(*pairs)
         return [self.value(depth + 1, keys) for _ in range(r.randint(0, 4))]
 
     def spec_like(self) -> Any:
         """A valid little spec in which a few parts (1 to 4) are replaced by random ones:
-        a random node, parameter, reference, section or value where the spec has one."""
+        a random node, parameter, reference, section or value where the spec has one,
+        or one value of a mapping the spec has (``inputs: {lr: .nan}``)."""
         r = self.rng
         slots = set(r.sample(range(SLOTS), r.randint(1, 4)))
         count = itertools.count()
 
         def slot(valid: Any, keys: list[str] | None = None) -> Any:
-            """``valid``, or a random value when this slot was drawn."""
+            """``valid``, or something random in its place when this slot was drawn."""
             if next(count) not in slots:
                 return valid() if callable(valid) else valid
+            base = valid() if callable(valid) else valid
             choice = r.random()
-            if choice < 0.4:
-                return self.scalar()
+            if isinstance(base, dict) and base["pairs"] and choice < 0.35:
+                pairs = list(base["pairs"])
+                i = r.randrange(len(pairs))
+                pairs[i] = (pairs[i][0], self.scalar() if r.random() < 0.7 else self.value(3))
+                return mapping(*pairs)
             if choice < 0.6:
+                return self.scalar()
+            if choice < 0.75:
                 return json.dumps(r.choice(REFS + BLOCKS + LOSSES + LIBRARIES))
             return self.value(3, keys)
 
         def node() -> Any:
-            pairs: list[tuple[str, Any]] = [
+            pairs = [
                 ("block", slot('"conv"')),
                 ("in", slot('"head"', NODE_KEYS)),
                 ("out" if r.random() < 0.7 else r.choice(KEYWORDS), slot("16")),
             ]
             if r.random() < 0.3:
                 pairs.append((r.choice([*NODE_KEYS, *KEYWORDS]), self.scalar()))
-            return dict(pairs=pairs)
+            return mapping(*pairs)
 
         def network() -> Any:
             if r.random() < 0.2:
-                return dict(pairs=[("use", slot(json.dumps(r.choice(LIBRARIES[:3])))),
-                                   ("params", slot(dict(pairs=[]), KEYWORDS))])  # fmt: skip
-            nodes = dict(
-                pairs=[
-                    ("head", dict(pairs=[("block", '"conv"'), ("in", '"lr"'), ("out", "16")])),
-                    (r.choice(["body", "up", "0", "x"]), slot(node, NODE_KEYS)),
-                    (
-                        "tail",
-                        dict(
-                            pairs=[("block", slot('"conv"')), ("in", slot('"head"')), ("out", "12")]
-                        ),
-                    ),
-                    (
-                        "shuf",
-                        dict(
-                            pairs=[
-                                ("block", '"pixel_shuffle"'),
-                                ("in", '"tail"'),
-                                ("scale", slot("2")),
-                            ]
-                        ),
-                    ),
-                ]
+                library = json.dumps(r.choice(LIBRARIES[:3]))
+                return mapping(("use", slot(library)), ("params", slot(mapping(), KEYWORDS)))
+            nodes = mapping(
+                ("head", mapping(("block", '"conv"'), ("in", '"lr"'), ("out", "16"))),
+                (r.choice(["body", "up", "0", "x"]), slot(node, NODE_KEYS)),
+                ("tail", slot(mapping(("block", slot('"conv"')), ("in", '"head"'), ("out", "12")))),
+                ("shuf", mapping(("block", '"pixel_shuffle"'), ("in", '"tail"'), ("scale", "2"))),
             )
-            return dict(
-                pairs=[
-                    ("inputs", slot(dict(pairs=[("lr", "3")]))),
-                    ("params", slot(dict(pairs=[("nf", "16")]), KEYWORDS)),
-                    ("nodes", nodes),
-                    ("outputs", slot(dict(pairs=[("sr", '"shuf"')]))),
-                ]
+            return mapping(
+                ("inputs", slot(mapping(("lr", "3")))),
+                ("params", slot(mapping(("nf", "16")), KEYWORDS)),
+                ("nodes", nodes),
+                ("outputs", slot(mapping(("sr", '"shuf"')))),
             )
 
-        graph = dict(
-            pairs=[
-                ("fake", dict(pairs=[("call", slot('"G"')), ("in", slot('"data.lr"'))])),
-                (
-                    "pix",
-                    dict(pairs=[("loss", slot('"l1"')), ("in", slot('["fake.sr", "data.hr"]'))]),
-                ),
-            ]
+        graph = mapping(
+            ("fake", slot(mapping(("call", slot('"G"')), ("in", '"data.lr"')))),
+            ("pix", slot(mapping(("loss", slot('"l1"')), ("in", '["fake.sr", "data.hr"]')))),
         )
-        optimizer = dict(
-            pairs=[("type", slot('"adam"')), ("params", '"G"'), ("lr", slot("1.0e-4"))]
-        )
-        step = dict(pairs=[("optimizer", '"G"'), ("minimize", slot(dict(pairs=[("pix", "1.0")])))])
-        phase = dict(pairs=[("name", '"main"'), ("steps", [step])])
-        train = dict(pairs=[("iterations", slot("100")), ("phases", [phase])])
-        data = dict(
-            pairs=[
+        optimizer = slot(mapping(("type", slot('"adam"')), ("params", '"G"'), ("lr", "1.0e-4")))
+        step = mapping(("optimizer", '"G"'), ("minimize", slot(mapping(("pix", "1.0")))))
+        phase = slot(mapping(("name", '"main"'), ("steps", [step])))
+        train = slot(mapping(("iterations", "100"), ("phases", [phase])))
+        data = slot(
+            mapping(
                 ("type", '"sr"'),
                 ("hr", slot('"builtin:photos"')),
-                ("crop_size", slot("32")),
+                ("crop_size", "32"),
                 ("batch_size", "2"),
-            ]
+            )
         )
         sections: list[tuple[str, Any]] = [
             ("spec", "1"),
             ("name", '"fuzz"'),
             ("scale", slot("2")),
-            ("networks", dict(pairs=[("G", network())])),
+            ("networks", mapping(("G", network()))),
             ("graph", graph),
-            ("optimizers", dict(pairs=[("G", optimizer)])),
+            ("optimizers", mapping(("G", optimizer))),
             ("train", train),
-            ("data", dict(pairs=[("train", data)])),
+            ("data", mapping(("train", data))),
         ]
         present = {key for key, _ in sections}
         if r.random() < 0.3:
             sections.append((r.choice([s for s in SECTIONS if s not in present]), self.value(1)))
         if r.random() < 0.1:
             sections.append(("extends", json.dumps(r.choice(LIBRARIES))))
-        return dict(pairs=sections)
+        return mapping(*sections)
 
     # -- text ------------------------------------------------------------------------
 

@@ -330,6 +330,10 @@ def test_the_memory_estimate_is_inspects_figures_against_the_device(
     cpu = torch.device("cpu")
     free = budget.available_memory(cpu)
     assert free is not None and free[0] > part.total  # this machine runs the quick start
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (5 * 10**9, 8 * 10**10))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "a GPU")
+    cuda = budget.available_memory(torch.device("cuda", 0))
+    assert cuda == (5 * 10**9, "free on a GPU (cuda:0)")  # what CUDA says is free, not RAM
     monkeypatch.setattr(budget, "available_memory", lambda device: (part.total, "free"))
     budget.check_memory(spec, cpu)  # fits exactly once...
     with pytest.raises(SpecError, match=r"2 processes.*more than the .* free") as refused:
