@@ -305,6 +305,14 @@ def test_a_network_bigger_than_any_device_is_refused_by_validate_and_run(
     assert f"{path}:16:" in printed and "node 'head' (conv)" in printed, printed
     assert not (tmp_path / "b" / "checkpoints").exists()
     assert _peak_rss() - before < 2 * 2**30  # torch imported, nothing allocated (TBs)
+    monkeypatch.delenv("LOOM_MAX_PARAMETERS")
+    tensor = tmp_path / "tensor.yaml"  # a tensor node's shape counts too
+    big = "      big: {block: parameter, shape: [1000000, 1000000]}\n"
+    tensor.write_text(
+        QUICKSTART.replace("    outputs: {sr: sr}\n", big + "    outputs: {sr: sr}\n")
+    )
+    _, diags = check_spec(tensor)
+    assert any("node 'big' (parameter) alone has at least 1.00T" in str(d) for d in diags.errors)
     monkeypatch.setenv("LOOM_MAX_PARAMETERS", "many")
     _, diags = check_spec(path)
     assert any(

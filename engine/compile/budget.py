@@ -7,9 +7,10 @@ traceback from the allocator:
 * :func:`check_declared` (``validate``, no torch): per network, a floor on its
   parameters counted from the sizes the spec writes — a conv's ``out`` × kernel² × its
   input's channels where those are known (a network input, or a layer's ``out``
-  passed through channel-keeping blocks), a linear's ``out``, a ``parameter`` or
-  ``buffer``'s ``shape``. A network above :data:`MAX_PARAMETERS` (10¹⁰, or the
-  ``LOOM_MAX_PARAMETERS`` environment variable) is refused: training it needs about
+  passed through channel-keeping blocks), a linear's ``out``, the ``shape`` of a
+  ``parameter``, ``buffer`` or ``constant`` (tensors built with the network too). A
+  network above :data:`MAX_PARAMETERS` (10¹⁰, or the ``LOOM_MAX_PARAMETERS``
+  environment variable) is refused: training it needs about
   16 bytes a parameter (weights, gradients and Adam's two moments, fp32), 160 GB,
   more than any one accelerator holds, and every process of a run holds all of it.
   The floor never exceeds the real count, so nothing real is refused by mistake.
@@ -117,7 +118,7 @@ def parameter_floor(network: Network) -> tuple[int, dict[str, int], dict[str, in
             floors[name] = out * max(known // split, 1) * kernel**2
         elif block == "linear" and out is not None and out > 0:
             floors[name] = out * known
-        elif block in ("parameter", "buffer"):
+        elif block in ("parameter", "buffer", "constant"):
             floors[name] = _size(params.get("shape"))
         if out is not None and block in ("conv", "deconv", "linear"):
             channels[name] = out
