@@ -126,6 +126,7 @@ EXAMPLES: dict[str, Example] = {
         [(2, 3, 6, 6)],
     ),
     "tv": Example({"power": 1}, [IMG], [()]),
+    "ofr": Example({"reg_weight": 0.1}, [(2, 3, 3, 8, 8), (2, 2, 2, 4, 4)], [()]),
     "interpolate": Example({}, PAIR, [PAIR[0]]),
     "gradient_penalty": Example(
         {"target": 1.0}, [PAIR[0]], [()], prepare=lambda xs: [(xs[0] ** 2).sum((1, 2, 3)), xs[0]]
@@ -146,6 +147,11 @@ EXAMPLES: dict[str, Example] = {
     "exp": Example({}, [IMG], [IMG]),
     "flatten": Example({}, [IMG], [(2, 144)]),
     "flow_warp": Example({"padding_mode": "border"}, [IMG, (2, 2, 6, 6)], [IMG]),
+    "conv3d": Example(
+        {"out": 5, "kernel": [3, 1, 1], "padding": [0, 0, 0], "act": "lrelu"},
+        [(2, 4, 3, 6, 6)],
+        [(2, 5, 1, 6, 6)],
+    ),
     "gather": Example(
         {"dim": 1},
         [IMG, (2, 2, 6, 6)],

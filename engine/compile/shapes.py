@@ -51,6 +51,7 @@ def data_shapes(spec: Spec, diags: Diagnostics, batch: int | None = None) -> dic
             shapes["data.seg"] = (n, train.seg_classes, size, size)
         if train.kind == "frames":  # a window of LR frames around the HR centre frame
             shapes["data.lr"] = (n, train.frames, c, lr, lr)
+            shapes["data.hr_frames"] = (n, train.frames, c, size, size)
         return shapes
     # The other types have no LR side: the spec's scale does not apply to their crop.
     size = train.crop_size or DEFAULT_SIZE * (1 if train.kind == "interp" else scale)
@@ -130,8 +131,9 @@ def _call(
         if port not in args:
             return
         shape = args[port][0]
-        if len(shape) < 2 or shape[1] != channels:
-            got = shape[1] if len(shape) > 1 else "no"
+        axis = 2 if len(shape) == 5 else 1  # a window of frames is (N, T, C, H, W)
+        if len(shape) < 2 or shape[axis] != channels:
+            got = shape[axis] if len(shape) > 1 else "no"
             diags.error(
                 attrs["loc"],
                 f"graph node '{name}': network '{target}' input '{port}' "

@@ -59,8 +59,10 @@ def size_rule(network: Network, reference: Inference) -> SizeRule:
         sizes = {k: n * r for k, r in ratios.items()}
         if any(size.denominator != 1 for size in sizes.values()):
             return False, False
+        # Leading axes as configured (a window of frames keeps its T), batch 1.
         shapes: dict[str, tuple[int, ...]] = {
-            k: (1, c, int(sizes[k]), int(sizes[k])) for k, c in network.inputs.items()
+            k: (1, *reference.input_shapes[k][1:-2], int(sizes[k]), int(sizes[k]))
+            for k in network.inputs
         }
         try:
             result = infer(network, shapes, runner)

@@ -549,7 +549,8 @@ class SingleDataset(LoomDataset):
 
 
 class FramesDataset(LoomDataset):
-    """Windows of ``frames`` consecutive frames: ``lr`` (T x C x h x w), ``hr`` the centre.
+    """Windows of ``frames`` consecutive frames: ``lr`` (T x C x h x w), ``hr`` the centre,
+    ``hr_frames`` the whole HR window (T x C x H x W).
 
     Each sub-folder holding images is one sequence, its frames in file-name order.
     LR frames come from ``lr`` folders with the same layout, or are made from the HR
@@ -619,7 +620,8 @@ class FramesDataset(LoomDataset):
             for frame in hr:  # the same degradation draws for every frame of the window
                 rng.bit_generator.state = state
                 lr.append(self.make_lr(frame, rng))
-        return {"lr": torch.stack(lr), "hr": hr[len(hr) // 2]}
+        # hr_frames: the whole HR window, for losses on the neighbours (OFR at HR).
+        return {"lr": torch.stack(lr), "hr": hr[len(hr) // 2], "hr_frames": torch.stack(hr)}
 
 
 class InterpDataset(FramesDataset):

@@ -65,7 +65,7 @@ KINDS: dict[str, DatasetKind] = {
         ),
         DatasetKind("unpaired", ("A", "B"), (Layout(("A", "B")),)),
         DatasetKind("single", ("x",), (Layout(("folder",)),)),
-        DatasetKind("frames", ("lr", "hr"), (Layout(("hr",), ("lr",)),), scaled=True),
+        DatasetKind("frames", ("lr", "hr", "hr_frames"), (Layout(("hr",), ("lr",)),), scaled=True),
         DatasetKind("interp", ("f0", "f1", "mid"), (Layout(("folder",)),)),
     )
 }
