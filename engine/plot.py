@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure, SubFigure
 
 #: Suffixes of the baseline metrics validation writes beside each metric.
-BASELINES = ("_bicubic", "_input")
+BASELINES = ("_bicubic", "_input", "_average")
 SMOOTHING = 0.6
 #: At most this many validation rounds (spread from first to last) and samples a round.
 MAX_ROUNDS, MAX_SAMPLES = 6, 3

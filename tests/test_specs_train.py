@@ -101,6 +101,20 @@ TINY = {
         "networks.G.params.depth=5",
         "networks.D.params.nf=4",
     ],
+    "rife.yaml": [
+        "data.train.crop_size=48",
+        "data.train.batch_size=2",
+        "+data.val.max_size=2",
+        "train.iterations=4",
+        "optimizers.flownet.scheduler.warmup=2",
+        "validation.every=4",
+        "checkpoints.every=4",
+        "logging.every=1",
+        *(
+            f"networks.flownet.params.{k}={v}"
+            for k, v in {"c0": 8, "c1": 6, "c2": 4, "c_tea": 4, "c_ctx": 2}.items()
+        ),
+    ],
     "cyclegan.yaml": [
         *TINY_I2I,
         "data.val.crop_size=32",

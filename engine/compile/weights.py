@@ -68,7 +68,7 @@ Shape = tuple[int, ...]
 #: is what Real-ESRGAN and BasicSR run at inference.
 CONTAINERS = ("params_ema", "params", "state_dict", "model")
 SAFETENSORS = (".safetensors",)
-PICKLED = (".pth", ".pt")
+PICKLED = (".pth", ".pt", ".pkl")  # .pkl: RIFE publishes flownet.pkl (a torch.save file)
 LIST_LIMIT = 8  # keys shown per kind in an error message
 
 #: The keys that make a network (or a file) an RRDBNet in the ``esrgan`` layout.

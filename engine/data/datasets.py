@@ -629,16 +629,30 @@ class InterpDataset(FramesDataset):
 
     Windows of 3 frames of one sequence, all at full resolution (the spec's scale does
     not apply). With ``frame_skip`` k the inputs are k frames before and after the
-    middle frame; ``reverse`` swaps the inputs half of the time in training; crops,
-    flips and rotations are the same for all three frames.
+    middle frame; ``reverse`` swaps the inputs half of the time in training (RIFE's
+    temporal swap: the middle frame of a reversed triplet is the same frame, t = 0.5
+    maps to 1 − t = 0.5); ``channel_reverse`` turns RGB into BGR half of the time in
+    training (RIFE's channel reversal); crops, flips, rotations and channel order are
+    the same for all three frames.
     """
 
     source = "folder"
 
     def _sample(self, index: int, rng: np.random.Generator) -> Sample:
         chosen, plan = self.window(index, rng)
-        f0, mid, f1 = (geometry.apply(self.load(f), plan) for f in chosen)
+        frames = [geometry.apply(self.load(f), plan) for f in chosen]
+        # Drawn after the window's draws, so specs without it keep their batches.
+        if self.train and self.opts.channel_reverse and rng.random() < 0.5:
+            frames = [_bgr_keep_alpha(f) for f in frames]
+        f0, mid, f1 = frames
         return {"f0": f0, "f1": f1, "mid": mid}
+
+
+def _bgr_keep_alpha(frame: torch.Tensor) -> torch.Tensor:
+    """RGB(A) to BGR(A): the colour channels reversed, a gray frame or alpha kept."""
+    if frame.shape[0] < 3:
+        return frame
+    return torch.cat((frame[:3].flip(0), frame[3:]))
 
 
 #: The class of each dataset type; a test keeps it equal to :data:`KINDS`.

@@ -80,6 +80,7 @@ class DataOptions:
     frames: int = 3  # interp: always 3 (f0, mid, f1)
     frame_skip: tuple[int, int] = (1, 1)
     reverse: bool = False
+    channel_reverse: bool = False  # interp: RGB ↔ BGR of all three frames, half the time
     resize_kernel: Kernel = "bicubic"
     degradations: tuple[dict[str, Any], ...] = ()
     max_size: int | None = None
@@ -145,6 +146,7 @@ def parse_options(section: dict[str, Any], *, train: bool, scale: int) -> DataOp
         frames=int(section.get("frames", 3)),
         frame_skip=_frame_skip(section.get("frame_skip", 1)),
         reverse=bool(section.get("reverse", False)),
+        channel_reverse=bool(section.get("channel_reverse", False)),
         resize_kernel=section.get("resize_kernel", "bicubic"),
         degradations=tuple(section.get("degradations") or ()),
         max_size=section.get("max_size"),
@@ -264,6 +266,12 @@ def _check_frames(section: dict[str, Any], kind: DatasetKind, where: str) -> Non
             f"{where}.frames: type interp always reads 3 frames (f0, mid, f1); remove frames, "
             "or use frame_skip to take the inputs further from the middle frame",
             key="frames",
+        )
+    if "channel_reverse" in section and kind.name != "interp":
+        raise DataError(
+            f"{where}.channel_reverse: only type interp reverses channels (this is "
+            f"'{kind.name}'); remove channel_reverse",
+            key="channel_reverse",
         )
 
 

@@ -559,6 +559,10 @@ DATASET = _obj(
             "anyOf": [POS_INT, {"type": "array", "items": POS_INT, "minItems": 2, "maxItems": 2}]
         },
         "reverse": {"type": "boolean"},
+        "channel_reverse": {
+            "type": "boolean",
+            "description": "interp: RGB to BGR for all three frames, half of the time",
+        },
         "resize_kernel": {"enum": list(KERNELS)},
         "degradations": {"type": "array", "items": _degradation_step(nested=False)},
         "max_size": POS_INT,

@@ -15,9 +15,10 @@ from engine.metrics import METRICS
 __all__ = ["Baseline", "Tiled", "evaluate", "save_sample"]
 
 #: What validation compares a model with: ``bicubic`` upscaling of its input (SR), or
-#: the (degraded) ``input`` itself (restoration at 1x). Logged as ``val/psnr_bicubic``,
-#: ``val/psnr_input`` and so on.
-Baseline = Literal["bicubic", "input"]
+#: the (degraded) ``input`` itself (restoration at 1x), or the ``average`` of the two
+#: input frames (frame interpolation). Logged as ``val/psnr_bicubic``,
+#: ``val/psnr_input``, ``val/psnr_average`` and so on.
+Baseline = Literal["bicubic", "input", "average"]
 
 
 def _image(t: torch.Tensor) -> np.ndarray:
@@ -79,7 +80,10 @@ def evaluate(
             for name in metrics:
                 totals[name] += METRICS[name](pred, ref, crop=crop, y_channel=y_channel)
             low = _lookup(values, batch, source) if source else None
-            base = _baseline(low, ref, baseline) if low is not None and baseline else None
+            if baseline == "average":
+                base = _frame_average(batch, ref)
+            else:
+                base = _baseline(low, ref, baseline) if low is not None and baseline else None
             if base is not None:
                 for name in metrics:
                     key = f"{name}_{baseline}"
@@ -112,6 +116,14 @@ def _baseline(low: torch.Tensor, ref: torch.Tensor, kind: Baseline) -> torch.Ten
         return None
     up = F.interpolate(low.float(), size=ref.shape[-2:], mode="bicubic", align_corners=False)
     return up.clamp(0, 1)
+
+
+def _frame_average(batch: dict[str, torch.Tensor], ref: torch.Tensor) -> torch.Tensor | None:
+    """(f0 + f1) / 2, the interpolation any frame-interpolation model must beat."""
+    f0, f1 = batch.get("f0"), batch.get("f1")
+    if f0 is None or f1 is None or f0.shape != ref.shape or f1.shape != ref.shape:
+        return None
+    return (f0.float() + f1.float()) / 2
 
 
 def _lookup(

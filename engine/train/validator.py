@@ -3,7 +3,8 @@ metrics against their baseline, save samples, and keep the best values.
 
 The baseline is what the model must beat: bicubic upscaling of its input for SR
 (``val/psnr_bicubic``), the degraded input itself for restoration at 1x
-(``val/psnr_input``), where bicubic would mean nothing.
+(``val/psnr_input``), where bicubic would mean nothing, and the mean of the two input
+frames for frame interpolation (``val/psnr_average``).
 """
 
 from __future__ import annotations
@@ -24,16 +25,19 @@ from engine.train.program import Program
 from engine.train.validate import Baseline, Tiled, evaluate
 
 #: The suffixes of baseline metrics (``psnr_bicubic``, ``psnr_input``): not "best" values.
-BASELINE_KEYS = ("_bicubic", "_input")
+BASELINE_KEYS = ("_bicubic", "_input", "_average")
 
 
 def baseline_of(scale: int, dataset: Any) -> Baseline | None:
-    """``input`` for a 1x dataset with an LR side (restoration: ``sr`` at scale 1, its
+    """``average`` of the input frames for frame interpolation (``interp``); ``input``
+    for a 1x dataset with an LR side (restoration: ``sr`` at scale 1, its
     LR the degraded HR), ``bicubic`` above 1x; image-to-image types get neither, since
     their input is another kind of image. A dataset not made from a data section (a
     test's own) gets ``bicubic`` above 1x and nothing at 1x."""
     opts = getattr(dataset, "opts", None)
     kind = KINDS.get(getattr(opts, "kind", None) or "")
+    if kind is not None and kind.name == "interp":
+        return "average"  # frame interpolation: the mean of the two input frames
     if opts is not None and (kind is None or not kind.scaled):
         return None
     if scale > 1:

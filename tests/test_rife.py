@@ -1,0 +1,260 @@
+"""RIFE: specs/rife.yaml validates, compiles and trains; the ECCV 2022 IFNet layout
+loads with identical outputs; the losses, the interp augmentations and validation's
+frame-averaging baseline.
+
+The reference below is written here from the paper and the published code's layout
+(hzwer/ECCV2022-RIFE, model/IFNet.py and refine.py): module names, widths and the
+order of concatenations are the published ones, so its state_dict has the keys of a
+published flownet.pkl. Widths are parameters, so the tests build it tiny.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import engine
+
+ROOT = Path(__file__).resolve().parent.parent
+SPEC = str(ROOT / "specs" / "rife.yaml")
+TINY_WIDTHS = {"c0": 8, "c1": 6, "c2": 4, "c_tea": 4, "c_ctx": 2}
+TINY = [f"networks.flownet.params.{k}={v}" for k, v in TINY_WIDTHS.items()]
+
+
+# --- a reference IFNet, written from the published description --------------------------
+
+
+def _cp(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1), nn.PReLU(cout))
+
+
+def _dp(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, 2, 1), nn.PReLU(cout))
+
+
+def _warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Backward warp with positions clamped inside the image (align_corners grid)."""
+    n, _, h, w = flow.shape
+    ys = torch.linspace(-1.0, 1.0, h).view(1, h, 1).expand(n, h, w)
+    xs = torch.linspace(-1.0, 1.0, w).view(1, 1, w).expand(n, h, w)
+    gx = xs + flow[:, 0] / ((w - 1) / 2)
+    gy = ys + flow[:, 1] / ((h - 1) / 2)
+    grid = torch.stack((gx, gy), -1).clamp(-1, 1)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def _resize(x: torch.Tensor, factor: float) -> torch.Tensor:
+    return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+
+
+class RefIFBlock(nn.Module):
+    def __init__(self, cin: int, c: int) -> None:
+        super().__init__()
+        self.conv0 = nn.Sequential(_cp(cin, c // 2, 2), _cp(c // 2, c, 2))
+        self.convblock = nn.Sequential(*(_cp(c, c) for _ in range(8)))
+        self.lastconv = nn.ConvTranspose2d(c, 5, 4, 2, 1)
+
+    def forward(
+        self, x: torch.Tensor, flow: torch.Tensor | None, scale: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if scale != 1:
+            x = _resize(x, 1.0 / scale)
+        if flow is not None:
+            x = torch.cat((x, _resize(flow, 1.0 / scale) / scale), 1)
+        x = self.conv0(x)
+        x = self.convblock(x) + x
+        out = _resize(self.lastconv(x), scale * 2.0)
+        return out[:, :4] * scale * 2, out[:, 4:5]
+
+
+class RefConv2(nn.Module):
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv1 = _cp(cin, cout, 2)
+        self.conv2 = _cp(cout, cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.conv1(x))
+
+
+class RefContext(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv1, self.conv2 = RefConv2(3, c), RefConv2(c, 2 * c)
+        self.conv3, self.conv4 = RefConv2(2 * c, 4 * c), RefConv2(4 * c, 8 * c)
+
+    def forward(self, x: torch.Tensor, flow: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
+            x = conv(x)
+            flow = _resize(flow, 0.5) * 0.5
+            feats.append(_warp(x, flow))
+        return feats
+
+
+class RefUnet(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.down0, self.down1 = RefConv2(17, 2 * c), RefConv2(4 * c, 4 * c)
+        self.down2, self.down3 = RefConv2(8 * c, 8 * c), RefConv2(16 * c, 16 * c)
+        self.up0, self.up1 = _dp(32 * c, 8 * c), _dp(16 * c, 4 * c)
+        self.up2, self.up3 = _dp(8 * c, 2 * c), _dp(4 * c, c)
+        self.conv = nn.Conv2d(c, 3, 3, 1, 1)
+
+    def forward(
+        self, x: torch.Tensor, c0: list[torch.Tensor], c1: list[torch.Tensor]
+    ) -> torch.Tensor:
+        s0 = self.down0(x)
+        s1 = self.down1(torch.cat((s0, c0[0], c1[0]), 1))
+        s2 = self.down2(torch.cat((s1, c0[1], c1[1]), 1))
+        s3 = self.down3(torch.cat((s2, c0[2], c1[2]), 1))
+        y = self.up0(torch.cat((s3, c0[3], c1[3]), 1))
+        y = self.up1(torch.cat((y, s2), 1))
+        y = self.up2(torch.cat((y, s1), 1))
+        y = self.up3(torch.cat((y, s0), 1))
+        return torch.sigmoid(self.conv(y))
+
+
+class RefIFNet(nn.Module):
+    def __init__(self, c0: int, c1: int, c2: int, c_tea: int, c_ctx: int) -> None:
+        super().__init__()
+        self.block0 = RefIFBlock(6, c0)
+        self.block1 = RefIFBlock(17, c1)
+        self.block2 = RefIFBlock(17, c2)
+        self.block_tea = RefIFBlock(20, c_tea)
+        self.contextnet = RefContext(c_ctx)
+        self.unet = RefUnet(c_ctx)
+
+    def forward(
+        self, img0: torch.Tensor, img1: torch.Tensor, gt: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        flow: torch.Tensor | None = None
+        mask = w0 = w1 = img0
+        for i, (block, scale) in enumerate(((self.block0, 4), (self.block1, 2), (self.block2, 1))):
+            if flow is None:
+                flow, mask = block(torch.cat((img0, img1), 1), None, scale)
+            else:
+                fd, md = block(torch.cat((img0, img1, w0, w1, mask), 1), flow, scale)
+                flow, mask = flow + fd, mask + md
+            w0, w1 = _warp(img0, flow[:, :2]), _warp(img1, flow[:, 2:4])
+            m = torch.sigmoid(mask)
+            out[f"flow{i}"], out[f"merged{i}"] = flow, w0 * m + w1 * (1 - m)
+        assert flow is not None
+        fd, md = self.block_tea(torch.cat((img0, img1, w0, w1, mask, gt), 1), flow, 1)
+        flow_tea = flow + fd
+        m = torch.sigmoid(mask + md)
+        out["flow_tea"] = flow_tea
+        out["merged_tea"] = _warp(img0, flow_tea[:, :2]) * m + _warp(img1, flow_tea[:, 2:4]) * (
+            1 - m
+        )
+        c0 = self.contextnet(img0, flow[:, :2])
+        c1 = self.contextnet(img1, flow[:, 2:4])
+        res = self.unet(torch.cat((img0, img1, w0, w1, mask, flow), 1), c0, c1) * 2 - 1
+        out["out"] = torch.clamp(out["merged2"] + res, 0, 1)
+        out["mask"] = torch.sigmoid(mask)
+        return out
+
+
+def _lap_reference(x: torch.Tensor, y: torch.Tensor, levels: int) -> torch.Tensor:
+    """RIFE's LapLoss, written from its description (binomial 5×5, reflect, 2× steps)."""
+    k = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0])
+    kernel = (torch.outer(k, k) / 256).expand(x.shape[1], 1, 5, 5)
+
+    def blur(t: torch.Tensor, kk: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(t, (2, 2, 2, 2), mode="reflect"), kk, groups=t.shape[1])
+
+    def pyramid(t: torch.Tensor) -> list[torch.Tensor]:
+        bands = []
+        for _ in range(levels):
+            down = blur(t, kernel)[..., ::2, ::2]
+            up = torch.zeros(*down.shape[:2], down.shape[2] * 2, down.shape[3] * 2)
+            up[..., ::2, ::2] = down
+            bands.append(t - blur(up, 4 * kernel))
+            t = down
+        return bands
+
+    return sum(
+        (F.l1_loss(a, b) for a, b in zip(pyramid(x), pyramid(y), strict=True)), torch.tensor(0.0)
+    )
+
+
+# --- tests ------------------------------------------------------------------------------
+
+
+def test_published_layout_loads_with_identical_outputs(tmp_path: Path) -> None:
+    """A checkpoint in the ECCV 2022 layout (saved from DataParallel, keys 'module.*')
+    loads into Loom's IFNet unchanged, with the reference's parameter count and
+    outputs; the teacher can be left out for inference."""
+    torch.manual_seed(0)
+    ref = RefIFNet(**TINY_WIDTHS).eval()
+    ckpt = tmp_path / "flownet.pkl"
+    torch.save({f"module.{k}": v for k, v in ref.state_dict().items()}, ckpt)
+
+    net = engine.build(SPEC, overrides=TINY)["flownet"].eval()
+    assert sorted(net.state_dict()) == sorted(ref.state_dict())
+    assert sum(p.numel() for p in net.parameters()) == sum(p.numel() for p in ref.parameters())
+    from engine.compile.weights import load_weights
+
+    load_weights(net, ckpt)
+    img0, img1, gt = (torch.rand(1, 3, 32, 48) for _ in range(3))
+    with torch.no_grad():
+        want = ref(img0, img1, gt)
+        got = net(img0=img0, img1=img1, gt=gt)
+    for key in ("out", "mask", "flow0", "flow1", "flow2", "merged2", "flow_tea", "merged_tea"):
+        torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-5, msg=key)
+
+    student = engine.build(SPEC, overrides=[*TINY, "networks.flownet.params.teacher=false"])
+    student = student["flownet"].eval()
+    report = load_weights(student, ckpt, strict=False)  # the teacher is left out
+    assert not report.missing and report.unexpected
+    assert all(k.startswith("block_tea.") for k in report.unexpected)
+    with torch.no_grad():
+        alone = student(img0=img0, img1=img1, gt=torch.zeros_like(gt))
+    torch.testing.assert_close(alone["out"], want["out"], rtol=1e-5, atol=1e-5)
+
+
+def test_published_widths_count() -> None:
+    """At the published widths Loom's IFNet has the reference's parameters: 10,708,215
+    with the teacher block, 10,071,550 without."""
+    published = {"c0": 240, "c1": 150, "c2": 90, "c_tea": 90, "c_ctx": 16}
+    ref = RefIFNet(**published)
+    count = sum(p.numel() for p in ref.parameters())
+    student = sum(p.numel() for k, p in ref.named_parameters() if not k.startswith("block_tea."))
+    assert (count, student) == (10_708_215, 10_071_550)
+    net = engine.build(SPEC, ["data.train.crop_size=48"], device="meta")["flownet"]
+    assert sum(p.numel() for p in net.parameters()) == count
+    assert sorted(net.state_dict()) == sorted(ref.state_dict())
+
+
+def test_losses_match_rife() -> None:
+    """laplacian_l1 equals RIFE's LapLoss; distill_flow is the masked RMS flow gap,
+    zero where the teacher is not better and with no gradient to the teacher."""
+    from blocks.builtin.losses_rife import DistillFlowLoss, LaplacianL1Loss
+
+    torch.manual_seed(1)
+    x, y = torch.rand(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(LaplacianL1Loss(levels=5)(x, y), _lap_reference(x, y, 5))
+    assert LaplacianL1Loss(levels=5)(x, x).item() == 0.0
+    with pytest.raises(ValueError, match="at least 48"):
+        LaplacianL1Loss(levels=5)(x[..., :40], y[..., :40])
+    odd = torch.rand(1, 3, 51, 49)  # odd sizes: each expansion is cropped back
+    assert math.isfinite(LaplacianL1Loss(levels=4)(odd, odd.flip(-1)).item())
+
+    gt = torch.rand(1, 3, 8, 8)
+    flow = torch.zeros(1, 4, 8, 8, requires_grad=True)
+    flow_t = torch.full((1, 4, 8, 8), 2.0, requires_grad=True)
+    loss = DistillFlowLoss()
+    worse = (gt + 0.5).clamp(0, 1)
+    assert loss(flow, worse, flow_t, gt, gt).item() == pytest.approx(2.0)  # teacher exact
+    assert loss(flow, gt, flow_t, worse, gt).item() == 0.0  # student better: no pull
+    loss(flow, worse, flow_t, gt, gt).backward()
+    assert flow.grad is not None and flow_t.grad is None
+    same = torch.zeros(1, 4, 8, 8, requires_grad=True)
+    loss(same, worse, torch.zeros(1, 4, 8, 8), gt, gt).backward()
+    assert same.grad is not None and torch.isfinite(same.grad).all()
