@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -258,3 +259,127 @@ def test_losses_match_rife() -> None:
     same = torch.zeros(1, 4, 8, 8, requires_grad=True)
     loss(same, worse, torch.zeros(1, 4, 8, 8), gt, gt).backward()
     assert same.grad is not None and torch.isfinite(same.grad).all()
+
+
+def _pan_clip(tmp: Path, shift: tuple[int, int], size: int = 24, frames: int = 3) -> Path:
+    """A symmetric clip: frame t is one noise image seen through a window moved by
+    t × shift pixels, so the middle frame is exactly f0 and f1 moved halfway."""
+    from PIL import Image
+
+    dx, dy = shift
+    pad = size
+    rng = np.random.default_rng(3)
+    scene = rng.integers(0, 256, (size + 2 * pad, size + 2 * pad, 3), dtype=np.uint8)
+    folder = tmp / "clips" / "pan"
+    folder.mkdir(parents=True)
+    for t in range(frames):
+        y, x = pad + t * dy, pad + t * dx
+        Image.fromarray(scene[y : y + size, x : x + size]).save(folder / f"{t:03d}.png")
+    return tmp / "clips"
+
+
+def _best_shift(frame: torch.Tensor, mid: torch.Tensor, reach: int = 3) -> tuple[int, int]:
+    """The whole-pixel flow (x, y) whose backward warp of frame best gives mid."""
+    from blocks.builtin.warp import FlowWarp
+
+    warp = FlowWarp(padding_mode="border")
+    inner = (slice(None), slice(reach, -reach), slice(reach, -reach))
+    errors = {}
+    for fx in range(-reach, reach + 1):
+        for fy in range(-reach, reach + 1):
+            flow = (
+                torch.tensor([float(fx), float(fy)]).view(1, 2, 1, 1).expand(1, 2, *mid.shape[-2:])
+            )
+            warped = warp(frame[None], flow)[0]
+            errors[(fx, fy)] = float((warped - mid)[inner].abs().mean())
+    return min(errors, key=errors.__getitem__)
+
+
+def test_temporal_swap_mirrors_the_flows_and_augmentations_are_alike(tmp_path: Path) -> None:
+    """On a symmetric clip the flow from the middle frame to f0 is minus the flow to
+    f1; a temporally swapped sample (reverse) exchanges them, and so mirrors both.
+    Channel reversal, flips and rotations act alike on the three frames."""
+    from engine.data import make_dataset
+
+    _pan_clip(tmp_path, (2, -1))
+    section = {"type": "interp", "folder": "clips", "reverse": True, "flip": False}
+    plain = make_dataset(section, scale=1, train=False, seed=0, spec_dir=tmp_path)[0]
+    to_f0, to_f1 = _best_shift(plain["f0"], plain["mid"]), _best_shift(plain["f1"], plain["mid"])
+    assert to_f0 == (2, -1) and to_f1 == (-2, 1)  # mirrored: F_t→0 = −F_t→1
+
+    train = make_dataset(section, scale=1, train=True, seed=0, spec_dir=tmp_path)
+    swapped = next(s for s in (train[(e, 0)] for e in range(20)) if not s["f0"].equal(plain["f0"]))
+    assert swapped["f0"].equal(plain["f1"]) and swapped["f1"].equal(plain["f0"])
+    assert swapped["mid"].equal(plain["mid"])  # t = 0.5 ↔ 1 − t = 0.5: the same target
+    assert _best_shift(swapped["f0"], swapped["mid"]) == to_f1
+    assert _best_shift(swapped["f1"], swapped["mid"]) == to_f0
+
+    augmented = {**section, "reverse": False, "channel_reverse": True, "flip": True, "rotate": True}
+    aug = make_dataset(augmented, scale=1, train=True, seed=0, spec_dir=tmp_path)
+    samples = [aug[(e, 0)] for e in range(24)]
+    bgr = [s for s in samples if _same_geometry(s, plain, channels=[2, 1, 0])]
+    rgb = [s for s in samples if _same_geometry(s, plain, channels=[0, 1, 2])]
+    assert bgr and rgb and len(bgr) + len(rgb) == len(samples)
+    with pytest.raises(Exception, match="only type interp reverses channels"):
+        make_dataset(
+            {"type": "single", "folder": "clips", "channel_reverse": True},
+            scale=1,
+            train=True,
+            seed=0,
+            spec_dir=tmp_path,
+        )
+
+
+def _same_geometry(
+    s: dict[str, torch.Tensor], plain: dict[str, torch.Tensor], channels: list[int]
+) -> bool:
+    """Whether one orientation of the plain triplet, with these channels, gives s."""
+    for k in range(4):
+        for flip in (False, True):
+
+            def move(t: torch.Tensor, k: int = k, flip: bool = flip) -> torch.Tensor:
+                t = t[channels].rot90(k, (-2, -1))
+                return t.flip(-1) if flip else t
+
+            if all(move(plain[n]).equal(s[n]) for n in ("f0", "mid", "f1")):
+                return True
+    return False
+
+
+def test_validation_reports_the_frame_average_baseline() -> None:
+    """interp data is judged against (f0 + f1) / 2: val/psnr_average beside val/psnr."""
+    from types import SimpleNamespace
+
+    from engine.metrics import METRICS
+    from engine.train.validate import evaluate
+    from engine.train.validator import BASELINE_KEYS, baseline_of
+
+    assert baseline_of(1, SimpleNamespace(opts=SimpleNamespace(kind="interp"))) == "average"
+    assert "_average" in BASELINE_KEYS
+    torch.manual_seed(0)
+    batch = {k: torch.rand(1, 3, 16, 16) for k in ("f0", "f1", "mid")}
+    pred = batch["mid"] * 0.9
+
+    def run_graph(
+        b: dict[str, torch.Tensor], nodes: list[str]
+    ) -> dict[str, dict[str, torch.Tensor]]:
+        return {"net": {"out": pred}}
+
+    values = evaluate(
+        run_graph,
+        [batch],
+        output="net.out",
+        target="data.mid",
+        source="data.f0",
+        metrics=["psnr", "ssim"],
+        crop=0,
+        y_channel=False,
+        samples=0,
+        sample_dir=None,
+        iteration=1,
+        baseline="average",
+    )
+    average = (batch["f0"] + batch["f1"]) / 2
+    want = METRICS["psnr"](average, batch["mid"], crop=0, y_channel=False)
+    assert values["psnr_average"] == pytest.approx(want)
+    assert set(values) == {"psnr", "ssim", "psnr_average", "ssim_average"}
