@@ -348,3 +348,6 @@ def test_the_memory_estimate_is_inspects_figures_against_the_device(
         budget.check_memory(spec, cpu, processes=2)  # ...but not twice
     (diag,) = refused.value.diagnostics.errors
     assert diag.loc is not None and diag.loc.line > 0
+    assert "(LOOM_MEMORY_CHECK=0 starts it anyway)" in diag.message
+    monkeypatch.setenv("LOOM_MEMORY_CHECK", "0")
+    budget.check_memory(spec, cpu, processes=2)

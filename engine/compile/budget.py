@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 MAX_PARAMETERS = 10**10
 ENV_MAX_PARAMETERS = "LOOM_MAX_PARAMETERS"
+#: ``LOOM_MEMORY_CHECK=0`` starts a run the estimate refuses (it is an estimate: swap
+#: the system does not report, memory another process is about to free).
+ENV_MEMORY_CHECK = "LOOM_MEMORY_CHECK"
 BYTES = 4  # fp32 weights, gradients and optimizer moments
 #: Moments each optimizer keeps per parameter (Adam's two); others not listed keep one.
 MOMENTS = {"adam": 2, "adamw": 2, "adamax": 2, "nadam": 2, "radam": 2, "sparseadam": 2}
@@ -306,7 +309,7 @@ def check_memory(spec: Spec, device: torch.device, processes: int = 1) -> None:
     node that dominates when the estimate (``processes`` runs sharing this device's
     memory, as CPU processes share the RAM) exceeds what the device has free."""
     room = available_memory(device)
-    if room is None:
+    if room is None or os.environ.get(ENV_MEMORY_CHECK, "1").strip().lower() in ("0", "off"):
         return
     free, what = room
     parts = estimate(spec)
@@ -339,7 +342,7 @@ def check_memory(spec: Spec, device: torch.device, processes: int = 1) -> None:
         f"estimate from inspect's figures at batch {batch}{shared}: {per}; the bytes per "
         f"parameter are weights, gradients and optimizer moments), more than the "
         f"{size(free)} {what}; the largest part is node '{node}' ({block}) of network "
-        f"'{part.network}': {detail}; {advice}",
+        f"'{part.network}': {detail}; {advice} ({ENV_MEMORY_CHECK}=0 starts it anyway)",
     )
     raise SpecError(diags)
 
