@@ -134,6 +134,21 @@ TINY = {
         "networks.D_texture.params.nf=4",
         "graph.superpixels.segments=16",
     ],
+    **{
+        name: [
+            "data.train.crop_size=16",
+            "data.train.batch_size=1",
+            "train.iterations=4",
+            "validation.every=4",
+            "checkpoints.every=4",
+            "logging.every=1",
+            "+data.val.max_size=1",
+            "networks.G.params.nf=4",
+            "networks.G.params.nb=1",
+            "networks.G.params.gc=4",
+        ]
+        for name in ("vsr.yaml", "vsr_3d.yaml")
+    },
 }
 SPECS = sorted(p.name for p in (ROOT / "specs").glob("*.yaml"))
 

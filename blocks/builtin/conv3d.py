@@ -63,7 +63,8 @@ class Conv3d(nn.Conv3d):
         slope: float = 0.2,
     ) -> None:
         size = _triple(kernel, "kernel")
-        pad = tuple((k - 1) // 2 for k in size) if padding is None else _triple(padding, "padding")
+        same = ((size[0] - 1) // 2, (size[1] - 1) // 2, (size[2] - 1) // 2)
+        pad = same if padding is None else _triple(padding, "padding")
         super().__init__(in_ch, out, size, stride=_triple(stride, "stride"), padding=pad, bias=bias)
         self.act = make_act(act, slope=slope)
         self._post = [] if isinstance(self.act, nn.Identity) else [self.act]

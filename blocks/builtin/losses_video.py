@@ -49,10 +49,11 @@ class OFRLoss(nn.Module):
         self.warp = FlowWarp(padding_mode=padding_mode, align_corners=True)
 
     def forward(self, frames: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-        n, t, c, h, w = _check(frames, flow)
+        n, t, h, w = _check(frames, flow)
         fh, fw = flow.shape[-2:]
         if (fh, fw) != (h, w):
-            frames = F.avg_pool2d(frames.flatten(0, 1), h // fh).unflatten(0, (n, t))
+            pooled = F.avg_pool2d(frames.flatten(0, 1), h // fh)
+            frames = pooled.reshape(n, t, *pooled.shape[1:])
         centre = frames[:, t // 2]
         neighbours = [i for i in range(t) if i != t // 2]
         total = frames.new_zeros(())
@@ -72,13 +73,14 @@ def _smoothness(flow: torch.Tensor) -> torch.Tensor:
     return (dy + dx).sum() / (n * max(h - 1, 1) * max(w - 1, 1))
 
 
-def _check(frames: torch.Tensor, flow: torch.Tensor) -> tuple[int, int, int, int, int]:
-    """The window's (N, T, C, H, W), or a ValueError that says which shape is wrong."""
+def _check(frames: torch.Tensor, flow: torch.Tensor) -> tuple[int, int, int, int]:
+    """The window's N, T, H and W, or a ValueError that says which shape is wrong."""
     if frames.ndim != 5 or frames.shape[1] % 2 == 0 or frames.shape[1] < 3:
         raise ValueError(
-            f"ofr: frames must be a window (N, T, C, H, W) of an odd T ≥ 3; got {tuple(frames.shape)}"
+            "ofr: frames must be a window (N, T, C, H, W) of an odd T ≥ 3; got "
+            f"{tuple(frames.shape)}"
         )
-    n, t, c, h, w = frames.shape
+    n, t, _, h, w = frames.shape
     if flow.ndim != 5 or tuple(flow.shape[:3]) != (n, t - 1, 2):
         raise ValueError(
             f"ofr: flow must be (N, T − 1, 2, h, w) = ({n}, {t - 1}, 2, h, w) for frames "
@@ -90,4 +92,4 @@ def _check(frames: torch.Tensor, flow: torch.Tensor) -> tuple[int, int, int, int
             f"ofr: the flow's size {fh}x{fw} must be the frames' {h}x{w} divided by one "
             "whole factor"
         )
-    return n, t, c, h, w
+    return n, t, h, w

@@ -188,8 +188,8 @@ def _layer_macs(module: nn.Module, inputs: tuple[Any, ...], output: Any) -> int:
     out = output[0] if isinstance(output, tuple | list) else output
     if not isinstance(out, torch.Tensor) or out.dim() == 0:
         return 0
-    if isinstance(module, nn.Conv2d):
-        k = module.kernel_size[0] * module.kernel_size[1]
+    if isinstance(module, nn.Conv2d | nn.Conv3d):  # a 3-D kernel also spans time
+        k = math.prod(module.kernel_size)
         return _per_sample(out) * (module.in_channels // module.groups) * k
     if isinstance(module, nn.ConvTranspose2d):
         k = module.kernel_size[0] * module.kernel_size[1]
@@ -209,7 +209,7 @@ def _run_counting(module: nn.Module, inputs: list[torch.Tensor]) -> tuple[Any, i
     handles = [
         m.register_forward_hook(hook)
         for m in module.modules()
-        if isinstance(m, nn.Conv2d | nn.ConvTranspose2d | nn.Linear)
+        if isinstance(m, nn.Conv2d | nn.Conv3d | nn.ConvTranspose2d | nn.Linear)
     ]
     try:
         out = module(*inputs)
