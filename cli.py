@@ -346,6 +346,36 @@ def _open_model(ns: argparse.Namespace, *, need_weights: bool = True):  # type: 
     )
 
 
+def _open_frame_interpolator(ns: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from engine.apply.frame_rate import open_interpolator
+
+    return open_interpolator(
+        ns.source,
+        weights=ns.weights,
+        net=ns.net,
+        port=getattr(ns, "output_port", None),
+        overrides=ns.overrides,
+    )
+
+
+def _double_frame_rate(frames, items, ns, options):  # type: ignore[no-untyped-def]
+    from engine.apply.frame_rate import double_frame_rate
+    from engine.apply.source import ApplyError
+
+    if options.tile is not None:
+        raise ApplyError("--tile does not apply to frame interpolation: flows need whole frames")
+    fmt = "png" if options.format == "same" else options.format
+    return double_frame_rate(
+        frames,
+        items,
+        Path(ns.output),
+        device=options.device,
+        fmt=fmt,
+        quality=options.quality,
+        log=lambda text: print(text, file=sys.stderr, flush=True),
+    )
+
+
 def cmd_infer(ns: argparse.Namespace) -> int:
     from engine.apply.images import InputError, list_inputs
     from engine.apply.infer import InferOptions, infer
@@ -369,8 +399,12 @@ def cmd_infer(ns: argparse.Namespace) -> int:
         options.max_megapixels = ns.max_megapixels
     try:
         items = list_inputs(ns.input, exclude=Path(ns.output))
-        model = _open_model(ns)
-        result = infer(model, items, Path(ns.output), options)
+        frames = _open_frame_interpolator(ns)
+        if frames is not None:  # RIFE: each folder of frames at twice the frame rate
+            result = _double_frame_rate(frames, items, ns, options)
+        else:
+            model = _open_model(ns)
+            result = infer(model, items, Path(ns.output), options)
     except (ApplyError, InputError) as exc:
         print(f"infer: {exc}", file=sys.stderr)
         return EXIT_INVALID
