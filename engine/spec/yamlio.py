@@ -10,10 +10,10 @@ are merged with ``extends:`` and overrides.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path as FsPath
-from typing import Any
+from typing import Any, cast
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
@@ -138,7 +138,8 @@ class _Constructor(RoundTripConstructor):
     a ConstructorError that Python can only print, as a traceback, when it collects it."""
 
     def construct_unknown(self, node: Any) -> Iterator[Any]:
-        inner = super().construct_unknown(node)
+        # ruamel declares an Iterator; it is a generator, which close() finishes.
+        inner = cast(Generator[Any, None, None], super().construct_unknown(node))
         try:
             yield next(inner)
             for _ in inner:
