@@ -49,6 +49,8 @@ def build_block(
     size: int,
     channels: int = 3,
     inputs: tuple[str, ...] = ("x",),
+    sizes: dict[str, int] | None = None,
+    widths: dict[str, int] | None = None,
 ) -> fx.GraphModule:
     """Compile ``file.yaml#Block`` as network N of a minimal spec that feeds it size² crops.
 
@@ -56,14 +58,33 @@ def build_block(
     discriminator's linear layer depends on it). Without ``train:`` no optimizer is needed.
     """
     file, _, block = key.partition("#")
+    sizes, widths = sizes or {}, widths or {}
+    ops: dict[str, Any] = {}
+    feeds = dict.fromkeys(inputs, "data.x")
+    for k, n in widths.items():
+        index = [i % channels for i in range(n)]
+        ops[f"picked_{k}"] = {"op": "index_select", "in": feeds[k], "index": index}
+        feeds[k] = f"picked_{k}"
+    for k, n in sizes.items():
+        ops[f"resized_{k}"] = {
+            "op": "upsample",
+            "in": feeds[k],
+            "scale": n / size,
+            "mode": "bilinear",
+        }
+        feeds[k] = f"resized_{k}"
     spec = {
         "spec": 1,
         "name": "library_case",
         "imports": [str(LIB / file)],
         "networks": {
-            "N": {"use": block, "params": params, "inputs": dict.fromkeys(inputs, channels)}
+            "N": {
+                "use": block,
+                "params": params,
+                "inputs": {k: widths.get(k, channels) for k in inputs},
+            }
         },
-        "graph": {"probe": {"call": "N", "in": dict.fromkeys(inputs, "data.x")}},
+        "graph": {**ops, "probe": {"call": "N", "in": feeds}},
         "data": {
             "train": {
                 "type": "single",
@@ -104,6 +125,12 @@ class Case:
     ports: dict[str, Shape]
     channels: int = 3
     inputs: tuple[str, ...] = ("x",)  # every one is given the same image
+    #: Inputs given the image resized to another size (a U-Net's features per level).
+    sizes: dict[str, int] | None = None
+    #: Inputs given other channels: the image's channels picked round-robin (a flow).
+    widths: dict[str, int] | None = None
+    #: A block of operations only (RIFE's warping and blending): nothing to train.
+    stateless: bool = False
 
 
 TINY: dict[str, Case] = {
@@ -227,6 +254,53 @@ TINY: dict[str, Case] = {
         8,
         {"out": (3, 16, 16)},
     ),
+    "rife.yaml#ConvP": Case({"out": 4}, 8, {"out": (4, 8, 8)}),
+    "rife.yaml#DeconvP": Case({"out": 4}, 8, {"out": (4, 16, 16)}),
+    "rife.yaml#Conv2": Case({"out": 4}, 8, {"out": (4, 4, 4)}),
+    "rife.yaml#IFBlock": Case({"c": 4, "scale": 2}, 8, {"out": (5, 16, 16)}),
+    "rife.yaml#Shrink": Case(
+        {"factor": 2}, 8, {"out": (4, 4, 4)}, channels=4, inputs=("flow",), stateless=True
+    ),
+    "rife.yaml#WarpBlend": Case(
+        {},
+        8,
+        {"merged": (4, 8, 8), "warped0": (4, 8, 8), "warped1": (4, 8, 8)},
+        channels=4,
+        inputs=("img0", "img1", "flow", "mask"),
+        stateless=True,
+    ),
+    "rife.yaml#Blend": Case(
+        {},
+        8,
+        {"out": (3, 8, 8)},
+        inputs=("img0", "img1", "fm"),
+        widths={"fm": 5},
+        stateless=True,
+    ),
+    "rife.yaml#ContextNet": Case(
+        {"c": 2},
+        32,
+        {"f1": (2, 16, 16), "f2": (4, 8, 8), "f3": (8, 4, 4), "f4": (16, 2, 2)},
+        inputs=("x", "flow"),
+        widths={"flow": 2},
+    ),
+    "rife.yaml#RefineUNet": Case(
+        {"c": 2},
+        32,
+        {"out": (3, 32, 32)},
+        inputs=("x", "a1", "a2", "a3", "a4", "b1", "b2", "b3", "b4"),
+        sizes={f"{s}{i}": 32 >> i for s in "ab" for i in range(1, 5)},
+    ),
+    "rife.yaml#IFNet": Case(
+        {"c0": 4, "c1": 4, "c2": 4, "c_tea": 4, "c_ctx": 1},
+        16,
+        {
+            **{k: (3, 16, 16) for k in ("out", "merged0", "merged1", "merged2", "merged_tea")},
+            **{k: (4, 16, 16) for k in ("flow", "flow0", "flow1", "flow2", "flow_tea")},
+            "mask": (1, 16, 16),
+        },
+        inputs=("img0", "img1", "gt"),
+    ),
     "vgg.yaml#VGG19Features": Case({"nf": 2}, 32, vgg_ports(2, 32, bn=False)),
     "vgg.yaml#VGG19": Case({"nf": 2}, 32, vgg_ports(2, 32, bn=False)),
     "vgg.yaml#VGG19BNFeatures": Case({"nf": 2}, 32, vgg_ports(2, 32, bn=True)),
@@ -250,17 +324,35 @@ def test_block_compiles_runs_and_trains(tmp_path: Path, key: str) -> None:
         pytest.fail(f"library block {key} has no entry in TINY")
     case = TINY[key]
     net = build_block(
-        tmp_path, key, case.params, size=case.size, channels=case.channels, inputs=case.inputs
+        tmp_path,
+        key,
+        case.params,
+        size=case.size,
+        channels=case.channels,
+        inputs=case.inputs,
+        sizes=case.sizes,
+        widths=case.widths,
     )
     params = dict(net.named_parameters())
-    assert params, f"{key} has no parameters"
+    assert bool(params) != case.stateless, f"{key}: parameters {list(params)}"
     torch.manual_seed(0)
     x = torch.rand(BATCH, case.channels, case.size, case.size)
-    outputs = outputs_of(net(*[x] * len(case.inputs)))
+    if case.stateless:
+        x.requires_grad_(True)
+    sizes, widths = case.sizes or {}, case.widths or {}
+    feeds = []
+    for k in case.inputs:
+        feed = x[:, [i % case.channels for i in range(widths[k])]] if k in widths else x
+        if k in sizes:
+            feed = F.interpolate(feed, size=(sizes[k], sizes[k]), mode="bilinear")
+        feeds.append(feed)
+    outputs = outputs_of(net(*feeds))
     assert {k: tuple(v.shape) for k, v in outputs.items()} == {
         k: (BATCH, *v) for k, v in case.ports.items()
     }
     sum(out.square().mean() for out in outputs.values()).backward()
+    if case.stateless:  # the gradient reaches the inputs
+        assert x.grad is not None and torch.isfinite(x.grad).all()
     for name, p in params.items():
         assert p.grad is not None, f"{key}: parameter {name} gets no gradient"
         assert torch.isfinite(p.grad).all(), f"{key}: parameter {name} has a non-finite gradient"
