@@ -1118,7 +1118,14 @@ data:
             {"data.lr": (2, 3, 16, 16), "data.hr": (2, 3, 32, 32), "data.seg": (2, 8, 32, 32)},
         ),
         (INTERP_SPEC, {f"data.{k}": (2, 3, 48, 48) for k in ("f0", "f1", "mid")}),
-        (FRAMES_SPEC, {"data.lr": (2, 5, 3, 16, 16), "data.hr": (2, 3, 32, 32)}),
+        (
+            FRAMES_SPEC,
+            {
+                "data.lr": (2, 5, 3, 16, 16),
+                "data.hr": (2, 3, 32, 32),
+                "data.hr_frames": (2, 5, 3, 32, 32),
+            },
+        ),
     ],
     ids=["sr_seg", "sr_seg_lr_crop", "interp", "frames"],
 )

@@ -133,3 +133,37 @@ def test_flow_vsr_starts_aligned_by_a_zero_flow() -> None:
     loss = ofr()(frames_hr, out["flow_hr"]) + F.l1_loss(out["sr"], frames_hr[:, 1])
     loss.backward()
     assert g.flow.flow_half.weight.grad.abs().sum() > 0
+
+
+def test_frame_windows_of_flat_scene_files_and_the_hr_window(tmp_path: Path) -> None:
+    """traiNNer-redux's flat ``<scene>_<frame>`` files: each scene is a clip ordered by
+    frame number (``a_10`` after ``a_9``) and no window mixes scenes; ``hr_frames`` is
+    the HR window around ``hr``; an even window is refused at its key."""
+    from PIL import Image
+
+    from engine.data import DataError, make_dataset
+    from engine.data.options import parse_options
+
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    value = {}
+    for scene, count in (("a", 11), ("b", 3)):
+        for t in range(count):
+            shade = 10 * t + (120 if scene == "b" else 0)
+            value[f"{scene}_{t}"] = shade
+            Image.new("RGB", (8, 8), (shade, 0, 0)).save(folder / f"{scene}_{t}.png")
+    section = {"type": "frames", "hr": "flat", "frames": 3, "preprocess": "none"}
+    ds = make_dataset(section, scale=2, train=False, seed=0, spec_dir=tmp_path)
+    assert len(ds) == 9 + 1  # windows of 3 in clips of 11 and 3 frames
+    reds = [
+        [round(float(w["hr_frames"][t, 0, 0, 0]) * 255) for t in range(3)]
+        for w in (ds[i] for i in range(len(ds)))
+    ]
+    assert reds[8] == [80, 90, 100]  # a_8, a_9, a_10: by frame number, not by name
+    assert reds[9] == [120, 130, 140]  # b's only window; none spans a and b
+    sample = ds[0]
+    assert torch.equal(sample["hr_frames"][1], sample["hr"])
+    assert sample["hr_frames"].shape == (3, 3, 8, 8) and sample["lr"].shape == (3, 3, 4, 4)
+    with pytest.raises(DataError, match=r"frames must be odd .* use 3 or 5") as caught:
+        parse_options({**section, "frames": 4}, train=True, scale=2)
+    assert caught.value.key == "frames"

@@ -20,6 +20,7 @@ and listed in ``dataset.skipped`` — when the dataset is made, before training 
 
 from __future__ import annotations
 
+import re
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -552,7 +553,8 @@ class FramesDataset(LoomDataset):
     """Windows of ``frames`` consecutive frames: ``lr`` (T x C x h x w), ``hr`` the centre,
     ``hr_frames`` the whole HR window (T x C x H x W).
 
-    Each sub-folder holding images is one sequence, its frames in file-name order.
+    Each sub-folder holding images is one sequence, its frames in file-name order, or
+    several when every file is named ``<scene>_<frame>`` (traiNNer-redux's flat layout).
     LR frames come from ``lr`` folders with the same layout, or are made from the HR
     frames (each with the same degradation draws). In training a window is read
     backwards half of the time (``reverse``) and with a random ``frame_skip``.
@@ -585,7 +587,11 @@ class FramesDataset(LoomDataset):
         groups: dict[Path, list[Path]] = {}
         for file in self.hr.files:
             groups.setdefault(file.parent, []).append(file)
-        return [sorted(files, key=lambda f: f.name) for _, files in sorted(groups.items())]
+        return [
+            seq
+            for _, files in sorted(groups.items())
+            for seq in _split_flat(sorted(files, key=lambda f: f.name))
+        ]
 
     def region(self, file: Path) -> tuple[int, int]:
         return self.scaled_region(file, self.lr_of)
@@ -622,6 +628,25 @@ class FramesDataset(LoomDataset):
                 lr.append(self.make_lr(frame, rng))
         # hr_frames: the whole HR window, for losses on the neighbours (OFR at HR).
         return {"lr": torch.stack(lr), "hr": hr[len(hr) // 2], "hr_frames": torch.stack(hr)}
+
+
+#: traiNNer-redux's flat naming: ``<scene>_<frame>`` files of many clips in one folder.
+_FLAT = re.compile(r"^(?P<scene>.+)_(?P<frame>\d+)$")
+
+
+def _split_flat(files: list[Path]) -> list[list[Path]]:
+    """One folder's frames as sequences: a folder per clip (REDS, Vimeo-90K) is one
+    sequence in file-name order; when every stem is ``<scene>_<frame>`` (``city_0007``),
+    each scene is a sequence ordered by its frame number, so ``city_10`` follows
+    ``city_9`` and clips never share a window."""
+    matches = [_FLAT.match(f.stem) for f in files]
+    if not all(matches):
+        return [files]
+    scenes: dict[str, list[tuple[int, Path]]] = {}
+    for m, f in zip(matches, files, strict=True):
+        if m is not None:  # all are; the check narrows the type
+            scenes.setdefault(m["scene"], []).append((int(m["frame"]), f))
+    return [[f for _, f in sorted(frames)] for _, frames in sorted(scenes.items())]
 
 
 class InterpDataset(FramesDataset):

@@ -261,6 +261,13 @@ def _check_seg_classes(section: dict[str, Any], kind: DatasetKind, where: str) -
 
 
 def _check_frames(section: dict[str, Any], kind: DatasetKind, where: str) -> None:
+    frames = section.get("frames", 3)
+    if kind.name == "frames" and isinstance(frames, int) and frames % 2 == 0:
+        raise DataError(
+            f"{where}.frames: a window has a centre frame, so frames must be odd (got "
+            f"{frames}); use {frames - 1} or {frames + 1}",
+            key="frames",
+        )
     if kind.name == "interp" and section.get("frames", 3) != 3:
         raise DataError(
             f"{where}.frames: type interp always reads 3 frames (f0, mid, f1); remove frames, "
