@@ -103,8 +103,9 @@ TINY = {
     ],
     "rife.yaml": [
         "data.train.crop_size=48",
-        "data.train.batch_size=2",
-        "+data.val.max_size=2",
+        "data.train.batch_size=1",
+        "+data.val.max_size=1",
+        "+data.val.crop_size=48",
         "train.iterations=4",
         "optimizers.flownet.scheduler.warmup=2",
         "validation.every=4",

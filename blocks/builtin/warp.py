@@ -47,6 +47,8 @@ class GridSample(nn.Module):
         self.align_corners = align_corners
 
     def forward(self, x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "meta":
+            return _meta_sample(x, grid.shape[-2:])
         return F.grid_sample(
             x,
             grid.movedim(1, -1),
@@ -101,6 +103,8 @@ class FlowWarp(nn.Module):
                 f"flow_warp: the flow must be (N, 2, H, W) with the image's H and W; got "
                 f"image {tuple(x.shape)} and flow {tuple(flow.shape)}"
             )
+        if x.device.type == "meta":
+            return _meta_sample(x, flow.shape[-2:])
         base, step = self._base(flow).unbind(0)
         grid = base + flow.movedim(1, -1) * step
         return F.grid_sample(
@@ -128,6 +132,13 @@ class FlowWarp(nn.Module):
 
     def extra_repr(self) -> str:
         return f"mode={self.mode}, padding_mode={self.padding_mode}"
+
+
+def _meta_sample(x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+    """grid_sample's result on meta tensors (shape inference, ``inspect``): torch has no
+    meta kernel for it, and its Python decomposition takes a tenth of a second a call —
+    most of the time a flow network's size probe would take."""
+    return x.new_empty(*x.shape[:2], *size)
 
 
 def _base_grid(
