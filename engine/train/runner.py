@@ -309,6 +309,9 @@ class Trainer:
             shuffle=True,
             drop_last=True,
             pin_memory=self.accelerator.device.type == "cuda",
+            on_skip=lambda reason: self.reporter.log(
+                f"data.train: skipped a bad file while training (on_bad_image: skip): {reason}"
+            ),
         )
 
     def val_multiple(self) -> int:
