@@ -126,6 +126,14 @@ EXAMPLES: dict[str, Example] = {
         [(2, 3, 6, 6)],
     ),
     "tv": Example({"power": 1}, [IMG], [()]),
+    "laplacian_l1": Example({"levels": 2}, PAIR, [()]),
+    # Only the student's flow learns: the teacher's flow and the images pick the pixels.
+    "distill_flow": Example(
+        {"margin": 0.0},
+        [(2, 4, 8, 8), (2, 3, 8, 8), (2, 4, 8, 8), (2, 3, 8, 8), (2, 3, 8, 8)],
+        [()],
+        detached=(1, 2, 3, 4),
+    ),
     "ofr": Example({"reg_weight": 0.1}, [(2, 3, 3, 8, 8), (2, 2, 2, 4, 4)], [()]),
     "interpolate": Example({}, PAIR, [PAIR[0]]),
     "gradient_penalty": Example(
