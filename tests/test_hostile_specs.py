@@ -325,13 +325,13 @@ def test_the_memory_estimate_is_inspects_figures_against_the_device(
 ) -> None:
     import torch
 
-    from engine.compile import budget
+    from engine.compile import budget, memory
     from engine.compile.inspect import inspect_spec
     from engine.load import load_spec
     from engine.spec.diagnostics import SpecError
 
     spec = load_spec(ROOT / "specs" / "quickstart.yaml")
-    (part,) = budget.estimate(spec)
+    (part,) = memory.estimate(spec)
     (report,) = inspect_spec(spec, probe_sizes=False)
     assert part.params == report.params and part.activations == report.memory
     assert part.bytes_per_param == 16  # weights, gradients, Adam's two moments
@@ -343,11 +343,11 @@ def test_the_memory_estimate_is_inspects_figures_against_the_device(
     cuda = budget.available_memory(torch.device("cuda", 0))
     assert cuda == (5 * 10**9, "free on a GPU (cuda:0)")  # what CUDA says is free, not RAM
     monkeypatch.setattr(budget, "available_memory", lambda device: (part.total, "free"))
-    budget.check_memory(spec, cpu)  # fits exactly once...
+    memory.check_memory(spec, cpu)  # fits exactly once...
     with pytest.raises(SpecError, match=r"2 processes.*more than the .* free") as refused:
-        budget.check_memory(spec, cpu, processes=2)  # ...but not twice
+        memory.check_memory(spec, cpu, processes=2)  # ...but not twice
     (diag,) = refused.value.diagnostics.errors
     assert diag.loc is not None and diag.loc.line > 0
     assert "(LOOM_MEMORY_CHECK=0 starts it anyway)" in diag.message
     monkeypatch.setenv("LOOM_MEMORY_CHECK", "0")
-    budget.check_memory(spec, cpu, processes=2)
+    memory.check_memory(spec, cpu, processes=2)

@@ -92,6 +92,22 @@ TINY = {
         "train.ema.start=2",
         "networks.G.params.nf=4",
     ],
+    "ppon.yaml": [
+        "data.train.crop_size=32",
+        "data.train.batch_size=2",
+        "train.iterations=4",
+        "train.phases.0.until=2",
+        "train.phases.1.until=3",
+        "validation.every=4",
+        "checkpoints.every=4",
+        "logging.every=1",
+        "+graph.perception.weights=random",
+        "networks.G.params.nf=4",
+        "networks.G.params.nb=1",
+        "networks.G.params.nb_branch=1",
+        "networks.D.params.nf=4",
+        "networks.D.params.stages=4",
+    ],
     # Image-to-image specs: 32-pixel crops (a multiple of what each generator needs).
     "pix2pix.yaml": [
         *TINY_I2I,

@@ -20,8 +20,9 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
-from engine.compile.budget import check_memory, processes_sharing
+from engine.compile.budget import processes_sharing
 from engine.compile.build import check_shapes
+from engine.compile.memory import check_memory
 from engine.compile.network import unwrap
 from engine.compile.sizes import size_rule
 from engine.data.errors import worker_killed
