@@ -29,3 +29,39 @@ def prepared_run(spec: str, overrides: list[str], *, phase: int, data: bool = Fa
     run.phase = loaded.settings.train.phases[phase]
     run.enter_phase(run.phase)
     return run
+
+
+def race_against_hand_loops(
+    title: str, contenders: dict[str, Any], *, repeats: int, clock: str, difference: float
+) -> None:
+    """Time Loom's iteration against the hand loops (``loom``, ``hand``: the same compiled
+    network, ``module``: the plain module) in interleaved rounds, rotating who goes
+    first, and print the medians and the median per-round ratios."""
+    import statistics
+    import time
+
+    for fn in contenders.values():  # warm-up: allocator, kernels, optimizer state
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    order = list(contenders.items())
+    tick = time.perf_counter if clock == "wall" else time.process_time
+    for i in range(repeats):
+        for name, fn in order[i % 3 :] + order[: i % 3]:
+            start = tick()
+            fn()
+            times[name].append(tick() - start)
+
+    def ratio(a: str, b: str) -> float:
+        return statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
+
+    median = {name: statistics.median(t) for name, t in times.items()}
+    print(title)
+    print(f"  outputs, plain module vs compiled: max abs difference {difference:.2e}")
+    print(
+        f"  medians: Loom {median['loom']:.3f}s, hand loop on the compiled network "
+        f"{median['hand']:.3f}s, hand loop on the plain module {median['module']:.3f}s"
+    )
+    print(
+        f"  median ratio Loom / hand loop {ratio('loom', 'hand'):.3f}, "
+        f"Loom / plain module {ratio('loom', 'module'):.3f} (target ≤ 1.05)"
+    )

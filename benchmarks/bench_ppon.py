@@ -28,14 +28,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from _runtime import prepared_run
+from _runtime import prepared_run, race_against_hand_loops
 from torch import nn
 
 PHASES = ("content", "structure", "perception")
@@ -207,34 +205,16 @@ def main() -> None:
         "hand": hand_loop(run, copy.deepcopy(compiled), args.phase, batch),
         "module": hand_loop(run, plain, args.phase, batch),
     }
-    for fn in contenders.values():  # warm-up: allocator, kernels, optimizer state
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    order = list(contenders.items())
-    clock = time.perf_counter if args.clock == "wall" else time.process_time
-    for i in range(args.repeats):
-        for name, fn in order[i % 3 :] + order[: i % 3]:  # rotate who goes first
-            start = clock()
-            fn()
-            times[name].append(clock() - start)
-
-    def ratio(a: str, b: str) -> float:
-        return statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
-
-    median = {name: statistics.median(t) for name, t in times.items()}
-    print(
-        f"PPON x4 {args.phase} iteration (nf 64, nb 24), CPU, {args.threads} threads, "
-        f"batch {args.batch}, HR crop {args.crop}, {args.repeats} interleaved rounds, "
-        f"{args.clock} clock"
-    )
-    print(f"  outputs, plain module vs compiled: max abs difference {difference:.2e}")
-    print(
-        f"  medians: Loom {median['loom']:.3f}s, hand loop on the compiled network "
-        f"{median['hand']:.3f}s, hand loop on the plain module {median['module']:.3f}s"
-    )
-    print(
-        f"  median ratio Loom / hand loop {ratio('loom', 'hand'):.3f}, "
-        f"Loom / plain module {ratio('loom', 'module'):.3f} (target ≤ 1.05)"
+    race_against_hand_loops(
+        (
+            f"PPON x4 {args.phase} iteration (nf 64, nb 24), CPU, {args.threads} threads, "
+            f"batch {args.batch}, HR crop {args.crop}, {args.repeats} interleaved rounds, "
+            f"{args.clock} clock"
+        ),
+        contenders,
+        repeats=args.repeats,
+        clock=args.clock,
+        difference=difference,
     )
 
 

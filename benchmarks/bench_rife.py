@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
 from collections.abc import Callable
 
 import torch
-from _runtime import prepared_run
+from _runtime import prepared_run, race_against_hand_loops
 from torch import nn
 
 # The reference IFNet and LapLoss written by hand live with the tests (the project root
@@ -122,35 +120,17 @@ def main() -> None:
         "hand": plain_loop(copy.deepcopy(compiled), f0, f1, mid),
         "module": plain_loop(Keyword(), f0, f1, mid),
     }
-    for fn in contenders.values():  # warm-up: allocator, kernels, optimizer state
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    order = list(contenders.items())
-    clock = time.perf_counter if args.clock == "wall" else time.process_time
-    for i in range(args.repeats):
-        for name, fn in order[i % 3 :] + order[: i % 3]:  # rotate who goes first
-            start = clock()
-            fn()
-            times[name].append(clock() - start)
-
-    def ratio(a: str, b: str) -> float:
-        return statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
-
-    median = {name: statistics.median(t) for name, t in times.items()}
     params = sum(p.numel() for p in compiled.parameters())
-    print(
-        f"RIFE iteration (IFNet {args.widths}, {params:,} parameters; LapLoss ×2 + 0.01 × "
-        f"distillation, AdamW), CPU, {args.threads} threads, batch {args.batch}, crop "
-        f"{args.crop}, {args.repeats} interleaved rounds, {args.clock} clock"
-    )
-    print(f"  outputs, plain module vs compiled: max abs difference {difference:.2e}")
-    print(
-        f"  medians: Loom {median['loom']:.3f}s, hand loop on the compiled network "
-        f"{median['hand']:.3f}s, hand loop on the plain module {median['module']:.3f}s"
-    )
-    print(
-        f"  median ratio Loom / hand loop {ratio('loom', 'hand'):.3f}, "
-        f"Loom / plain module {ratio('loom', 'module'):.3f} (target ≤ 1.05)"
+    race_against_hand_loops(
+        (
+            f"RIFE iteration (IFNet {args.widths}, {params:,} parameters; LapLoss ×2 + 0.01 × "
+            f"distillation, AdamW), CPU, {args.threads} threads, batch {args.batch}, crop "
+            f"{args.crop}, {args.repeats} interleaved rounds, {args.clock} clock"
+        ),
+        contenders,
+        repeats=args.repeats,
+        clock=args.clock,
+        difference=difference,
     )
 
 
