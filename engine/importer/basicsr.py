@@ -17,8 +17,8 @@ from engine.importer.common import (
     number_list,
     restart_schedule,
     take_int,
+    take_logger,
     take_number,
-    tensorboard_installed,
 )
 from engine.importer.plan import Gan, Optim, Plan, Term
 from engine.importer.source import OptionFile
@@ -404,22 +404,7 @@ def _pretrained(opts: OptionFile, plan: Plan) -> None:
 
 
 def _logging(opts: OptionFile, plan: Plan) -> None:
-    every = take_int(opts, ("logger", "print_freq"))
-    if every:
-        plan.logging["every"] = every
-    save = take_int(opts, ("logger", "save_checkpoint_freq"))
-    if save:
-        plan.checkpoints["every"] = save
-    if opts.get("logger", "use_tb_logger"):
-        if tensorboard_installed():
-            opts.take("logger", "use_tb_logger")
-            plan.logging["tensorboard"] = True
-        else:
-            opts.skip(
-                ("logger", "use_tb_logger"),
-                "logging.tensorboard needs the tensorboard package (pip install tensorboard), "
-                "then set logging.tensorboard: true",
-            )
+    take_logger(opts, plan, ("logger", "use_tb_logger"))
     wandb = opts.get("logger", "wandb")
     if isinstance(wandb, dict) and all(v is None for v in wandb.values()):
         opts.take("logger", "wandb")

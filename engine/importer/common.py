@@ -13,6 +13,7 @@ import itertools
 import re
 from typing import Any
 
+from engine.importer.plan import Plan
 from engine.importer.source import OptionFile
 from engine.spec.yamlio import Path
 
@@ -177,6 +178,29 @@ def restart_schedule(
 
 def tensorboard_installed() -> bool:
     return importlib.util.find_spec("tensorboard") is not None
+
+
+def take_logger(opts: OptionFile, plan: Plan, tensorboard: Path) -> None:
+    """The ``logger`` keys both families share (print and checkpoint intervals) and the
+    TensorBoard switch, which sits at ``tensorboard`` (BasicSR nests it in ``logger``,
+    traiNNer keeps it at the top)."""
+    every = take_int(opts, ("logger", "print_freq"))
+    if every:
+        plan.logging["every"] = every
+    save = take_int(opts, ("logger", "save_checkpoint_freq"))
+    if save:
+        plan.checkpoints["every"] = save
+    if not opts.get(*tensorboard):
+        return
+    if tensorboard_installed():
+        opts.take(*tensorboard)
+        plan.logging["tensorboard"] = True
+    else:
+        opts.skip(
+            tensorboard,
+            "logging.tensorboard needs the tensorboard package (pip install tensorboard), "
+            "then set logging.tensorboard: true",
+        )
 
 
 PREPROCESS = {

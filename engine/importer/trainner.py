@@ -19,8 +19,8 @@ from engine.importer.common import (
     number_list,
     restart_schedule,
     take_int,
+    take_logger,
     take_number,
-    tensorboard_installed,
 )
 from engine.importer.plan import Gan, Net, Optim, Plan, Term
 from engine.importer.source import OptionFile
@@ -570,19 +570,4 @@ def _pretrained(opts: OptionFile, plan: Plan) -> None:
 
 
 def _logging(opts: OptionFile, plan: Plan) -> None:
-    every = take_int(opts, ("logger", "print_freq"))
-    if every:
-        plan.logging["every"] = every
-    save = take_int(opts, ("logger", "save_checkpoint_freq"))
-    if save:
-        plan.checkpoints["every"] = save
-    if opts.get("use_tb_logger"):
-        if tensorboard_installed():
-            opts.take("use_tb_logger")
-            plan.logging["tensorboard"] = True
-        else:
-            opts.skip(
-                ("use_tb_logger",),
-                "logging.tensorboard needs the tensorboard package (pip install tensorboard), "
-                "then set logging.tensorboard: true",
-            )
+    take_logger(opts, plan, ("use_tb_logger",))
