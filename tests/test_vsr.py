@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -167,6 +168,38 @@ def test_frame_windows_of_flat_scene_files_and_the_hr_window(tmp_path: Path) -> 
     with pytest.raises(DataError, match=r"frames must be odd .* use 3 or 5") as caught:
         parse_options({**section, "frames": 4}, train=True, scale=2)
     assert caught.value.key == "frames"
+
+
+def test_validation_samples_show_the_centre_frame_of_a_window(tmp_path: Path) -> None:
+    """A spec validating with ``input: data.lr`` (the whole LR window) saves input |
+    output | target with the window's centre frame as the input, at the target's size."""
+    from PIL import Image
+
+    from engine.train.runner import run
+    from engine.train.validate import save_sample
+
+    tiny = [
+        "data.train.crop_size=16",
+        "data.train.batch_size=1",
+        "train.iterations=1",
+        "validation.every=1",
+        "checkpoints.every=1",
+        "+data.val.max_size=1",
+        "validation.input=data.lr",
+        "networks.G.params.nf=4",
+        "networks.G.params.nb=1",
+        "networks.G.params.gc=4",
+        "networks.G.params.flow_nf=4",
+    ]
+    run(ROOT / "specs" / "vsr.yaml", tiny, out=tmp_path / "run", live=False)
+    (sample,) = (tmp_path / "run" / "samples").iterdir()
+    assert Image.open(sample).size == (3 * 128, 128)  # three panels at the HR frame's size
+
+    window = torch.stack([torch.full((3, 2, 2), v) for v in (0.2, 0.6, 1.0)])  # T, C, h, w
+    save_sample(tmp_path / "s.png", [window, torch.zeros(3, 4, 4), torch.zeros(3, 4, 4)])
+    pixels = torch.from_numpy(np.asarray(Image.open(tmp_path / "s.png")).copy())
+    assert pixels.shape == (4, 12, 3)
+    assert (pixels[:, :4] == round(0.6 * 255)).all()  # the centre frame, upscaled
 
 
 # The slow tier's recipe: small models, long enough to beat the baselines on 2 CPU cores.

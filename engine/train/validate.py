@@ -29,9 +29,12 @@ def _image(t: torch.Tensor) -> np.ndarray:
 
 
 def save_sample(path: Path, parts: list[torch.Tensor]) -> None:
-    """input | output | target, side by side, each resized to the target's size."""
+    """input | output | target, side by side, each resized to the target's size. A
+    window of frames (T x C x H x W, video SR's ``data.lr``) shows its centre frame,
+    the one the network predicts."""
     from PIL import Image
 
+    parts = [p[p.shape[0] // 2] if p.ndim == 4 else p for p in parts]
     height, width = parts[-1].shape[-2:]
     resized = [
         F.interpolate(p[None].float(), size=(height, width), mode="nearest")[0]
