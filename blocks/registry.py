@@ -51,6 +51,9 @@ class BlockInfo:
     trainable: bool
     min_inputs: int
     doc: str = field(repr=False)
+    #: An invertible block of a normalizing flow: ``forward`` also returns the
+    #: log-determinant, and ``reverse`` inverts it (see blocks/builtin/flow.py).
+    invertible: bool = False
 
     @property
     def signature(self) -> inspect.Signature:
@@ -95,12 +98,15 @@ class Registry:
         min_inputs: int | None = None,
         grad: bool = True,
         trainable: bool = True,
+        invertible: bool = False,
     ) -> Callable[[Factory], Factory]:
         """Class decorator that adds a block under ``name``.
 
         ``variadic`` blocks take any number of inputs (at least ``min_inputs``) on
         their single port; ``grad=False`` marks blocks that stop gradients (detach,
-        superpixels); ``trainable=False`` marks blocks that never hold parameters.
+        superpixels); ``trainable=False`` marks blocks that never hold parameters;
+        ``invertible`` marks the steps of a normalizing flow, whose outputs after the
+        first are latents the flow splits off.
         """
 
         def add(factory: Factory) -> Factory:
@@ -118,6 +124,7 @@ class Registry:
                 trainable=trainable and kind == "module",
                 min_inputs=min_inputs if min_inputs is not None else len(inputs),
                 doc=inspect.getdoc(factory) or "",
+                invertible=invertible,
             )
             return factory
 

@@ -18,7 +18,7 @@ from blocks.registry import INFERRED_PARAMS, BlockInfo, Range
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 #: Node keys that are not block parameters; the spec skeleton owns their schemas.
-RESERVED_NODE_KEYS = ("block", "op", "loss", "in", "repeat", "when", "init", "chain", "share")
+RESERVED_NODE_KEYS = ("block", "op", "loss", "in", "repeat", "when", "init", "chain", "share", "as")
 
 #: A parameter value may be a ``$expression`` inside a composite block.
 EXPRESSION = {"type": "string", "pattern": r"^\$"}
@@ -138,6 +138,7 @@ def block_schema(info: BlockInfo) -> dict[str, Any]:
             "min_inputs": info.min_inputs,
             "grad": info.grad,
             "trainable": info.trainable,
+            **({"invertible": True} if info.invertible else {}),
         },
     }
 

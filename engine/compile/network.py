@@ -22,6 +22,7 @@ size guard (:mod:`engine.compile.guard`); it is what ``build`` and the trainer c
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import inspect as pyinspect
@@ -38,8 +39,9 @@ from torch import fx, nn
 import blocks.builtin  # noqa: F401  (registers the built-in blocks)
 from blocks.builtin.tensors import TensorNode
 from blocks.registry import REGISTRY
-from engine.compile import initialize, lower
+from engine.compile import flow, initialize, lower
 from engine.compile.probe import Probe, on_device, one_thread, stateless
+from engine.graph.flow import LOGDET
 from engine.graph.model import Network, Source
 from engine.spec.diagnostics import Diagnostics, Loc
 
@@ -203,6 +205,9 @@ def materialize(inference: Inference, device: torch.device | str = "cpu") -> Com
         env[Source(name)] = graph.placeholder(name)
     recorded: dict[tuple[Any, ...], fx.Graph | None] = {}
     g = network.graph
+    steps = set(network.flow.steps) if network.flow is not None else set()
+    step_calls: dict[str, flow.StepCall] = {}
+    logdet: fx.Node | None = None
     with on_device(device), one_thread():
         for name in nx.topological_sort(g):
             attrs = g.nodes[name]
@@ -210,6 +215,11 @@ def materialize(inference: Inference, device: torch.device | str = "cpu") -> Com
                 continue
             record = inference.records[name]
             shared: str | None = attrs.get("shared")
+            if name in steps:
+                step_call, term = _flow_step(graph, root, env, name, attrs, record, shared)
+                step_calls[name] = step_call
+                logdet = flow.add_logdet(graph, logdet, term)
+                continue
             original = None if shared is None else _attribute(root, shared)
             if isinstance(original, torch.Tensor):  # a shared parameter or buffer
                 assert shared is not None
@@ -252,10 +262,45 @@ def materialize(inference: Inference, device: torch.device | str = "cpu") -> Com
     results = {}
     for port, group in network.outputs.items():
         results[port] = _joined(graph, [env[s] for s in group])
+    plan = network.flow
+    if plan is not None:
+        assert logdet is not None  # a flow has steps (engine.graph.flow.plan)
+        results[LOGDET] = logdet
     graph.output(next(iter(results.values())) if len(results) == 1 else results)
     module = CompiledNetwork(root, graph, class_name=_class_name(network.name))
     module.output_ports = tuple(results)
+    if plan is not None:
+        size = flow.top_size(plan, inference.input_shapes, inference.outputs[plan.top])
+        module.set_reverse(flow.reverse_graph(graph, plan, step_calls, size, network.name), plan.input)
     return module
+
+
+def _flow_step(
+    graph: fx.Graph,
+    root: nn.Module,
+    env: dict[Source, fx.Node],
+    name: str,
+    attrs: dict[str, Any],
+    record: NodeRecord,
+    shared: str | None,
+) -> tuple[flow.StepCall, fx.Node]:
+    """Call one step of a flow: its outputs into ``env``; its call and log-determinant."""
+    if shared is None:
+        module = REGISTRY.get(record.block).factory(**record.kwargs)
+        if attrs.get("init") is not None:
+            initialize.apply(attrs["init"], module)
+        _attach(root, name, module)
+    args = [
+        _joined(graph, [env[s] for s in group])
+        for groups in attrs["ports"].values()
+        for group in groups
+    ]
+    target = shared or name
+    node = graph.call_module(target, tuple(args))
+    ports = REGISTRY.get(record.block).outputs
+    for i, port in enumerate(ports):
+        env[Source(name, port)] = _item(graph, node, i)
+    return flow.StepCall(target, tuple(args[1:]), tuple(ports[1:])), _item(graph, node, len(ports))
 
 
 class SizeRefused(ValueError):
@@ -291,13 +336,30 @@ class CompiledNetwork(fx.GraphModule):
     output_ports: tuple[str, ...]
     size_guard: InputCheck | None = None
     padding: Padding | None = None
+    #: An invertible network's reverse program (engine/compile/flow.py) and its output.
+    reverse_graph: fx.Graph | None = None
+    reverse_output: str | None = None
+    _reverse: Any = None
+
+    def set_reverse(self, graph: fx.Graph, output: str) -> None:
+        """Make ``self(..., reverse=True)`` run ``graph``, fx's code bound to this network."""
+        code = graph.python_code(root_module="self")
+        namespace = dict(code.globals)
+        exec(compile(code.src, f"<reverse of {type(self).__name__}>", "exec"), namespace)
+        self.reverse_graph = graph
+        self.reverse_output = output
+        self._reverse = namespace["forward"]
 
     def check_inputs(self, check: InputCheck) -> None:
         """Run ``check`` after every forward, in this network and in its copies."""
         self.size_guard = check
         self.register_forward_hook(check, with_kwargs=True)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, reverse: bool = False, **kwargs: Any) -> Any:
+        if reverse:
+            if self._reverse is None:
+                raise ValueError(f"{type(self).__name__} is not invertible ('flow:' declares it)")
+            return self._reverse(self, *args, **kwargs)
         padding = self.padding
         if padding is not None and not torch.compiler.is_compiling():
             return _padded(self, padding, args, kwargs)
@@ -317,6 +379,8 @@ class CompiledNetwork(fx.GraphModule):
         res = cast(CompiledNetwork, super().__deepcopy__(memo))
         res.output_ports = self.output_ports
         res.padding = self.padding
+        if self.reverse_graph is not None and self.reverse_output is not None:
+            res.set_reverse(copy.deepcopy(self.reverse_graph, memo), self.reverse_output)
         if self.size_guard is not None:
             res.check_inputs(self.size_guard)
         return res

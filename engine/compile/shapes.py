@@ -18,7 +18,7 @@ from blocks.registry import REGISTRY
 from engine.compile.network import Inference, ShapeError, constructor_kwargs, infer, report
 from engine.compile.probe import Probe, ProbeKind, Shape
 from engine.data.kinds import KINDS
-from engine.graph.model import Source
+from engine.graph.model import Network, Source
 from engine.load import Spec
 from engine.spec.diagnostics import Diagnostics
 
@@ -87,6 +87,9 @@ def infer_spec(
             inputs: dict[str, Shape] = {
                 k: (n, c, DEFAULT_SIZE, DEFAULT_SIZE) for k, c in net.inputs.items()
             }
+            if net.flow is not None:  # the flow's input at the spec's scale
+                del inputs[net.flow.input]
+                inputs[net.flow.input] = flow_input_shape(net, inputs, spec.settings.scale)
             try:
                 shapes.networks[name] = infer(net, inputs, runner)
             except ShapeError as exc:
@@ -126,6 +129,9 @@ def _call(
 ) -> None:
     target = attrs["target"]
     net = spec.networks[target]
+    if attrs.get("reverse"):
+        _reverse_call(spec, name, attrs, args, values, shapes, diags, probe)
+        return
     inputs = {}
     for port, channels in net.inputs.items():
         if port not in args:
@@ -155,6 +161,47 @@ def _call(
     shapes.networks.setdefault(target, inference)
     for port, shape in inference.outputs.items():
         values[Source(name, port)] = shape
+
+
+def _reverse_call(
+    spec: Spec,
+    name: str,
+    attrs: dict[str, Any],
+    args: dict[str, list[Shape]],
+    values: dict[Source, Shape],
+    shapes: SpecShapes,
+    diags: Diagnostics,
+    probe: Probe,
+) -> None:
+    """A reverse call gives the flow's input back: its shape is the forward pass's, or,
+    for a network only run backwards, the first condition's size times the scale."""
+    target = attrs["target"]
+    net = spec.networks[target]
+    plan = net.flow
+    assert plan is not None  # a reverse call of a network without a flow is refused
+    known = shapes.networks.get(target)
+    if known is None:
+        inputs = {p: args[p][0] for p in plan.conditions if p in args}
+        inputs[plan.input] = flow_input_shape(net, inputs, spec.settings.scale)
+        try:
+            known = infer(net, inputs, probe)
+        except ShapeError as exc:
+            report(exc, diags)
+            return
+        shapes.networks[target] = known
+    values[Source(name, plan.input)] = known.input_shapes[plan.input]
+
+
+def flow_input_shape(net: Network, conditions: dict[str, Shape], scale: int) -> Shape:
+    """The flow input of an invertible network, sized ``scale`` times its first
+    condition (a network without conditions: the default size)."""
+    assert net.flow is not None
+    channels = net.inputs[net.flow.input]
+    first = next((s for s in conditions.values() if len(s) == 4), None)
+    if first is None:
+        n = next(iter(conditions.values()))[0] if conditions else 1
+        return (n, channels, DEFAULT_SIZE * scale, DEFAULT_SIZE * scale)
+    return (first[0], channels, first[2] * scale, first[3] * scale)
 
 
 def _op(

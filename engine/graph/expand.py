@@ -20,6 +20,7 @@ from typing import Any
 
 import networkx as nx
 
+from engine.graph import flow
 from engine.graph.cycles import cycles, report_cycles
 from engine.graph.model import Network, PortBindings, Source
 from engine.graph.ports import Ports, Value, bind, references, resolve_reference
@@ -32,7 +33,7 @@ from engine.spec.schema_check import check_schema
 from engine.spec.yamlio import Doc, Path, as_dict
 
 #: Keys of a node that are not parameters of its block.
-NODE_KEYS = ("block", "in", "repeat", "when", "chain", "init", "share")
+NODE_KEYS = ("block", "in", "repeat", "when", "chain", "init", "share", "as")
 #: Keys a ``share:`` node may have beside it.
 SHARE_KEYS = ("share", "in")
 #: Keys a ``chain:`` node may have beside its items.
@@ -116,6 +117,11 @@ class Expander:
         self._inherited: Init | None = None
         # (prefix of a node that shares weights, prefix of the node it shares them with)
         self._sharing: list[tuple[str, str]] = []
+        # The outputs of each copy of a repeated node, by the id of its scope and its
+        # name, so that `body.7` can name copy 7 (SRFlow taps RRDB blocks 1, 8, 15, 22).
+        self._copies: dict[tuple[int, str], list[Outputs]] = {}
+        # Items of chains named with `as:`, by scope and chain: name → copy index.
+        self._item_names: dict[tuple[int, str], dict[str, int]] = {}
 
     # ----------------------------------------------------------------- networks
     def network(self, name: str, data: dict[str, Any], doc: Doc) -> Network | None:
@@ -140,9 +146,15 @@ class Expander:
                     return None
         if network is not None and isinstance(data.get("pad"), str):
             network.pad = data["pad"]
-        if network is None or not self._aliases:
-            return network
-        return self._wired(network)
+        if network is not None and self._aliases:
+            network = self._wired(network)
+        if network is None:
+            return None
+        flow_input = data.get("flow") if isinstance(data.get("flow"), str) else None
+        network.flow = flow.plan(network, flow_input, self.catalog, doc.loc(("flow",)), self.diags)
+        if flow_input is not None and network.flow is None:
+            return None
+        return network
 
     def _wired(self, network: Network) -> Network | None:
         """Replace the aliases of nodes expanded before their inputs were known by what
@@ -333,12 +345,18 @@ class Expander:
             if name in structure.waiting:
                 self._aliases[f"@{prefix}{name}"] = local[name]
         result: dict[str, Value] = {}
-        for port, (ref, path) in structure.outputs.items():
-            value = self._resolve(ref, local, doc.loc(path), owner)
-            if value is None:
-                return None
-            result[port] = value
-        return result
+        try:
+            for port, (ref, path) in structure.outputs.items():
+                value = self._resolve(ref, local, doc.loc(path), owner)
+                if value is None:
+                    return None
+                result[port] = value
+            return result
+        finally:
+            for key in [k for k in self._copies if k[0] == id(local)]:
+                del self._copies[key]
+            for key in [k for k in self._item_names if k[0] == id(local)]:
+                del self._item_names[key]
 
     def _structure(
         self,
@@ -386,7 +404,10 @@ class Expander:
         for name, node in nodes.items():
             if not isinstance(node, dict):
                 continue
-            for ref, _ in references(node.get("in")):
+            items = node.get("chain")
+            chained = items if isinstance(items, list) else []
+            side = [i.get("in") for i in chained if isinstance(i, dict)]  # a chain item's
+            for ref, _ in [r for raw in [node.get("in"), *side] for r in references(raw)]:
                 base = ref.split(".", 1)[0]
                 if base in deps:
                     deps.add_edge(base, name)
@@ -505,6 +526,12 @@ class Expander:
         node_doc: Doc | None = None,
     ) -> Outputs:
         node_doc = node_doc or doc.subtree(("nodes", name))
+        if "as" in node:
+            self.diags.error(
+                node_doc.key_loc(("as",)),
+                f"node '{name}': 'as' names an item of a chain; a node is named by its key",
+            )
+            return None
         if "chain" in node:
             return self._chain(prefix, name, node, node_doc, scope, local, stack)
         what = self._what(node, node_doc, scope)
@@ -527,9 +554,12 @@ class Expander:
         # A node with `repeat:` is always indexed, even when it repeats once, so weight
         # keys do not change shape with the count (body.0 … body.N-1).
         indexed = "repeat" in node
+        copies: list[Outputs] = []
         done = self._instances(
-            f"{prefix}{name}", indexed, 0, what, node, node_doc, scope, args, stack
+            f"{prefix}{name}", indexed, 0, what, node, node_doc, scope, args, stack, copies
         )
+        if indexed:
+            self._copies[id(local), name] = copies
         return None if done is None else done[0]
 
     def _shared(
@@ -637,18 +667,21 @@ class Expander:
         scope: dict[str, Any],
         args: PortBindings,
         stack: tuple[str, ...],
+        copies: list[Outputs] | None = None,
     ) -> tuple[Outputs, int] | None:
         """Expand a node's ``repeat`` instances (``base.start`` … when indexed), each
-        fed by the one before; the last one's outputs and the number of instances."""
+        fed by the one before on its first input (the other inputs are the same for
+        every instance: a flow step's condition); the last one's outputs and the number
+        of instances. ``copies`` collects every instance's outputs."""
         repeat = self._repeat(node, node_doc, scope)
         if repeat is None:
             return None
         ports = what.ports
-        if repeat > 1 and (len(ports.names) != 1 or ports.variadic):
+        if repeat > 1 and (not ports.names or ports.variadic):
             self.diags.error(
                 node_doc.loc(("repeat",)),
-                f"'repeat' needs a block with exactly one "
-                f"input; {ports.what} takes {len(ports.names)}",
+                f"'repeat' feeds each instance's first input with the output of the one "
+                f"before; {ports.what} takes {ports.listing()}",
             )
             return None
         raw_params = {k: v for k, v in node.items() if k not in NODE_KEYS}
@@ -671,7 +704,10 @@ class Expander:
                         f"{ports.what} has {quote_list(outputs)} and none is 'out'",
                     )
                     return None
-                args = {ports.names[0]: [outputs.get("out") or next(iter(outputs.values()))]}
+                args = {
+                    **args,
+                    ports.names[0]: [outputs.get("out") or next(iter(outputs.values()))],
+                }
             if what.entry is not None:
                 self._check_params(what.entry, params, node_doc, raw_params, scope)
                 outputs = self._leaf(full, what.entry, params, args, node_doc, init)
@@ -681,6 +717,8 @@ class Expander:
                     outputs = self._composite(full, what.composite, params, args, node_doc, stack)
             if outputs is None:
                 return None
+            if copies is not None:
+                copies.append(outputs)
         return outputs, repeat
 
     def _own_init(self, node: dict[str, Any], node_doc: Doc, scope: dict[str, Any]) -> Init | None:
@@ -741,9 +779,19 @@ class Expander:
         if bound is None:
             return None
         own = self._own_init(node, node_doc, scope)
+        copies: list[Outputs] = []
+        self._copies[id(local), name] = copies
         with self._inheriting(own):
             return self._chain_items(
-                f"{prefix}{name}", name, items, node_doc, scope, bound["x"][0], stack
+                f"{prefix}{name}",
+                name,
+                items,
+                node_doc,
+                scope,
+                bound["x"][0],
+                stack,
+                local,
+                copies,
             )
 
     def _chain_items(
@@ -755,18 +803,14 @@ class Expander:
         scope: dict[str, Any],
         current: Value,
         stack: tuple[str, ...],
+        local: dict[str, Outputs],
+        copies: list[Outputs],
     ) -> Outputs:
         index = 0
         for k, item in enumerate(items):
             if not isinstance(item, dict):
                 return None
             item_doc = node_doc.subtree(("chain", k))
-            if "in" in item:
-                self.diags.error(
-                    item_doc.key_loc(("in",)),
-                    f"an item of chain '{name}' takes the previous item's output; remove its 'in:'",
-                )
-                return None
             what = self._what(item, item_doc, scope)
             if what is None:
                 return None
@@ -775,20 +819,20 @@ class Expander:
                 return None
             if not enabled:
                 continue
-            ports = what.ports
-            if not ports.names or ports.min_inputs > 1:
-                self.diags.error(
-                    item_doc.loc(("block",)),
-                    f"an item of chain '{name}' takes one input; {ports.what} takes "
-                    f"{ports.listing()}",
-                )
+            side = self._side_inputs(item, what.ports, name, item_doc, local)
+            if side is None:
                 return None
-            args = {ports.names[0]: [current]}
-            done = self._instances(base, True, index, what, item, item_doc, scope, args, stack)
+            args = {what.ports.names[0]: [current], **side}
+            done = self._instances(
+                base, True, index, what, item, item_doc, scope, args, stack, copies
+            )
             if done is None:
                 return None
             outputs, count = done
-            value = self._chain_value(outputs, name, ports.what, item_doc)
+            alias = item.get("as")
+            if isinstance(alias, str):
+                self._named(local, name, alias, copies, index, count, item_doc)
+            value = self._chain_value(outputs, name, what.ports.what, item_doc)
             if value is None:
                 return None
             current, index = value, index + count
@@ -798,6 +842,64 @@ class Expander:
             )
             return None
         return {"out": current}
+
+    def _named(
+        self,
+        local: dict[str, Outputs],
+        chain: str,
+        alias: str,
+        copies: list[Outputs],
+        index: int,
+        count: int,
+        item_doc: Doc,
+    ) -> None:
+        """``as: NAME`` on a chain item: ``chain.NAME`` is its (last copy's) output."""
+        key = (id(local), chain)
+        names = self._item_names.setdefault(key, {})
+        if alias in names or alias.isdigit():
+            self.diags.error(
+                item_doc.loc(("as",)),
+                f"chain '{chain}': the name '{alias}' "
+                + ("is taken by another item" if alias in names else "is a number"),
+            )
+            return
+        names[alias] = index + count - 1
+
+    def _side_inputs(
+        self,
+        item: dict[str, Any],
+        ports: Ports,
+        name: str,
+        item_doc: Doc,
+        local: dict[str, Outputs],
+    ) -> PortBindings | None:
+        """The inputs of a chain item besides its first, which reads the item before:
+        ``in: {port: ref}`` binds them by name (a flow step's condition)."""
+        first, others = (ports.names[0], ports.names[1:]) if ports.names else ("", ())
+        raw = item.get("in")
+        if not ports.names or ports.variadic or (ports.min_inputs > 1 and raw is None):
+            self.diags.error(
+                item_doc.loc(("block",)),
+                f"an item of chain '{name}' reads the item before on its first input; "
+                f"{ports.what} takes {ports.listing()}"
+                + (f": bind {quote_list(others)} with 'in: {{port: ref}}'" if others else ""),
+            )
+            return None
+        if raw is None:
+            return {}
+        if not isinstance(raw, dict) or first in raw:
+            self.diags.error(
+                item_doc.key_loc(("in",)),
+                f"an item of chain '{name}' takes the previous item's output on '{first}'; "
+                + (
+                    f"its 'in:' may only bind its other inputs by name ({quote_list(others)})"
+                    if others
+                    else "remove its 'in:'"
+                ),
+            )
+            return None
+        side = Ports(others, False, max(ports.min_inputs - 1, 0), ports.what)
+        return self._inputs(raw, side, local, item_doc, name)
 
     def _chain_value(self, outputs: Outputs, name: str, what: str, item_doc: Doc) -> Value | None:
         if outputs is None:
@@ -915,7 +1017,14 @@ class Expander:
         if ref.partition(".")[0] == "data":
             self.diags.error(at, f"'{ref}': data can only be used in the training graph ('graph:')")
             return None
-        base = ref.partition(".")[0]
+        base, _, rest = ref.partition(".")
+        copies = self._copies.get((id(local), base))
+        index, _, port = rest.partition(".")
+        named = self._item_names.get((id(local), base), {})
+        if copies is not None and index in named:
+            index = str(named[index])
+        if copies is not None and index.isdigit():
+            return self._copy(copies, base, int(index), port, at)
         if base in local and local[base] is None:
             # A node that failed (reported there): its readers are still expanded on a
             # stand-in value, so that their own mistakes are reported in the same run.
@@ -928,6 +1037,36 @@ class Expander:
         outputs = local[node]
         assert outputs is not None  # a failed node is handled above
         return outputs[port]
+
+    def _copy(
+        self, copies: list[Outputs], base: str, index: int, port: str, at: Loc | None
+    ) -> Value | None:
+        """``base.N`` or ``base.N.port``: an output of copy N of the repeated node (or
+        of item N of the chain) ``base``."""
+        if index >= len(copies):
+            self.diags.error(
+                at, f"'{base}.{index}': '{base}' has {len(copies)} copies (0 to {len(copies) - 1})"
+            )
+            return None
+        outputs = copies[index]
+        if outputs is None:
+            return None
+        name = f"{base}.{index}"
+        if port:
+            if port not in outputs:
+                self.diags.error(
+                    at,
+                    f"'{name}' has no output '{port}'{did_you_mean(port, outputs)}; "
+                    f"outputs: {quote_list(outputs)}",
+                )
+                return None
+            return outputs[port]
+        if len(outputs) != 1 and "out" not in outputs:
+            self.diags.error(
+                at, f"'{name}' has several outputs ({quote_list(outputs)}): write '{name}.PORT'"
+            )
+            return None
+        return outputs.get("out") or next(iter(outputs.values()))
 
     # ---------------------------------------------------------- leaves, composites
     def _leaf(

@@ -37,12 +37,30 @@ class Network:
     trainable: bool
     loc: Loc | None
     pad: str | None = None  # pad inputs to the size multiple and crop back (reflect, ...)
+    flow: FlowPlan | None = None  # an invertible network (``flow: INPUT``)
 
     def leaves(self) -> list[str]:
         return [n for n, a in self.graph.nodes(data=True) if a["kind"] == "block"]
 
     def node(self, name: str) -> dict[str, Any]:
         return self.graph.nodes[name]
+
+
+@dataclass(frozen=True)
+class FlowPlan:
+    """An invertible network: which input the flow transforms, its steps in order, and
+    which outputs are its latents (see :mod:`engine.graph.flow`)."""
+
+    input: str
+    steps: tuple[str, ...]  # the flow's leaves, from the input to the top latent
+    top: str  # the output port of the last step's value
+    latents: dict[str, str]  # output port → the step that splits it off (its port 'z')
+    conditions: tuple[str, ...]  # the network's other inputs
+
+    @property
+    def reverse_inputs(self) -> tuple[str, ...]:
+        """What a reverse call takes: the conditions, then the latents (optional)."""
+        return (*self.conditions, self.top, *self.latents)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from typing import Any
 import networkx as nx
 
 from engine.graph.cycles import cycles, report_cycles
+from engine.graph.flow import LOGDET
 from engine.graph.model import Network, Source, TrainingGraph
 from engine.graph.ports import Ports, Value, bind, resolve_reference
 from engine.spec.catalog import Catalog
@@ -23,6 +24,8 @@ from engine.spec.skeleton import DATASET_PROVIDES
 from engine.spec.yamlio import Doc
 
 KINDS = ("call", "op", "loss")
+#: The keys of a call node.
+CALL_KEYS = ("call", "in", "reverse", "heat")
 
 
 class TrainingGraphBuilder:
@@ -138,12 +141,12 @@ class TrainingGraphBuilder:
         self, name: str, target: Any, node: dict[str, Any], node_doc: Doc
     ) -> dict[str, Any] | None:
         for key in node:
-            if key not in ("call", "in"):
+            if key not in CALL_KEYS:
                 self.diags.error(
                     node_doc.key_loc((key,)),
                     f"unknown key '{key}' in call node "
-                    f"'{name}'{did_you_mean(key, ['call', 'in'])}; a call takes 'call' "
-                    "and 'in'",
+                    f"'{name}'{did_you_mean(key, CALL_KEYS)}; a call takes 'call', 'in', "
+                    "and for an invertible network 'reverse' and 'heat'",
                 )
         if target not in self.network_names:
             self.diags.error(
@@ -154,13 +157,41 @@ class TrainingGraphBuilder:
         net = self.networks.get(target)
         if net is None:
             return None  # the network itself has errors, already reported
+        reverse = node.get("reverse") is True
+        if "heat" in node and not reverse:
+            self.diags.error(
+                node_doc.key_loc(("heat",)),
+                f"call node '{name}': 'heat' is the temperature of a reverse call; add "
+                "'reverse: true'",
+            )
+        if not reverse:
+            outputs = list(net.outputs) + ([LOGDET] if net.flow is not None else [])
+            inputs = tuple(net.inputs)
+            return {**self._call_info(target, inputs, len(inputs), outputs), "reverse": False}
+        plan = net.flow
+        if plan is None:
+            self.diags.error(
+                node_doc.loc(("reverse",)),
+                f"call node '{name}': network '{target}' is not invertible; 'reverse: true' "
+                "needs a network with 'flow: INPUT'",
+            )
+            return None
+        heat = node.get("heat", 1.0)
+        info = self._call_info(target, plan.reverse_inputs, len(plan.conditions), [plan.input])
+        return {**info, "reverse": True, "heat": float(heat)}
+
+    @staticmethod
+    def _call_info(
+        target: str, inputs: tuple[str, ...], required: int, outputs: list[str]
+    ) -> dict[str, Any]:
         return {
             "kind": "call",
             "target": target,
             "params": {},
             "entry": None,
-            "inputs": tuple(net.inputs),
-            "outputs": list(net.outputs),
+            "inputs": inputs,
+            "required": required,
+            "outputs": outputs,
         }
 
     # ------------------------------------------------------------------ edges
@@ -176,7 +207,7 @@ class TrainingGraphBuilder:
         entry = attrs["entry"]
         inputs: tuple[str, ...] = attrs["inputs"]
         if attrs["kind"] == "call":  # a network takes each of its inputs
-            ports = Ports(inputs, False, len(inputs), f"network '{attrs['target']}'")
+            ports = Ports(inputs, False, attrs["required"], f"network '{attrs['target']}'")
         else:
             what = f"{attrs['kind']} '{attrs['target']}'"
             ports = Ports(inputs, entry.variadic, entry.min_inputs, what)

@@ -33,6 +33,7 @@ class CatalogEntry:
     grad: bool
     trainable: bool
     schema: dict[str, Any] = field(repr=False, compare=False)
+    invertible: bool = False  # a step of a normalizing flow (blocks/builtin/flow.py)
 
     @classmethod
     def from_schema(cls, schema: dict[str, Any]) -> CatalogEntry:
@@ -47,6 +48,7 @@ class CatalogEntry:
             grad=meta["grad"],
             trainable=meta["trainable"],
             schema=schema,
+            invertible=meta.get("invertible", False),
         )
 
     @cached_property

@@ -159,7 +159,18 @@ _BLOCK_KEYS = {
 
 CHAIN_ITEM = {
     "type": "object",
-    "properties": _BLOCK_KEYS,
+    "properties": {
+        **_BLOCK_KEYS,
+        "in": {
+            "type": "object",
+            "description": "the item's inputs besides its first, by port name",
+        },
+        "as": {
+            "type": "string",
+            "pattern": NAME,
+            "description": "a name for the item: CHAIN.NAME is its output",
+        },
+    },
     "required": ["block"],
     "additionalProperties": True,
 }
@@ -210,6 +221,13 @@ NETWORK = _obj(
         "params": _map_of(True),
         "nodes": _map_of(NODE, minProperties=1),
         "trainable": {"type": "boolean", "default": True},
+        "flow": {
+            "type": "string",
+            "pattern": NAME,
+            "description": "the input an invertible network (a normalizing flow) transforms; "
+            "its outputs are the latents and 'logdet', and 'call: …, reverse: true' runs it "
+            "backwards",
+        },
         "pad": {
             "enum": ["reflect", "replicate", "zeros"],
             "description": "pad inputs of other sizes to the network's size multiple "
@@ -240,6 +258,16 @@ GRAPH_NODE = {
         "loss": {"type": "string", "pattern": NAME},
         "op": {"type": "string", "pattern": NAME},
         "in": INPUTS,
+        "reverse": {
+            "type": "boolean",
+            "description": "with call: run an invertible network backwards, from its latents",
+        },
+        "heat": {
+            "type": "number",
+            "minimum": 0,
+            "description": "with reverse: the temperature latents not given are drawn at "
+            "(z ~ N(0, heat²)); default 1",
+        },
     },
     "additionalProperties": True,
 }

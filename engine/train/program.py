@@ -183,8 +183,11 @@ class Program:
                 # Under DDP, a network no backward will train through must not wait for
                 # its gradients to be reduced (a GAN's D inside the G step).
                 no_sync = getattr(net, "no_sync", None) if attrs["target"] not in backprop else None
+                inputs: dict[str, Any] = {port: values[0] for port, values in args.items()}
+                if attrs.get("reverse"):  # an invertible network run backwards
+                    inputs.update(reverse=True, heat=attrs["heat"])
                 with self.autocast(), no_sync() if no_sync is not None else nullcontext():
-                    out = net(**{port: values[0] for port, values in args.items()})
+                    out = net(**inputs)
                 ports = getattr(unwrap(net), "output_ports", ("out",))
                 if isinstance(out, dict):
                     return dict(out)
