@@ -96,10 +96,13 @@ file, a folder (recursive; results keep their relative paths) or a quoted glob. 
 in gives gray out; alpha is run through the network as a gray image (--alpha resize
 upscales it instead; drop leaves it out). A file that fails is named and skipped; exit
 code 0 = every image written, N = N images failed (100 = 100 or more), 2 = nothing
-could start. See docs/inference.md.
+could start. Video: a frame interpolator (RIFE) doubles the frame rate of each folder
+of frames; a video SR network runs every frame of each folder with its window (edges
+reflected), one output per frame with the same names. See docs/inference.md.
 
 examples:
   python cli.py infer runs/quickstart --input photos/ --output out/
+  python cli.py infer runs/vsr --input clips/ --output clips_x4/
   python cli.py infer runs/esrgan --input photos/ --output out/ --tile 256 --precision fp16
   python cli.py infer specs/cyclegan.yaml --weights G_B.safetensors --net G_B \\
       --input "horses/**/*.jpg" --output zebras/
@@ -333,7 +336,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _open_model(ns: argparse.Namespace, *, need_weights: bool = True):  # type: ignore[no-untyped-def]
+def _open_model(ns: argparse.Namespace, *, need_weights: bool = True, windows: bool = False):  # type: ignore[no-untyped-def]
     from engine.apply.source import open_model
 
     return open_model(
@@ -343,6 +346,7 @@ def _open_model(ns: argparse.Namespace, *, need_weights: bool = True):  # type: 
         port=getattr(ns, "output_port", None),
         overrides=ns.overrides,
         need_weights=need_weights,
+        windows=windows,
     )
 
 
@@ -403,7 +407,7 @@ def cmd_infer(ns: argparse.Namespace) -> int:
         if frames is not None:  # RIFE: each folder of frames at twice the frame rate
             result = _double_frame_rate(frames, items, ns, options)
         else:
-            model = _open_model(ns)
+            model = _open_model(ns, windows=True)  # video SR: each frame with its window
             result = infer(model, items, Path(ns.output), options)
     except (ApplyError, InputError) as exc:
         print(f"infer: {exc}", file=sys.stderr)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 import engine
 from blocks.registry import REGISTRY
+from engine.apply.source import Model
 from engine.compile.inspect import inspect_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,6 +201,160 @@ def test_validation_samples_show_the_centre_frame_of_a_window(tmp_path: Path) ->
     pixels = torch.from_numpy(np.asarray(Image.open(tmp_path / "s.png")).copy())
     assert pixels.shape == (4, 12, 3)
     assert (pixels[:, :4] == round(0.6 * 255)).all()  # the centre frame, upscaled
+
+
+# --- infer: every frame of a folder with its window --------------------------------------
+
+#: A window network whose outputs are the first and the last frame of its window as
+#: they are (a zero-initialized conv gives the optimizer a parameter and adds nothing),
+#: so infer's windows can be read back from its results exactly.
+PICK = """\
+spec: 1
+name: window_pick
+scale: 1
+networks:
+  G:
+    inputs: {x: 3}
+    nodes:
+      first_t: {block: index_select, in: x, dim: 1, index: [0]}
+      first: {block: rearrange, in: first_t, pattern: "b t c h w -> b (t c) h w"}
+      last_t: {block: index_select, in: x, dim: 1, index: [2]}
+      last: {block: rearrange, in: last_t, pattern: "b t c h w -> b (t c) h w"}
+      nothing: {block: conv, in: first, out: 3, kernel: 1, init: zeros}
+      first_out: {block: add, in: [first, nothing]}
+    outputs: {first: first_out, last: last}
+graph:
+  fake: {call: G, in: data.lr}
+  pix: {loss: l1, in: [fake.first, data.hr]}
+optimizers:
+  G: {type: adam, params: G, lr: 1.0e-3}
+train:
+  iterations: 1
+  phases: [{name: main, steps: [{optimizer: G, minimize: {pix: 1.0}}]}]
+data:
+  train: {type: frames, hr: "builtin:pans", frames: 3, crop_size: 16, batch_size: 1}
+"""
+#: Four frames whose natural order (f1, f2, f3, f10) is not their name order.
+NAMES = ["f1.png", "f2.png", "f3.png", "f10.png"]
+
+
+def frames_folder(folder: Path, names: list[str], size: tuple[int, int] = (16, 12)) -> list:
+    """Frames of random pixels (each unlike the others) named ``names``; their arrays."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    arrays = []
+    for name in names:
+        pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / name)
+        arrays.append(pixels)
+    return arrays
+
+
+def export_untrained(
+    spec: Path, overrides: list[str], folder: Path, *, seed: int | None
+) -> tuple[Model, Path]:
+    """The spec's network G (randomized when ``seed`` is given), exported as training
+    does: the model and its weights file."""
+    from engine.apply.source import open_model
+    from engine.train.state import export_networks
+    from tests.conftest import randomize
+
+    model = open_model(spec, need_weights=False, overrides=overrides, windows=True)
+    if seed is not None:
+        randomize(model.module, seed)
+    export_networks(folder, {"G": model.module}, 1)
+    return model, folder / "G_iter_00000001.safetensors"
+
+
+def read_png(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(path))
+
+
+def test_infer_writes_every_frame_of_a_folder_at_x4_with_its_name(tmp_path: Path) -> None:
+    """A tiny FlowVSR over a folder of 4 frames: one x4 output per frame, same names;
+    the first frame's output is the network on its reflected window (f2, f1, f2)."""
+    import cli
+
+    spec = ROOT / "specs" / "vsr.yaml"
+    model, weights = export_untrained(spec, TINY, tmp_path / "models", seed=0)
+    arrays = frames_folder(tmp_path / "in" / "clip", NAMES)
+    args = ["infer", str(spec), *TINY, "--weights", str(weights), "--input", str(tmp_path / "in")]
+    assert cli.main([*args, "--output", str(tmp_path / "out")]) == 0
+    written = sorted(p.name for p in (tmp_path / "out" / "clip").iterdir())
+    assert written == sorted(NAMES)
+    assert all(read_png(tmp_path / "out" / "clip" / n).shape == (48, 64, 3) for n in NAMES)
+
+    assert (model.frames, model.input, model.port) == (3, "x", "sr")
+    window = torch.stack([torch.from_numpy(arrays[i]).permute(2, 0, 1) / 255 for i in (1, 0, 1)])
+    with torch.no_grad():
+        want = model.module(x=window[None])["sr"][0].clamp(0, 1)
+    got = torch.from_numpy(read_png(tmp_path / "out" / "clip" / "f1.png").copy()).permute(2, 0, 1)
+    assert (got / 255 - want).abs().max() <= 0.5 / 255 + 1e-5  # the 8-bit rounding only
+
+
+def test_infer_windows_are_reflected_at_the_ends_in_natural_order(tmp_path: Path) -> None:
+    """Windows of 3 over f1, f2, f3, f10: frame −1 is frame 1 and frame 4 is frame 2, so
+    the first frames of the windows are (f2, f1, f2, f3) and the last (f2, f3, f10, f3);
+    tiles and batches of windows give the same frames."""
+    from engine.apply.images import list_inputs
+    from engine.apply.infer import InferOptions, infer
+    from engine.apply.source import open_model
+
+    spec = tmp_path / "pick.yaml"
+    spec.write_text(PICK, encoding="utf-8")
+    _, weights = export_untrained(spec, [], tmp_path / "models", seed=None)
+    arrays = frames_folder(tmp_path / "in", NAMES)
+    items = list_inputs(str(tmp_path / "in"))
+    runs = {
+        "first": ("first", InferOptions(progress=False)),
+        "last": ("last", InferOptions(progress=False)),
+        "tiled": ("first", InferOptions(tile=8, overlap=0, progress=False)),
+        "batched": ("last", InferOptions(batch=3, progress=False)),
+    }
+    expected = {"first": [1, 0, 1, 2], "last": [1, 2, 3, 2]}
+    for label, (port, options) in runs.items():
+        model = open_model(spec, weights=weights, port=port, windows=True)
+        result = infer(model, items, tmp_path / label, options, log=lambda _: None)
+        assert not result.failed and len(result.done) == 4, label
+        for name, source in zip(NAMES, expected[port], strict=True):
+            assert np.array_equal(read_png(tmp_path / label / name), arrays[source]), (label, name)
+
+
+def test_infer_refuses_short_and_mixed_sequences_and_empty_folders(tmp_path: Path) -> None:
+    """A folder of fewer frames than the window, or of frames of two sizes, fails as a
+    whole with the reason (the other folders still run); a folder without images, and
+    export of a window network, are refused before anything runs."""
+    import cli
+    from engine.apply.images import list_inputs
+    from engine.apply.infer import InferOptions, infer
+    from engine.apply.source import ApplyError, open_model
+
+    spec = tmp_path / "pick.yaml"
+    spec.write_text(PICK, encoding="utf-8")
+    _, weights = export_untrained(spec, [], tmp_path / "models", seed=None)
+    frames_folder(tmp_path / "in" / "short", ["a.png", "b.png"])
+    frames_folder(tmp_path / "in" / "mixed", ["a.png", "b.png"])
+    frames_folder(tmp_path / "in" / "mixed", ["c.png"], size=(8, 8))
+    frames_folder(tmp_path / "in" / "good", NAMES[:3])
+    model = open_model(spec, weights=weights, windows=True)
+    items = list_inputs(str(tmp_path / "in"))
+    result = infer(model, items, tmp_path / "out", InferOptions(progress=False), log=print)
+    assert sorted(p.name for p in result.done) == sorted(NAMES[:3])
+    why = {(p.parent.name, p.name): w for p, w in result.failed}
+    assert len(why) == 5
+    assert "2 frames, but the network takes windows of 3" in why["short", "a.png"]
+    assert "c.png is 8×8 pixels, but" in why["mixed", "b.png"]
+    assert "must have one size" in why["mixed", "a.png"]
+
+    (tmp_path / "empty").mkdir()
+    args = ["infer", str(spec), "--weights", str(weights), "--input", str(tmp_path / "empty")]
+    assert cli.main([*args, "--output", str(tmp_path / "o")]) == cli.EXIT_INVALID
+    with pytest.raises(ApplyError, match="frame windows run in infer only"):
+        open_model(spec, weights=weights)
 
 
 # The slow tier's recipe: small models, long enough to beat the baselines on 2 CPU cores.

@@ -7,7 +7,8 @@ take the earlier and the later frame. An input fed ``data.mid`` in training (RIF
 privileged teacher) is given the mean of the two frames, which a student's output
 never reads; a network with a ``teacher`` parameter is built without the teacher.
 
-Each sub-folder of the input is one sequence, its frames in file-name order (as the
+Each sub-folder of the input is one sequence, its frames in natural name order
+(``f2`` before ``f10``; zero-padded names, as REDS and Vimeo-90K have, sort as the
 data side reads clips). Every original frame is kept: sequence frame i is written as
 frame 2i and the frame the network makes between i and i + 1 as 2i + 1, numbered
 ``00000000.png`` … so that a video encoder reads them in order. Frame sizes the
@@ -27,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.apply.images import FORMATS, SIXTEEN_BIT, Item, write_image
+from engine.apply.images import FORMATS, SIXTEEN_BIT, Item, sequences, write_image
 from engine.apply.source import ApplyError, choose_network, is_run_folder, load_spec, newest_export
 from engine.data.errors import DataError
 from engine.data.imageio import read_image, to_tensor
@@ -156,14 +157,6 @@ class FrameRateResult:
     failed: list[tuple[Path, str]]
     skipped: list[Path]
     seconds: float
-
-
-def sequences(items: list[Item]) -> list[list[Item]]:
-    """The items grouped by folder (one sequence each), frames in file-name order."""
-    groups: dict[Path, list[Item]] = {}
-    for item in items:
-        groups.setdefault(item.relative.parent, []).append(item)
-    return [sorted(g, key=lambda i: i.path.name) for _, g in sorted(groups.items())]
 
 
 def double_frame_rate(

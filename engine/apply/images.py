@@ -13,6 +13,7 @@ Outputs: PNG by default; ``jpg``, ``webp``, ``bmp``, ``tif`` on request, or ``sa
 from __future__ import annotations
 
 import glob
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from engine.data.imageio import EXTENSIONS
 FORMATS = {"png": ".png", "jpg": ".jpg", "webp": ".webp", "bmp": ".bmp", "tif": ".tif"}
 SIXTEEN_BIT = (".png", ".tif", ".tiff")
 _WILDCARDS = set("*?[")
+_DIGITS = re.compile(r"(\d+)")
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,20 @@ def _list(spec: str) -> list[Item]:
 
 def _is_image(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in EXTENSIONS
+
+
+def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key putting ``frame2`` before ``frame10``: runs of digits compare as numbers."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in _DIGITS.split(name))
+
+
+def sequences(items: list[Item]) -> list[list[Item]]:
+    """The items grouped by folder (one sequence of frames each), in folder order, each
+    in natural name order (:func:`natural_key`)."""
+    groups: dict[Path, list[Item]] = {}
+    for item in items:
+        groups.setdefault(item.relative.parent, []).append(item)
+    return [sorted(g, key=lambda i: natural_key(i.path.name)) for _, g in sorted(groups.items())]
 
 
 def output_path(out_dir: Path, item: Item, fmt: str) -> Path:

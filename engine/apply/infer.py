@@ -13,6 +13,9 @@ the same relative path. Channels follow the input:
   cheaper; exact at 1x); ``"drop"`` writes no alpha. A fully opaque alpha is dropped.
 * a one-channel network gets the luma of colour inputs.
 
+A network of frame windows (video SR) runs every frame of each folder with its window
+(:mod:`engine.apply.video_sr`).
+
 A file that cannot be read or run is reported by name and skipped; the rest go on.
 On out-of-memory the tile is halved (down to 32 pixels) and the image retried.
 Results are encoded and written on a thread while the network runs the next image.
@@ -203,6 +206,10 @@ def infer(
         )
     if options.bits == "16" and options.format not in ("png", "tif", "same"):
         raise ApplyError(f"16-bit output needs --format png or tif, not {options.format}")
+    if model.frames is not None:  # video SR: each frame with its window of neighbours
+        from engine.apply.video_sr import super_resolve_sequences
+
+        return super_resolve_sequences(model, items, out_dir, options, log=log)
     say = log or (lambda text: print(text, file=sys.stderr, flush=True))
     runner = Runner(model, options, say)
     result = InferResult()

@@ -45,6 +45,9 @@ class Model:
     port: str  # the output port applied
     multiple: int  # input sizes must be a multiple of this (1: any)
     scale: Fraction  # output size / input size
+    #: The window length T of a video network (input N×T×C×H×W, the centre frame
+    #: predicted); None for a network of single images.
+    frames: int | None = None
 
 
 def is_run_folder(path: Path) -> bool:
@@ -139,8 +142,12 @@ def open_model(
     port: str | None = None,
     overrides: list[str] | None = None,
     need_weights: bool = True,
+    windows: bool = False,
 ) -> Model:
-    """Build the chosen network of ``source`` and load its weights (strictly)."""
+    """Build the chosen network of ``source`` and load its weights (strictly).
+
+    ``windows`` accepts a network whose one input is a window of frames (N×T×C×H×W,
+    video SR), which ``infer`` runs frame by frame; other callers refuse it."""
     from engine.compile.build import check_shapes, compile_network
     from engine.compile.sizes import size_rule
     from engine.compile.weights import WeightsError, load_weights
@@ -165,15 +172,20 @@ def open_model(
     except SpecError as exc:
         raise ApplyError("\n".join(str(d) for d in exc.diagnostics.errors)) from None
     inference = shapes.networks[name]
-    image_inputs = {k: s for k, s in inference.input_shapes.items() if len(s) == 4}
+    ranks = (4, 5) if windows else (4,)
+    image_inputs = {k: s for k, s in inference.input_shapes.items() if len(s) in ranks}
     if len(inference.input_shapes) != 1 or len(image_inputs) != 1:
         kinds = ", ".join(f"{k} {tuple(s[1:])}" for k, s in inference.input_shapes.items())
+        if windows:
+            accepted = "one image input (C×H×W) or one window of frames (T×C×H×W)"
+        else:
+            accepted = "one image input (C×H×W); networks of frame windows run in infer only"
         raise ApplyError(
-            f"network '{name}' takes {kinds}: infer and export run networks with one image "
-            "input (C×H×W); networks of frame windows or several inputs are not supported "
-            "yet"
+            f"network '{name}' takes {kinds}: this command runs networks with {accepted}; "
+            "networks of several inputs are not supported yet"
         )
     (input_name, shape), *_ = image_inputs.items()
+    frames = int(shape[1]) if len(shape) == 5 else None
     module = compile_network(inference)
     if weights_path is not None:
         try:
@@ -204,8 +216,9 @@ def open_model(
         module=module,
         weights=weights_path,
         input=input_name,
-        channels=int(shape[1]),
+        channels=int(shape[-3]),
         port=port,
         multiple=rule.multiple or 1,
         scale=Fraction(out[-1], shape[-1]),
+        frames=frames,
     )

@@ -15,6 +15,7 @@ from torch import nn
 
 class Tiled(nn.Module):
     """Runs a network on overlapping tiles of its (single) image input and stitches.
+    A window of frames (N×T×C×H×W) is cut at the same place in every frame.
 
     Large validation images otherwise run out of memory. Each tile is ``tile`` pixels
     plus ``overlap`` of context on every side; only the centre of each output tile is
@@ -76,7 +77,10 @@ class Tiled(nn.Module):
         h, w = patch.shape[-2:]
         pad_h, pad_w = -h % self.multiple, -w % self.multiple
         if pad_h or pad_w:
-            patch = F.pad(patch, (0, pad_w, 0, pad_h), mode="replicate")
+            # Replicate padding of the last two axes; a window of frames (N×T×C×H×W,
+            # video SR) needs the 3-axis form, with no padding in front.
+            pad = (0, pad_w, 0, pad_h, *((0, 0) if patch.ndim == 5 else ()))
+            patch = F.pad(patch, pad, mode="replicate")
         ys = self.net(**{name: patch})
 
         def crop(y: torch.Tensor) -> torch.Tensor:
