@@ -100,6 +100,12 @@ class _ActNormCore(nn.Module):
             self.initialized.fill_(True)
         self._ready = True
 
+    def implied_state(self, state: dict[str, Any], prefix: str) -> None:
+        """A file without the flag (SRFlow's own) holds trained values: initialized."""
+        flag = prefix + "initialized"
+        if flag not in state and prefix + "bias" in state:
+            state[flag] = torch.tensor(True)
+
     def _load_from_state_dict(
         self,
         state_dict: dict[str, Any],
@@ -110,11 +116,8 @@ class _ActNormCore(nn.Module):
         unexpected_keys: list[str],
         error_msgs: list[str],
     ) -> None:
-        # A file without the flag (SRFlow's own) holds trained values: initialized.
         # (load_state_dict hands every module its own copy of the dict.)
-        flag = prefix + "initialized"
-        if flag not in state_dict and prefix + "bias" in state_dict:
-            state_dict[flag] = torch.tensor(True)
+        self.implied_state(state_dict, prefix)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )

@@ -332,11 +332,16 @@ def _source_layout(state: Mapping[str, Any], target: Mapping[str, Any]) -> Sourc
         return "pan_trainner" if layouts_pan.is_trainner(state) else "loom"
     if not all(k in target for k in RRDBNET_KEYS):
         return "loom"
+    return _older_esrgan(state) or "loom"
+
+
+def _older_esrgan(state: Mapping[str, Any]) -> SourceLayout | None:
+    """The older ESRGAN layout a file is in (the original's, BSRGAN's), if any."""
     if "RRDB_trunk.0.RDB1.conv1.weight" in state:
         return "bsrgan"
     if "model.0.weight" in state and any(_OLD_RDB.fullmatch(k.rpartition(".")[0]) for k in state):
         return "esrgan_old"
-    return "loom"
+    return None
 
 
 _TO_ESRGAN: dict[str, Callable[[StateDict], StateDict]] = {
@@ -370,6 +375,11 @@ def load_weights(
         state = read_state_dict(path_or_state_dict)
     renamed = 0
     if key_map:
+        # A key map for an ESRGAN file is written in the new layout's names, whatever
+        # layout the file is in (SRFlow's encoder from any ESRGAN generator).
+        older = _older_esrgan(state)
+        if older is not None:
+            state = _TO_ESRGAN[older](state)
         try:
             state, renamed = apply_key_map(state, key_map)
         except KeyMapError as exc:
@@ -384,6 +394,7 @@ def load_weights(
         except layouts_pan.PanLayoutError as exc:
             raise WeightsError(f"{source}: {exc}") from None
     state = _from_old_spectral_norm(state, target)
+    state = _with_implied(module, state)
     state = _without_derived(module, state, source, strict=strict)
     report = _match(source, layout, state, target)
     report.renamed = renamed
@@ -395,6 +406,17 @@ def load_weights(
     fitting = {k: state[k] for k in report.loaded}
     module.load_state_dict(fitting, strict=False)
     return report
+
+
+def _with_implied(module: nn.Module, state: StateDict) -> StateDict:
+    """The file's state with the keys its values imply (an actnorm with trained values
+    is initialized): modules that have such keys say so by ``implied_state``."""
+    out = dict(state)
+    for prefix, sub in module.named_modules():
+        fill = getattr(sub, "implied_state", None)
+        if callable(fill):
+            fill(out, f"{prefix}." if prefix else "")
+    return out
 
 
 def _without_derived(
