@@ -271,7 +271,9 @@ def materialize(inference: Inference, device: torch.device | str = "cpu") -> Com
     module.output_ports = tuple(results)
     if plan is not None:
         size = flow.top_size(plan, inference.input_shapes, inference.outputs[plan.top])
-        module.set_reverse(flow.reverse_graph(graph, plan, step_calls, size, network.name), plan.input)
+        module.set_reverse(
+            flow.reverse_graph(graph, plan, step_calls, size, network.name), plan.input
+        )
     return module
 
 
