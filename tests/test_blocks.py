@@ -155,6 +155,15 @@ EXAMPLES: dict[str, Example] = {
     "exp": Example({}, [IMG], [IMG]),
     "flatten": Example({}, [IMG], [(2, 144)]),
     "flow_warp": Example({"padding_mode": "border"}, [IMG, (2, 2, 6, 6)], [IMG]),
+    # Flow steps also return their log-determinant per sample, after their ports.
+    "actnorm": Example({}, [IMG], [IMG, (2,)]),
+    "invconv": Example({"lu": True}, [IMG], [IMG, (2,)]),
+    "affine_coupling": Example({"hidden": 8, "features": True}, [IMG, (2, 3, 6, 6)], [IMG, (2,)]),
+    "feature_affine": Example({"hidden": 8}, [IMG, (2, 3, 6, 6)], [IMG, (2,)]),
+    "squeeze": Example({}, [IMG], [(2, 16, 3, 3), (2,)]),
+    "flow_split": Example({}, [IMG], [(2, 2, 6, 6), (2, 2, 6, 6), (2,)]),
+    "dequantize": Example({"levels": 255}, [IMG], [IMG]),
+    "nll": Example({"convention": "glow"}, [(2, 4, 3, 3), (2,), (2, 3, 6, 6)], [()], detached=(2,)),
     "conv3d": Example(
         {"out": 5, "kernel": [3, 1, 1], "padding": [0, 0, 0], "act": "lrelu"},
         [(2, 4, 3, 6, 6)],
@@ -257,7 +266,7 @@ def test_block_runs_and_differentiates(name: str) -> None:
     block, inputs, outputs = run_example(name)
 
     assert [tuple(o.shape) for o in outputs] == example_for(name).outputs
-    assert len(outputs) == len(info.outputs)
+    assert len(outputs) == len(info.outputs) + info.invertible  # a flow step's logdet
     trainable = [n for n, p in block.named_parameters() if p.requires_grad]
     # trainable=False promises no parameters; a trainable block's example should have some.
     assert bool(trainable) == info.trainable, trainable
