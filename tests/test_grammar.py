@@ -97,10 +97,11 @@ def test_chain_mistakes_are_reported_at_their_key(tmp_path: Path) -> None:
 
 EXPECTED_CHAIN_ERRORS = [
     "12:7: 'networks.G.nodes.e' needs 'block', 'chain' or 'share'",
-    "8:48: an item of chain 'a' takes the previous item's output; remove its 'in:'",
+    "8:48: an item of chain 'a' takes the previous item's output on 'x'; remove its 'in:'",
     "9:18: node 'b': 'block' beside 'chain:'; 'block' and parameters belong to the items "
     "of the chain",
-    "10:34: an item of chain 'c' takes one input; block 'grid_sample' takes x, grid",
+    "10:34: an item of chain 'c' reads the item before on its first input; block "
+    "'grid_sample' takes x, grid: bind 'grid' with 'in: {port: ref}'",
     "11:25: every item of chain 'd' is switched off",
     "13:50: node 'f': 'repeat' beside 'chain:'; put 'repeat' on an item of the chain",
 ]

@@ -161,10 +161,7 @@ CHAIN_ITEM = {
     "type": "object",
     "properties": {
         **_BLOCK_KEYS,
-        "in": {
-            "type": "object",
-            "description": "the item's inputs besides its first, by port name",
-        },
+        "in": {**INPUTS, "description": "the item's inputs besides its first, by port name"},
         "as": {
             "type": "string",
             "pattern": NAME,
