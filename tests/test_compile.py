@@ -18,12 +18,19 @@ ROOT = Path(__file__).resolve().parents[1]
 BASE = ROOT / "tests" / "broken" / "_base.yaml"
 SPECS = sorted((ROOT / "specs").glob("*.yaml"))
 SMALL = {
+    "srflow.yaml": [
+        "networks.G.nodes.RRDB.nf=4",
+        "networks.G.nodes.RRDB.gc=2",
+        "networks.G.nodes.flowUpsamplerNet.K=2",
+        "networks.G.nodes.flowUpsamplerNet.hidden=8",
+        "data.train.crop_size=32",
+    ],
     "esrgan.yaml": [
         "networks.G.params.nb=2",
         "networks.G.params.nf=8",
         "networks.G.params.gc=4",
         "networks.D.params.nf=4",
-    ]
+    ],
 }
 
 

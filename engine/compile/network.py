@@ -163,6 +163,8 @@ def infer(
         )
     for port, group in network.outputs.items():
         result.outputs[port] = probe.shape(probe.cat([values[s] for s in group]))
+    if network.flow is not None:  # one log-determinant per sample
+        result.outputs[LOGDET] = input_shapes[network.flow.input][:1]
     return result
 
 
