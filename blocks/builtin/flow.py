@@ -200,7 +200,8 @@ class InvConv1x1(nn.Module):
         return y, _per_sample(logabsdet * _pixels(x), x)
 
     def reverse(self, y: torch.Tensor) -> torch.Tensor:
-        w, _ = self._weight()
+        # The plain form is W itself: the way back needs no determinant (a slogdet each).
+        w = self.weight if not self.lu else self._weight()[0]
         # In float64, as SRFlow inverts: a float32 inverse of 48×48 loses digits.
         inverse = torch.inverse(w.double()).to(w.dtype)
         return F.conv2d(y, inverse[:, :, None, None])
