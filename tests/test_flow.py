@@ -8,6 +8,7 @@ chain items, copies of a repeat) for what it builds and what it refuses.
 
 from __future__ import annotations
 
+import copy
 import math
 import textwrap
 from pathlib import Path
@@ -81,13 +82,21 @@ def _prepared(block: nn.Module, x: torch.Tensor, cond: torch.Tensor | None) -> n
     return _perturbed(block)
 
 
-@pytest.mark.parametrize(("name", "block", "shape", "cond_shape"), CASES, ids=[c[0] for c in CASES])
-def test_every_flow_block_inverts_exactly(name, block, shape, cond_shape) -> None:  # type: ignore[no-untyped-def]
-    torch.manual_seed(1)
+def _setup(
+    block: nn.Module, shape: tuple[int, ...], cond_shape: tuple[int, ...] | None, seed: int
+) -> tuple[nn.Module, torch.Tensor, list[torch.Tensor]]:
+    """A fresh float64 copy of a case's block, initialized and perturbed, its input and
+    its condition (as a list: none or one)."""
+    torch.manual_seed(seed)
     x = torch.randn(shape, dtype=torch.float64)
     cond = None if cond_shape is None else torch.randn(cond_shape, dtype=torch.float64)
-    block = _prepared(block, x, cond)
-    extra = [] if cond is None else [cond]
+    block = _prepared(copy.deepcopy(block), x, cond)
+    return block, x, [] if cond is None else [cond]
+
+
+@pytest.mark.parametrize(("name", "block", "shape", "cond_shape"), CASES, ids=[c[0] for c in CASES])
+def test_every_flow_block_inverts_exactly(name, block, shape, cond_shape) -> None:  # type: ignore[no-untyped-def]
+    block, x, extra = _setup(block, shape, cond_shape, seed=1)
     out = block(x, *extra)
     if isinstance(block, FlowSplit):
         kept, z, _ = out
@@ -100,11 +109,7 @@ def test_every_flow_block_inverts_exactly(name, block, shape, cond_shape) -> Non
 
 @pytest.mark.parametrize(("name", "block", "shape", "cond_shape"), CASES, ids=[c[0] for c in CASES])
 def test_log_determinants_equal_autograds_jacobian(name, block, shape, cond_shape) -> None:  # type: ignore[no-untyped-def]
-    torch.manual_seed(2)
-    x = torch.randn(shape, dtype=torch.float64)
-    cond = None if cond_shape is None else torch.randn(cond_shape, dtype=torch.float64)
-    block = _prepared(block, x, cond)
-    extra = [] if cond is None else [cond]
+    block, x, extra = _setup(block, shape, cond_shape, seed=2)
     for i in range(shape[0]):
         sample = x[i : i + 1]
         c = [e[i : i + 1] for e in extra]
