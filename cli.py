@@ -407,8 +407,13 @@ def cmd_infer(ns: argparse.Namespace) -> int:
         if frames is not None:  # RIFE: each folder of frames at twice the frame rate
             result = _double_frame_rate(frames, items, ns, options)
         else:
-            model = _open_model(ns, windows=True)  # video SR: each frame with its window
-            result = infer(model, items, Path(ns.output), options)
+            model = _open_model(ns, windows=True)
+            if model.frames is not None:  # video SR: each frame with its window
+                from engine.apply.video_sr import super_resolve_sequences
+
+                result = super_resolve_sequences(model, items, Path(ns.output), options)
+            else:
+                result = infer(model, items, Path(ns.output), options)
     except (ApplyError, InputError) as exc:
         print(f"infer: {exc}", file=sys.stderr)
         return EXIT_INVALID

@@ -138,7 +138,7 @@ def check_library(
             continue  # needs parameters from its user; checked where it is used
         loc = block.loc
         doc = Doc({"use": name}, {(): loc, ("use",): loc} if loc is not None else {}, {})
-        expander.network(name, {"use": name}, doc)
+        expander.network(name, {"use": name}, doc, block_alone=True)
     return diags
 
 

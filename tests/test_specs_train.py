@@ -129,7 +129,7 @@ TINY = {
         "train.iterations=4",
         "validation.every=4",
         "checkpoints.every=4",
-        "logging.every=2",
+        "logging.every=1",
     ],
     "rife.yaml": [
         "data.train.crop_size=48",

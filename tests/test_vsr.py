@@ -301,8 +301,9 @@ def test_infer_windows_are_reflected_at_the_ends_in_natural_order(tmp_path: Path
     the first frames of the windows are (f2, f1, f2, f3) and the last (f2, f3, f10, f3);
     tiles and batches of windows give the same frames."""
     from engine.apply.images import list_inputs
-    from engine.apply.infer import InferOptions, infer
+    from engine.apply.infer import InferOptions
     from engine.apply.source import open_model
+    from engine.apply.video_sr import super_resolve_sequences
 
     spec = tmp_path / "pick.yaml"
     spec.write_text(PICK, encoding="utf-8")
@@ -318,7 +319,9 @@ def test_infer_windows_are_reflected_at_the_ends_in_natural_order(tmp_path: Path
     expected = {"first": [1, 0, 1, 2], "last": [1, 2, 3, 2]}
     for label, (port, options) in runs.items():
         model = open_model(spec, weights=weights, port=port, windows=True)
-        result = infer(model, items, tmp_path / label, options, log=lambda _: None)
+        result = super_resolve_sequences(
+            model, items, tmp_path / label, options, log=lambda _: None
+        )
         assert not result.failed and len(result.done) == 4, label
         for name, source in zip(NAMES, expected[port], strict=True):
             assert np.array_equal(read_png(tmp_path / label / name), arrays[source]), (label, name)
@@ -330,8 +333,9 @@ def test_infer_refuses_short_and_mixed_sequences_and_empty_folders(tmp_path: Pat
     export of a window network, are refused before anything runs."""
     import cli
     from engine.apply.images import list_inputs
-    from engine.apply.infer import InferOptions, infer
+    from engine.apply.infer import InferOptions
     from engine.apply.source import ApplyError, open_model
+    from engine.apply.video_sr import super_resolve_sequences
 
     spec = tmp_path / "pick.yaml"
     spec.write_text(PICK, encoding="utf-8")
@@ -342,7 +346,9 @@ def test_infer_refuses_short_and_mixed_sequences_and_empty_folders(tmp_path: Pat
     frames_folder(tmp_path / "in" / "good", NAMES[:3])
     model = open_model(spec, weights=weights, windows=True)
     items = list_inputs(str(tmp_path / "in"))
-    result = infer(model, items, tmp_path / "out", InferOptions(progress=False), log=print)
+    result = super_resolve_sequences(
+        model, items, tmp_path / "out", InferOptions(progress=False), log=print
+    )
     assert sorted(p.name for p in result.done) == sorted(NAMES[:3])
     why = {(p.parent.name, p.name): w for p, w in result.failed}
     assert len(why) == 5

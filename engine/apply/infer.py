@@ -206,10 +206,11 @@ def infer(
         )
     if options.bits == "16" and options.format not in ("png", "tif", "same"):
         raise ApplyError(f"16-bit output needs --format png or tif, not {options.format}")
-    if model.frames is not None:  # video SR: each frame with its window of neighbours
-        from engine.apply.video_sr import super_resolve_sequences
-
-        return super_resolve_sequences(model, items, out_dir, options, log=log)
+    if model.frames is not None:
+        raise ApplyError(
+            f"network '{model.net}' takes windows of frames; run it with "
+            "engine.apply.video_sr.super_resolve_sequences"
+        )
     say = log or (lambda text: print(text, file=sys.stderr, flush=True))
     runner = Runner(model, options, say)
     result = InferResult()

@@ -23,6 +23,7 @@ import networkx as nx
 from engine.graph import flow
 from engine.graph.cycles import cycles, report_cycles
 from engine.graph.model import Network, PortBindings, Source
+from engine.graph.names import input_problem, node_problem
 from engine.graph.ports import Ports, Value, bind, references, resolve_reference
 from engine.spec.catalog import Catalog
 from engine.spec.diagnostics import Diagnostics, Loc, did_you_mean, quote_list
@@ -124,8 +125,12 @@ class Expander:
         self._item_names: dict[tuple[int, str], dict[str, int]] = {}
 
     # ----------------------------------------------------------------- networks
-    def network(self, name: str, data: dict[str, Any], doc: Doc) -> Network | None:
-        """Expand one entry of ``networks:`` (``doc`` is rooted at it)."""
+    def network(
+        self, name: str, data: dict[str, Any], doc: Doc, *, block_alone: bool = False
+    ) -> Network | None:
+        """Expand one entry of ``networks:`` (``doc`` is rooted at it). ``block_alone``:
+        a library's block checked as a network of its own, so a block made of flow steps
+        transforms its first input (a network says so with ``flow:``)."""
         self.graph = nx.DiGraph()
         self._aliases, self._pending, self._failed = {}, [], False
         try:
@@ -151,6 +156,8 @@ class Expander:
         if network is None:
             return None
         flow_input = data.get("flow") if isinstance(data.get("flow"), str) else None
+        if block_alone and network.inputs and flow.has_steps(network, self.catalog):
+            flow_input = next(iter(network.inputs))
         network.flow = flow.plan(network, flow_input, self.catalog, doc.loc(("flow",)), self.diags)
         if flow_input is not None and network.flow is None:
             return None
@@ -250,6 +257,9 @@ class Expander:
                 self.diags.error(doc.loc(("params", key)), str(exc))
         bindings = {}
         for input_name, channels in declared.items():
+            reserved = input_problem(str(input_name))
+            if reserved is not None:
+                self.diags.error(doc.key_loc(("inputs", input_name)), reserved)
             self.graph.add_node(
                 input_name, kind="input", channels=channels, loc=doc.key_loc(("inputs", input_name))
             )
@@ -292,6 +302,9 @@ class Expander:
                 channels[key] = count
         bindings = {}
         for input_name, count in channels.items():
+            reserved = input_problem(str(input_name))
+            if reserved is not None:  # the block's input becomes the network's
+                self.diags.error(doc.loc(("use",)), f"network '{name}': block {reserved}")
             self.graph.add_node(input_name, kind="input", channels=count, loc=doc.loc(("use",)))
             bindings[input_name] = [Source(input_name)]
         raw = as_dict(data.get("params"))
@@ -370,6 +383,9 @@ class Expander:
         key = id(body)
         if key not in self._structures:
             for name in nodes:
+                reserved = node_problem(str(name))
+                if reserved is not None:
+                    self.diags.error(doc.key_loc(("nodes", name)), reserved)
                 if name in bindings:
                     self.diags.error(
                         doc.key_loc(("nodes", name)),

@@ -24,6 +24,12 @@ from engine.spec.diagnostics import Diagnostics, Loc, did_you_mean
 LOGDET = "logdet"
 
 
+def has_steps(network: Network, catalog: Catalog) -> bool:
+    """Whether any node of the expanded network is a step of a normalizing flow."""
+    g = network.graph
+    return any(_is_invertible(catalog, g.nodes[n]["block"]) for n in network.leaves())
+
+
 def plan(
     network: Network, flow_input: str | None, catalog: Catalog, at: Loc | None, diags: Diagnostics
 ) -> FlowPlan | None:

@@ -16,6 +16,7 @@ import networkx as nx
 from engine.graph.cycles import cycles, report_cycles
 from engine.graph.flow import LOGDET
 from engine.graph.model import Network, Source, TrainingGraph
+from engine.graph.names import graph_node_problem
 from engine.graph.ports import Ports, Value, bind, resolve_reference
 from engine.spec.catalog import Catalog
 from engine.spec.diagnostics import Diagnostics, Loc, did_you_mean, quote_list
@@ -50,6 +51,12 @@ class TrainingGraphBuilder:
         outputs: dict[str, list[str] | None] = {}
         for name, node in nodes.items():
             if not isinstance(node, dict):
+                continue
+            reserved = graph_node_problem(str(name))
+            if reserved is not None:
+                self.diags.error(doc.key_loc((name,)), reserved)
+                outputs[name] = None
+                g.add_node(name, kind="invalid", loc=doc.key_loc((name,)))
                 continue
             info = self._classify(name, node, doc)
             outputs[name] = info["outputs"] if info else None
