@@ -16,6 +16,7 @@ import networkx as nx
 from engine.graph.model import Network, TrainingGraph
 from engine.graph.select import parameter_nodes, select
 from engine.graph.training import gradient_networks
+from engine.settings import Settings
 from engine.settings.base import iteration_of
 from engine.spec.diagnostics import Diagnostics, Loc, did_you_mean, quote_list
 from engine.spec.skeleton import OPTIMIZERS
@@ -346,6 +347,34 @@ def check_references(
                 doc.loc(where),
                 f"{label}: unknown graph node '{base}'{did_you_mean(base, names)}",
             )
+            continue
+        if "heats" in validation and where[-1] == "output":
+            _check_sampled(tg, ref, doc.loc(where), label, diags)
+
+
+def _check_sampled(
+    tg: TrainingGraph, ref: str, where: Loc | None, label: str, diags: Diagnostics
+) -> None:
+    """``validation.heats`` samples an invertible network backwards: the output
+    validated must be a reverse call's (``{call: G, reverse: true}``)."""
+    node = ref.split(".", 1)[0]
+    attrs = tg.graph.nodes[node] if node in tg.graph else {}
+    if attrs.get("kind") == "call" and attrs.get("reverse"):
+        return
+    reverse = [
+        n for n, a in tg.graph.nodes(data=True) if a.get("kind") == "call" and a.get("reverse")
+    ]
+    hint = (
+        f"; the reverse calls here: {quote_list(reverse)}"
+        if reverse
+        else "; add a node such as {call: G, reverse: true, in: {lr: data.lr}, heat: 0.0} "
+        "for a network with 'flow: INPUT'"
+    )
+    diags.error(
+        where,
+        f"{label}: validation.heats samples a reverse call's output at each heat, but "
+        f"'{node}' is not a reverse call{hint} (or remove validation.heats)",
+    )
 
 
 def _at(spec: dict[str, Any], path: Path) -> Any:
@@ -387,3 +416,23 @@ def unused_graph_nodes(
             continue
         what = "loss" if attrs["kind"] == "loss" else "graph node"
         diags.warning(attrs["loc"], f"{what} '{name}' is not used by any step or by validation")
+
+
+def flow_batch(
+    settings: Settings, networks: dict[str, Network | None], doc: Doc, diags: Diagnostics
+) -> None:
+    """A normalizing flow trained on batches of one image: SRFlow gives NaN there (its
+    actnorms initialize from the statistics of the first batch)."""
+    train = settings.data.train
+    if settings.train is None or train is None or train.batch_size != 1:
+        return
+    flows = [name for name, net in networks.items() if net is not None and net.flow is not None]
+    if flows:
+        at = doc.loc(("data", "train", "batch_size")) or doc.key_loc(("data", "train"))
+        diags.warning(
+            at,
+            f"batch_size 1 trains the normalizing flow of network '{flows[0]}' on one image "
+            "a batch: SRFlow is known to give NaN there (its actnorms initialize from the "
+            "first batch's statistics); use batch_size 2 or more, with train.accumulate "
+            "for a larger batch than memory holds",
+        )

@@ -93,6 +93,7 @@ def check_spec(
     check_schema(_SPEC_VALIDATOR, data, doc, diags)
     networks, training, expressions = _expand_all(data, doc, found, catalog, diags, policy)
     settings = parse_settings(data, doc, diags, found.parent)
+    checks.flow_batch(settings, networks, doc, diags)
     if strict:
         _strict_paths(data, doc, policy, found.parent, diags)
     if diags.errors:

@@ -357,3 +357,22 @@ def test_reverse_calls_are_checked(tmp_path: Path) -> None:
     assert "network 'D' is not invertible" in text
     assert "'heat' is the temperature of a reverse call" in text
     assert "call node 'a'" not in text
+
+
+def test_batch_one_is_warned_of_at_its_key(tmp_path: Path) -> None:
+    """SRFlow gives NaN at batch 1: validate says so at data.train.batch_size and points
+    to accumulate; batch 2 is not warned of."""
+    from engine.load import check_spec
+
+    text = (ROOT / "specs" / "srflow.yaml").read_text(encoding="utf-8")
+    assert "batch_size: 8" in text
+    spec = tmp_path / "srflow.yaml"
+    spec.write_text(text.replace("batch_size: 8", "batch_size: 1"), encoding="utf-8")
+    (tmp_path / "lib").symlink_to(ROOT / "specs" / "lib")
+    _, diags = check_spec(spec)
+    found = [d for d in diags.warnings if "batch_size 1" in d.message]
+    assert len(found) == 1 and "NaN" in found[0].message and "accumulate" in found[0].message
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "batch_size: 8" in t)
+    assert found[0].loc is not None and found[0].loc.line == line
+    _, diags = check_spec(ROOT / "specs" / "srflow.yaml", ["data.train.batch_size=2"])
+    assert not [d for d in diags.warnings if "batch_size" in d.message]

@@ -114,7 +114,8 @@ def resolve_reference(
         elif not hint and (port.split(".")[0].isdigit() or "." in port):
             hint = (
                 f"; only the outputs of '{base}' can be named ('{base}.PORT'), not the "
-                "nodes inside a composite or the instances of a repeat"
+                "nodes inside a composite ('NODE.N' names copy N of a repeated node or "
+                "item N of a chain)"
             )
         diags.error(at, f"'{base}' has no output '{port}'{hint}; outputs: {quote_list(outputs)}")
         return None
