@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from engine.compile.keymap import check_entry
 from engine.settings.base import Reader, setting
@@ -27,6 +27,14 @@ class ValidationSettings:
     crop_border: int | None = setting(None, "pixels shaved from each border", shown="the scale")
     tile: int | None = setting(None, "run the network on tiles of this size (bounded memory)")
     samples: int = setting(2, "images saved side by side per validation")
+    heats: tuple[float, ...] = setting(
+        (),
+        "also draw `output`, a reverse call's, at these heats (z ~ N(0, heat²)), and take "
+        "the metrics at heat 0: logs psnr_heatH, diversity_heatH and nonfinite_samples, "
+        "and a grid per sample image (docs/srflow.md)",
+        shown="none",
+    )
+    n_sample: int = setting(1, "draws per image at each of `heats` (diversity needs 2)")
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,36 @@ def parse_validation(r: Reader) -> ValidationSettings:
         crop_border=s.get("crop_border"),
         tile=s.get("tile"),
         samples=int(s.get("samples", 2)),
+        heats=_heats(r, s),
+        n_sample=int(s.get("n_sample", 1)),
     )
+
+
+def heat_label(heat: float) -> str:
+    """``0.5`` → ``heat0.5``, ``1.0`` → ``heat1``: the suffix of a heat's logged keys."""
+    return f"heat{heat:g}"
+
+
+def _heats(r: Reader, s: dict[str, Any]) -> tuple[float, ...]:
+    """Each heat once (two that print alike would log under one key); ``n_sample``
+    without heats draws nothing."""
+    heats: list[float] = []
+    labels: list[str] = []
+    for i, value in enumerate(s.get("heats") or ()):
+        heat = float(value)
+        label = heat_label(heat)
+        if label in labels:
+            r.error(("heats", i), f"validation.heats: {heat:g} is listed twice")
+            continue
+        heats.append(heat)
+        labels.append(label)
+    if "n_sample" in s and not heats:
+        r.warning(
+            ("n_sample",),
+            "validation.n_sample draws samples at each of validation.heats, and there are "
+            "none; add heats (e.g. heats: [0.0, 0.5, 1.0]) or remove n_sample",
+        )
+    return tuple(heats)
 
 
 def _check_metrics(r: Reader, metrics: tuple[str, ...]) -> None:

@@ -635,6 +635,13 @@ SPEC: dict[str, Any] = {
                 "crop_border": {"anyOf": [NONNEG_INT, {"type": "null"}]},
                 "tile": {"anyOf": [POS_INT, {"type": "null"}]},
                 "samples": NONNEG_INT,
+                "heats": {
+                    "type": "array",
+                    "items": {"type": "number", "minimum": 0},
+                    "minItems": 1,
+                    "description": "heats at which a reverse call's output is sampled",
+                },
+                "n_sample": {**POS_INT, "description": "draws per image at each heat"},
             },
             ("every", "output"),
         ),

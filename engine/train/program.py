@@ -66,6 +66,8 @@ class Program:
     versions: dict[str, int] = field(default_factory=dict)
     cache: dict[str, _Entry] = field(default_factory=dict)
     batch: Values = field(default_factory=dict)
+    #: Reverse call → the heat it runs at instead of its spec's (validation's draws).
+    heats: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         g = self.training.graph
@@ -185,7 +187,7 @@ class Program:
                 no_sync = getattr(net, "no_sync", None) if attrs["target"] not in backprop else None
                 inputs: dict[str, Any] = {port: values[0] for port, values in args.items()}
                 if attrs.get("reverse"):  # an invertible network run backwards
-                    inputs.update(reverse=True, heat=attrs["heat"])
+                    inputs.update(reverse=True, heat=self.heats.get(name, attrs["heat"]))
                 with self.autocast(), no_sync() if no_sync is not None else nullcontext():
                     out = net(**inputs)
                 ports = getattr(unwrap(net), "output_ports", ("out",))

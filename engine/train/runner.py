@@ -278,6 +278,7 @@ class Trainer:
             self.validator = Validator(
                 spec, spec.settings.validation, val_ds, run_dir / "samples",
                 multiple=self.val_multiple, autocast=accelerator.autocast,
+                warn=lambda text: self.reporter.log(f"warning: {text}"),
             )  # fmt: skip
         self.program = Program(
             spec.training,

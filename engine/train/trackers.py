@@ -4,7 +4,8 @@
 already holds: every scalar written to ``metrics.jsonl`` (``loss/*``, ``lr/*``,
 ``val/*``, at the same iteration), the resolved spec as the run's configuration
 (flattened to dotted keys, ``optimizers.G.lr``), and the sample images of each
-validation round (``samples/iter_N_i.png``: input | output | target).
+validation round (``samples/iter_N_i.png``: input | output | target; a sampled output's
+grid of heats, ``samples/iter_N_i_heats.png``, too).
 
 Where they write: TensorBoard into ``RUN/trackers/<spec name>/`` (so ``tensorboard
 --logdir runs`` shows every run), Aim its repository in ``RUN/trackers``, Weights &
@@ -21,8 +22,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 from pathlib import Path
 from typing import Any
+
+#: A validation sample (``iter_N_i.png``) or a sampled output's grid of heats
+#: (``iter_N_i_heats.png``, engine/train/heats.py); tagged ``samples/i``, ``samples/i_heats``.
+_SAMPLE = re.compile(r"iter_\d+_(\d+)(_heats)?\.png")
 
 #: The package each tracker needs, and the pyproject extra that installs it.
 PACKAGES: dict[str, tuple[str, str]] = {
@@ -100,10 +106,14 @@ class Trackers:
     def samples(self, iteration: int) -> list[Path]:
         """Send the sample images of the validation round at ``iteration``; the files
         sent, in order."""
-        paths = sorted(
-            self.sample_dir.glob(f"iter_{iteration:08d}_*.png"),
-            key=lambda p: int(p.stem.rsplit("_", 1)[1]),
-        )
+        named: list[tuple[tuple[int, bool], str, Path]] = []
+        for path in self.sample_dir.glob(f"iter_{iteration:08d}_*.png"):
+            match = _SAMPLE.fullmatch(path.name)
+            if match is not None:  # sample i, then its heats grid
+                order = (int(match[1]), match[2] is not None)
+                named.append((order, f"samples/{match[1]}{match[2] or ''}", path))
+        named.sort()
+        tags, paths = [t for _, t, _ in named], [p for *_, p in named]
         if not paths:
             return []
         import numpy as np
@@ -115,15 +125,14 @@ class Trackers:
                 images.append(np.asarray(opened.convert("RGB")))
         for tracker in self.accelerator.trackers:
             if tracker.name == "tensorboard":
-                for path, array in zip(paths, images, strict=True):
-                    tag = f"samples/{path.stem.rsplit('_', 1)[1]}"
+                for tag, array in zip(tags, images, strict=True):
                     tracker.writer.add_image(tag, array, iteration, dataformats="HWC")
                 tracker.writer.flush()
             elif tracker.name == "wandb":
                 tracker.log_images({"samples": images}, step=iteration)
             elif tracker.name == "aim":
-                for path, array in zip(paths, images, strict=True):
-                    tracker.log_images({f"samples/{path.stem.rsplit('_', 1)[1]}": array}, iteration)
+                for tag, array in zip(tags, images, strict=True):
+                    tracker.log_images({tag: array}, iteration)
             elif tracker.name == "mlflow":
                 for path in paths:
                     tracker.log_artifact(str(path), artifact_path="samples")

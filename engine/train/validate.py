@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from engine.apply.tiling import Tiled
 from engine.metrics import METRICS
+from engine.train.heats import HeatScores, draw_seed, draws_at, save_grid, seeded
 
 __all__ = ["Baseline", "Tiled", "evaluate", "save_sample"]
 
@@ -60,23 +61,34 @@ def evaluate(
     sample_dir: Path | None,
     iteration: int,
     baseline: Baseline | None = "bicubic",
+    heats: tuple[float, ...] = (),
+    n_sample: int = 1,
 ) -> dict[str, float]:
     """Mean of each metric over the validation batches; writes the first samples.
 
     ``baseline`` adds ``<metric>_<baseline>`` for what the model must beat, computed
     from ``source``: ``bicubic`` (SR) scores the input upscaled by bicubic
     interpolation, ``input`` (restoration at 1x) scores the degraded input itself.
+
+    With ``heats`` (``output`` is a reverse call's), the metrics are taken at heat 0,
+    and ``output`` is drawn ``n_sample`` times per image at each heat
+    (:mod:`engine.train.heats`): ``run_graph(batch, targets, heat=h)`` runs it at h.
     """
     totals = {m: 0.0 for m in metrics}
     count = 0
+    node = output.split(".")[0]
+    scores = HeatScores(heats, n_sample, crop, y_channel) if heats else None
     for i, batch in enumerate(batches):
-        values = run_graph(
-            batch,
-            [
-                output.split(".")[0],
-                *(r.split(".")[0] for r in (target, source) if r and not r.startswith("data.")),
-            ],
-        )
+        targets = [
+            node,
+            *(r.split(".")[0] for r in (target, source) if r and not r.startswith("data.")),
+        ]
+        if scores is None:
+            values = run_graph(batch, targets)
+        else:
+            device = next(iter(batch.values())).device
+            with seeded(draw_seed(i, 0.0, -1), device):  # training's generators stay as they were
+                values = run_graph(batch, targets, heat=0.0)
         pred = _lookup(values, batch, output)
         ref = _lookup(values, batch, target) if target else None
         if ref is not None:
@@ -101,7 +113,30 @@ def evaluate(
                 if p is not None
             ]
             save_sample(sample_dir / f"iter_{iteration:08d}_{i}.png", [p[0] for p in parts])
-    return {k: v / count for k, v in totals.items()} if count else {}
+        if scores is not None:
+            grid = sample_dir / f"iter_{iteration:08d}_{i}_heats.png" if sample_dir else None
+            low = _lookup(values, batch, source) if source else None
+
+            def run(heat: float, batch: dict[str, torch.Tensor] = batch) -> torch.Tensor:
+                return _lookup(run_graph(batch, [node], heat=heat), batch, output)
+
+            rows = []
+            for heat in heats:
+                draws = draws_at(run, i, heat, n_sample, device)
+                scores.add(heat, draws, ref)
+                if grid is not None and i < samples:
+                    rows.append([d[0].detach().cpu() for d in draws])
+            if grid is not None and rows:
+                save_grid(
+                    grid,
+                    rows,
+                    low[0] if low is not None else None,
+                    ref[0] if ref is not None else None,
+                )
+    found = {k: v / count for k, v in totals.items()} if count else {}
+    if scores is not None:
+        found.update(scores.values(scored=count > 0))
+    return found
 
 
 def _baseline(low: torch.Tensor, ref: torch.Tensor, kind: Baseline) -> torch.Tensor | None:

@@ -21,11 +21,16 @@ from torch import nn
 from engine.data.kinds import KINDS
 from engine.load import Spec
 from engine.settings import LOWER_IS_BETTER, ValidationSettings
+from engine.settings.run import heat_label
 from engine.train.program import Program
 from engine.train.validate import Baseline, Tiled, evaluate
 
 #: The suffixes of baseline metrics (``psnr_bicubic``, ``psnr_input``): not "best" values.
 BASELINE_KEYS = ("_bicubic", "_input", "_average")
+#: Values that are neither better higher nor lower: no "best" is kept for them. The
+#: diversity of an output's samples (engine/train/heats.py), and the count of its draws
+#: that were not finite.
+UNRANKED_KEYS = ("diversity_", "nonfinite_samples")
 
 
 def baseline_of(scale: int, dataset: Any) -> Baseline | None:
@@ -55,6 +60,7 @@ class Validator:
         *,
         multiple: Callable[[], int],
         autocast: Callable[[], AbstractContextManager[Any]],
+        warn: Callable[[str], None] | None = None,
     ) -> None:
         self.spec = spec
         self.settings = settings
@@ -62,6 +68,7 @@ class Validator:
         self.sample_dir = sample_dir
         self.multiple = multiple
         self.autocast = autocast
+        self.warn = warn  # the run log's warnings (non-finite draws)
         self.best: dict[str, float] = {}
 
     def output_at(self, iteration: int) -> str:
@@ -97,7 +104,12 @@ class Validator:
             }
         program = Program(self.spec.training, networks, ops, losses, {}, autocast=self.autocast)
 
-        def run_graph(batch: dict[str, torch.Tensor], targets: list[str]) -> dict[str, Any]:
+        output = self.output_at(iteration)
+
+        def run_graph(
+            batch: dict[str, torch.Tensor], targets: list[str], heat: float | None = None
+        ) -> dict[str, Any]:
+            program.heats = {} if heat is None else {output.split(".")[0]: heat}
             program.start_iteration(batch)
             plan = program.plan("validation", dict.fromkeys(targets, 1.0), frozenset())
             plan.weights = {}
@@ -112,7 +124,7 @@ class Validator:
             values = evaluate(
                 run_graph,
                 batches(),
-                output=self.output_at(iteration),
+                output=output,
                 target=s.target,
                 source=s.input,
                 metrics=list(s.metrics),
@@ -122,12 +134,37 @@ class Validator:
                 sample_dir=self.sample_dir,
                 iteration=iteration,
                 baseline=baseline_of(self.spec.settings.scale, self.dataset),
+                heats=s.heats,
+                n_sample=s.n_sample,
             )
         finally:
             for module, mode in zip(modules, modes, strict=True):
                 module.train(mode)
+        self._warn_nonfinite(iteration, values)
         for key, value in values.items():
-            if math.isfinite(value) and not key.endswith(BASELINE_KEYS):  # baselines do not improve
+            if key.startswith(UNRANKED_KEYS) or key.endswith(BASELINE_KEYS):
+                continue  # baselines do not improve; a diversity is not better either way
+            if math.isfinite(value):
                 better = min if key in LOWER_IS_BETTER else max
                 self.best[key] = better(self.best.get(key, value), value)
         return values
+
+    def _warn_nonfinite(self, iteration: int, values: dict[str, float]) -> None:
+        """Once per validation: how many draws were NaN or inf, and at which heats none
+        was finite (SRFlow's early reverse samples: it shrinks as training goes on)."""
+        bad = int(values.get("nonfinite_samples", 0))
+        if not bad or self.warn is None:
+            return
+        s = self.settings
+        drawn = len(self.dataset) * len(s.heats) * s.n_sample
+        lost = [f"{h:g}" for h in s.heats if math.isnan(values.get(f"psnr_{heat_label(h)}", 0.0))]
+        self.warn(
+            f"validation at iteration {iteration}: {bad} of {drawn} draws "
+            f"(validation.heats × n_sample) had NaN or inf values; they are left out of "
+            "psnr_heat and diversity_heat"
+            + (
+                f", and no draw at heat {', '.join(lost)} was finite (logged as nan)"
+                if lost
+                else ""
+            )
+        )
