@@ -1,5 +1,5 @@
-"""SRFlow x4 written by hand in plain PyTorch: the reference ``specs/srflow.yaml`` is
-checked and timed against.
+"""SRFlow x4 and x8 written by hand in plain PyTorch: the reference ``specs/srflow.yaml``
+and ``specs/srflow_x8.yaml`` are checked (and x4 timed) against.
 
 Written from the paper (Lugmayr et al., "SRFlow: Learning the Super-Resolution Space
 with Normalizing Flow", ECCV 2020) and the facts of the original code, with its module
@@ -24,11 +24,17 @@ What SRFlow's x4 network computes, quirks included:
 * an actnorm initializes from the first batch it sees, in training mode only, unless
   its bias is already non-zero (a loaded file); in eval mode it never does.
 
-Left out, because the x4 flow never reads them: SRFlow's RRDB also runs its own SR head
-(``upconv2``, ``HRconv``, ``conv_last``) and stacks the taps beside ``fea_up4`` and a
-second copy of last_lr_fea on every call, and its reverse pass also sums a
-log-determinant nobody reads. Their weights are here (the layout is the checkpoint's),
-``RRDBNet.forward`` runs the SR head, and the outputs the flow gives are unchanged.
+At x8 (SRFlow_DF2K_8X) the flow has a fourth level and a second split (SRFlow splits all
+but the last two levels), the taps are RRDB blocks 1, 3, 5 and 7, and the levels read
+``fea_up4`` (``upconv2`` on the nearest x2 of ``fea_up2``'s LeakyReLU, before its own),
+``fea_up2``, last_lr_fea and ``fea_up0``.
+
+Left out, because the flow never reads them: SRFlow's RRDB also runs its own SR head
+(``upconv2``, ``HRconv``, ``conv_last``; at x8 ``upconv3``, ``HRconv``, ``conv_last``) and stacks
+the taps beside the head's features and a second copy of last_lr_fea on every call, and
+its reverse pass also sums a log-determinant nobody reads. Their weights are here (the
+layout is the checkpoint's), ``RRDBNet.forward`` runs the SR head, and the outputs the
+flow gives are unchanged.
 """
 
 from __future__ import annotations
@@ -40,8 +46,10 @@ import torch.nn.functional as F
 from torch import nn
 
 LOG_2PI = math.log(2 * math.pi)
-#: The RRDB blocks whose outputs condition the flow (SRFlow's stackRRDB.blocks).
-TAPS = (1, 8, 15, 22)
+#: The RRDB blocks whose outputs condition the flow (SRFlow's stackRRDB.blocks), per scale.
+TAPS = {4: (1, 8, 15, 22), 8: (1, 3, 5, 7)}
+#: The flow's levels (SRFlow's L), per scale.
+LEVELS = {4: 3, 8: 4}
 #: Output channels of ``flowUpsamplerNet.f`` (2 · 3 · 64 / 4), a conv SRFlow builds and
 #: never calls.
 F_CHANNELS = 96
@@ -91,17 +99,22 @@ class RRDB(nn.Module):
 
 
 class RRDBNet(nn.Module):
-    """SRFlow's RRDB encoder; ``conditions`` gives the three levels' features."""
+    """SRFlow's RRDB encoder; ``conditions`` gives the levels' features."""
 
-    def __init__(self, nf: int = 64, nb: int = 23, gc: int = 32) -> None:
+    def __init__(self, nf: int = 64, nb: int = 23, gc: int = 32, scale: int = 4) -> None:
         super().__init__()
-        if nb <= max(TAPS):
-            raise ValueError(f"SRFlow reads RRDB blocks {TAPS}: nb must be at least 23")
+        self.scale, self.taps = scale, TAPS[scale]
+        if nb <= max(self.taps):
+            raise ValueError(
+                f"SRFlow reads RRDB blocks {self.taps}: nb must exceed {max(self.taps)}"
+            )
         self.conv_first = nn.Conv2d(3, nf, 3, 1, 1)
         self.RRDB_trunk = nn.Sequential(*(RRDB(nf, gc) for _ in range(nb)))
         self.trunk_conv = nn.Conv2d(nf, nf, 3, 1, 1)
         self.upconv1 = nn.Conv2d(nf, nf, 3, 1, 1)
         self.upconv2 = nn.Conv2d(nf, nf, 3, 1, 1)
+        if scale >= 8:
+            self.upconv3 = nn.Conv2d(nf, nf, 3, 1, 1)
         self.HRconv = nn.Conv2d(nf, nf, 3, 1, 1)
         self.conv_last = nn.Conv2d(nf, 3, 3, 1, 1)
 
@@ -111,12 +124,13 @@ class RRDBNet(nn.Module):
         taps = []
         for i, block in enumerate(self.RRDB_trunk):
             fea = block(fea)
-            if i in TAPS:
+            if i in self.taps:
                 taps.append(fea)
         return fea + self.trunk_conv(fea), torch.cat(taps, 1)
 
-    def conditions(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The features levels 1, 2 and 3 of the flow read (HR/2, HR/4 = LR, HR/8)."""
+    def conditions(self, lr: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The features the flow's levels read, level 1 (HR/2) first: at x4 fea_up2,
+        last_lr_fea (LR) and fea_up0 (LR/2); at x8 fea_up4 before them."""
         last_lr_fea, taps = self.trunk(lr)
         fea_up2 = self.upconv1(F.interpolate(last_lr_fea, scale_factor=2, mode="nearest"))
         fea_up0 = F.interpolate(
@@ -126,12 +140,19 @@ class RRDBNet(nn.Module):
             align_corners=False,
             recompute_scale_factor=True,
         )
-        return _beside(fea_up2, taps), _beside(last_lr_fea, taps), _beside(fea_up0, taps)
+        levels = [fea_up2, last_lr_fea, fea_up0]
+        if self.scale == 8:
+            up = F.interpolate(F.leaky_relu(fea_up2, 0.2), scale_factor=2, mode="nearest")
+            levels.insert(0, self.upconv2(up))  # fea_up4
+        return tuple(_beside(level, taps) for level in levels)
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         """The RRDB's own SR image (its head; the flow does not use it)."""
         fea, _ = self.trunk(lr)
-        for conv in (self.upconv1, self.upconv2):
+        ups = [self.upconv1, self.upconv2]
+        if self.scale >= 8:
+            ups.append(self.upconv3)
+        for conv in ups:
             fea = F.leaky_relu(conv(F.interpolate(fea, scale_factor=2, mode="nearest")), 0.2)
         return self.conv_last(F.leaky_relu(self.HRconv(fea), 0.2))
 
@@ -333,22 +354,22 @@ class Split2d(nn.Module):
 
 class FlowUpsamplerNet(nn.Module):
     """The flow on the HR image: per level, squeeze, 2 steps without coupling, K
-    conditional steps; a split after level 1. ``layers`` numbered as SRFlow's."""
+    conditional steps; a split after every level but the last two (level 1 at x4,
+    levels 1 and 2 at x8). ``layers`` numbered as SRFlow's."""
 
-    LEVELS = 3
     TRANSITIONS = 2
 
-    def __init__(self, *, K: int, hidden: int, cond_channels: int) -> None:
+    def __init__(self, *, K: int, hidden: int, cond_channels: int, levels: int = 3) -> None:
         super().__init__()
         self.layers = nn.ModuleList()
         self.level_of: list[int] = []  # which level's condition each layer reads
         channels = 3
-        for level in range(1, self.LEVELS + 1):
+        for level in range(1, levels + 1):
             channels *= 4
             found: list[nn.Module] = [Squeeze()]
             found += [FlowStep(channels) for _ in range(self.TRANSITIONS)]
             found += [FlowStep(channels, cond_channels, hidden) for _ in range(K)]
-            if level < self.LEVELS - 1:  # SRFlow splits all but the last two levels
+            if level < levels - 1:  # SRFlow splits all but the last two levels
                 split = Split2d(channels)
                 found.append(split)
                 channels = split.kept
@@ -359,73 +380,86 @@ class FlowUpsamplerNet(nn.Module):
 
     def forward(
         self, x: torch.Tensor, conditions: tuple[torch.Tensor, ...]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(top latent, the split's latent, log-determinant per sample)."""
+    ) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+        """(top latent, the splits' latents in order, log-determinant per sample)."""
         logdet = x.new_zeros(x.shape[0])
-        z1 = x
+        split: list[torch.Tensor] = []
         for layer, level in zip(self.layers, self.level_of, strict=True):
             if isinstance(layer, Squeeze):
                 x = layer(x)
             elif isinstance(layer, Split2d):
-                x, z1, d = layer(x)
+                x, z, d = layer(x)
+                split.append(z)
                 logdet = logdet + d
             else:
                 x, d = layer(x, conditions[level])
                 logdet = logdet + d
-        return x, z1, logdet
+        return x, split, logdet
 
     def reverse(
         self,
         z: torch.Tensor,
         conditions: tuple[torch.Tensor, ...],
-        z1: torch.Tensor | None,
+        split: list[torch.Tensor | None],
         heat: float,
     ) -> torch.Tensor:
         x = z
+        remaining = list(split)
         for layer, level in zip(reversed(self.layers), reversed(self.level_of), strict=True):
             if isinstance(layer, Squeeze):
                 x = layer.reverse(x)
             elif isinstance(layer, Split2d):
-                x = layer.reverse(x, z1, heat)
+                x = layer.reverse(x, remaining.pop(), heat)  # the last split first
             else:
                 x = layer.reverse(x, conditions[level])
         return x
 
 
 class SRFlowNet(nn.Module):
-    """SRFlow x4: ``forward(hr, lr)`` → (z, z1, logdet); ``reverse(lr, ...)`` → HR."""
+    """SRFlow x4 or x8: ``forward(hr, lr)`` → (z, z1, logdet) at x4 and (z, z1, z2,
+    logdet) at x8; ``reverse(lr, ...)`` → HR."""
 
     def __init__(
-        self, *, nf: int = 64, nb: int = 23, gc: int = 32, K: int = 16, hidden: int = 64
+        self,
+        *,
+        nf: int = 64,
+        nb: int = 23,
+        gc: int = 32,
+        K: int = 16,
+        hidden: int = 64,
+        scale: int = 4,
     ) -> None:
         super().__init__()
-        self.RRDB = RRDBNet(nf, nb, gc)
-        self.flowUpsamplerNet = FlowUpsamplerNet(K=K, hidden=hidden, cond_channels=5 * nf)
+        self.RRDB = RRDBNet(nf, nb, gc, scale)
+        self.flowUpsamplerNet = FlowUpsamplerNet(
+            K=K, hidden=hidden, cond_channels=5 * nf, levels=LEVELS[scale]
+        )
 
-    def forward(
-        self, hr: torch.Tensor, lr: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.flowUpsamplerNet(hr, self.RRDB.conditions(lr))
+    def forward(self, hr: torch.Tensor, lr: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        z, split, logdet = self.flowUpsamplerNet(hr, self.RRDB.conditions(lr))
+        return (z, *split, logdet)
 
     def reverse(
         self,
         lr: torch.Tensor,
         z: torch.Tensor | None = None,
-        z1: torch.Tensor | None = None,
+        *split: torch.Tensor | None,
         heat: float = 1.0,
     ) -> torch.Tensor:
-        """The HR image of latents z (top) and z1 (the split's); a latent not given is
-        drawn from N(0, heat²)."""
-        if z is None:  # SRFlow's get_z: the top latent is HR/8 = LR/2
+        """The HR image of latents z (top) and the splits' (z1, then z2 at x8); a latent
+        not given is drawn from N(0, heat²)."""
+        if z is None:  # SRFlow's get_z: the top latent is LR/2 (HR/8 at x4, HR/16 at x8)
             b, _, h, w = lr.shape
             shape = (b, self.flowUpsamplerNet.top_channels, h // 2, w // 2)
             z = torch.randn(shape, device=lr.device, dtype=lr.dtype) * heat
-        return self.flowUpsamplerNet.reverse(z, self.RRDB.conditions(lr), z1, heat)
+        splits = sum(isinstance(m, Split2d) for m in self.flowUpsamplerNet.layers)
+        given = [*split, *[None] * (splits - len(split))]
+        return self.flowUpsamplerNet.reverse(z, self.RRDB.conditions(lr), given, heat)
 
     def nll(self, hr: torch.Tensor, lr: torch.Tensor, quant: int = 255) -> torch.Tensor:
         """SRFlow's NLL per sample in bits per pixel, of an already dequantized ``hr``:
         −(logdet − H·W·ln(quant) + log N(z)) / (ln 2 · H·W)."""
         pixels = hr.shape[2] * hr.shape[3]
-        z, _, logdet = self(hr, lr)
+        z, *_, logdet = self(hr, lr)
         objective = logdet - math.log(quant) * pixels + gaussian_logp(z)
         return -objective / (math.log(2.0) * pixels)

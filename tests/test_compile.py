@@ -25,6 +25,14 @@ SMALL = {
         "networks.G.nodes.flowUpsamplerNet.hidden=8",
         "data.train.crop_size=32",
     ],
+    "srflow_x8.yaml": [
+        "networks.G.nodes.RRDB.nf=4",
+        "networks.G.nodes.RRDB.nb=8",
+        "networks.G.nodes.RRDB.gc=2",
+        "networks.G.nodes.flowUpsamplerNet.K=1",
+        "networks.G.nodes.flowUpsamplerNet.hidden=8",
+        "data.train.crop_size=32",
+    ],
     "esrgan.yaml": [
         "networks.G.params.nb=2",
         "networks.G.params.nf=8",

@@ -143,6 +143,16 @@ TINY: dict[str, Case] = {
         8,
         {"level1": (20, 16, 16), "level2": (20, 8, 8), "level3": (20, 4, 4)},
     ),
+    "srflow.yaml#SRFlowEncoderX8": Case(
+        {"nf": 4, "gc": 2, "nb": 8},
+        8,
+        {
+            "level1": (20, 32, 32),
+            "level2": (20, 16, 16),
+            "level3": (20, 8, 8),
+            "level4": (20, 4, 4),
+        },
+    ),
     "esrgan.yaml#RRDBNet": Case({"nf": 8, "nb": 1, "gc": 4, "scale": 2}, 8, {"out": (3, 16, 16)}),
     "discriminators.yaml#vgg": Case({"nf": 4, "stages": 4}, 32, {"out": (1,)}),
     "discriminators.yaml#vgg128": Case({"nf": 4}, 64, {"out": (1,)}),
@@ -353,11 +363,13 @@ VIDEO_5D = {
 
 
 #: Steps of a normalizing flow, which only a network with ``flow:`` may hold:
-#: tests/test_flow.py builds, inverts and trains them inside SRFlow's network.
+#: tests/test_flow.py builds, inverts and trains them inside SRFlow's network, and
+#: tests/test_srflow_layout.py the x8 flow inside specs/srflow_x8.yaml.
 FLOW_STEPS = {
     f"srflow.yaml#{name}": "tests/test_flow.py"
     for name in ("SRFlowTransition", "SRFlowStep", "SRFlowUpsampler")
 }
+FLOW_STEPS["srflow.yaml#SRFlowUpsamplerX8"] = "tests/test_srflow_layout.py"
 ELSEWHERE = {**VIDEO_5D, **FLOW_STEPS}
 
 

@@ -131,6 +131,22 @@ TINY = {
         "checkpoints.every=4",
         "logging.every=1",
     ],
+    # x8: four squeezes, so HR crops are multiples of 16 (LR 4 at 32).
+    "srflow_x8.yaml": [
+        "networks.G.nodes.RRDB.nf=8",
+        "networks.G.nodes.RRDB.nb=8",
+        "networks.G.nodes.RRDB.gc=4",
+        "networks.G.nodes.flowUpsamplerNet.K=1",
+        "networks.G.nodes.flowUpsamplerNet.hidden=8",
+        "data.train.crop_size=32",
+        "data.train.batch_size=2",
+        "+data.val.max_size=1",
+        "+data.val.crop_size=64",
+        "train.iterations=4",
+        "validation.every=4",
+        "checkpoints.every=4",
+        "logging.every=1",
+    ],
     "rife.yaml": [
         "data.train.crop_size=48",
         "data.train.batch_size=1",

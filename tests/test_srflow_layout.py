@@ -5,7 +5,9 @@ own module names and quirks) is built tiny with random weights and saved; the fi
 loads into Loom's ``specs/srflow.yaml`` through the ``pretrained:`` the spec documents
 for SRFlow's checkpoint, and both networks give the same latents, log-determinant,
 NLL and images, forward and in reverse. ESRGAN generators in the new and the old layout
-load into the encoder through the spec's other documented key map.
+load into the encoder through the spec's other documented key map. The same holds at
+x8 (``specs/srflow_x8.yaml``: L 4, two splits), where SRFlow's own RRDB file loads into
+the encoder.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from reference_srflow import SRFlowNet  # noqa: E402
 
 SRFLOW = ROOT / "specs" / "srflow.yaml"
+SRFLOW_X8 = ROOT / "specs" / "srflow_x8.yaml"
 ESRGAN = ROOT / "specs" / "esrgan.yaml"
 SIZES = {"nf": 8, "nb": 23, "gc": 4, "K": 2, "hidden": 16}
 TINY = [
@@ -50,9 +53,9 @@ UNREAD_PARAMETERS = 352_163
 UNREAD = ("RRDB.upconv2.", "RRDB.HRconv.", "RRDB.conv_last.", "flowUpsamplerNet.f.")
 
 
-def documented_pretrained() -> dict[str, dict[str, Any]]:
-    """The ``pretrained:`` blocks specs/srflow.yaml shows in its comments, by file name."""
-    lines = SRFLOW.read_text(encoding="utf-8").splitlines()
+def documented_pretrained(spec: Path = SRFLOW) -> dict[str, dict[str, Any]]:
+    """The ``pretrained:`` blocks a spec shows in its comments, by file name."""
+    lines = spec.read_text(encoding="utf-8").splitlines()
     found = {}
     for i, line in enumerate(lines):
         head = re.fullmatch(r"\s*#( *)pretrained:\s*", line)
@@ -69,11 +72,13 @@ def documented_pretrained() -> dict[str, dict[str, Any]]:
     return found
 
 
-def pretrained_settings(path: Path, documented: str) -> Any:
+def pretrained_settings(
+    path: Path, documented: str, spec: Path = SRFLOW, tiny: list[str] = TINY
+) -> Any:
     """The spec's own ``pretrained:`` settings for the documented block, set to ``path``."""
-    block = dict(documented_pretrained()[documented], path=str(path))
-    spec = engine.load_spec(SRFLOW, [*TINY, f"+networks.G.pretrained={json.dumps(block)}"])
-    return spec.settings.pretrained["G"]
+    block = dict(documented_pretrained(spec)[documented], path=str(path))
+    loaded = engine.load_spec(spec, [*tiny, f"+networks.G.pretrained={json.dumps(block)}"])
+    return loaded.settings.pretrained["G"]
 
 
 def _perturbed(module: nn.Module, scale: float = 0.01, seed: int = 1) -> nn.Module:
@@ -238,3 +243,153 @@ def test_an_esrgan_generator_loads_into_the_encoder(
         assert torch.equal(loaded[ours], value), ours
         encoder.remove(ours)
     assert encoder == []  # every weight of the encoder came from the file
+
+
+# ------------------------------------------------------------------------- x8
+SIZES_X8 = {"nf": 8, "nb": 8, "gc": 4, "K": 2, "hidden": 16}  # the taps end at block 7
+TINY_X8 = [
+    f"networks.G.nodes.RRDB.nf={SIZES_X8['nf']}",
+    f"networks.G.nodes.RRDB.nb={SIZES_X8['nb']}",
+    f"networks.G.nodes.RRDB.gc={SIZES_X8['gc']}",
+    f"networks.G.nodes.flowUpsamplerNet.K={SIZES_X8['K']}",
+    f"networks.G.nodes.flowUpsamplerNet.hidden={SIZES_X8['hidden']}",
+    "data.train.crop_size=32",
+    "data.train.batch_size=2",
+]
+#: SRFlow x8 at full size, counted on the reference; at x8 the SR head that the flow
+#: never reads is upconv3, HRconv and conv_last (upconv2 gives level 1's features).
+SRFLOW_X8_PARAMETERS = 50_821_891
+UNREAD_X8 = ("RRDB.upconv3.", "RRDB.HRconv.", "RRDB.conv_last.", "flowUpsamplerNet.f.")
+
+
+@pytest.fixture(scope="module")
+def loom_x8() -> nn.Module:
+    return engine.build(SRFLOW_X8, TINY_X8)["G"]
+
+
+@pytest.fixture(scope="module")
+def reference_x8() -> SRFlowNet:
+    torch.manual_seed(6)
+    return _perturbed(SRFlowNet(**SIZES_X8, scale=8), seed=7).eval()  # type: ignore[return-value]
+
+
+def _inputs_x8(dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(8)
+    hr = torch.rand(2, 3, 32, 32, generator=g, dtype=dtype)  # four squeezes: 32/16 = 2
+    return hr, torch.rand(2, 3, 4, 4, generator=g, dtype=dtype)
+
+
+def test_the_x8_layout_is_srflows_less_what_the_flow_never_reads(
+    loom_x8: nn.Module, reference_x8: SRFlowNet
+) -> None:
+    ours = {k for k in loom_x8.state_dict() if not k.endswith(".initialized")}
+    theirs = set(reference_x8.state_dict())
+    assert theirs - ours == {k for k in theirs if k.startswith(UNREAD_X8)}
+    assert ours <= theirs
+
+
+@pytest.mark.parametrize(
+    ("dtype", "tolerance"), [(torch.float32, 1e-6), (torch.float64, 1e-12)], ids=["f32", "f64"]
+)
+def test_loom_computes_what_srflow_computes_at_x8(
+    loom_x8: nn.Module,
+    reference_x8: SRFlowNet,
+    tmp_path: Path,
+    dtype: torch.dtype,
+    tolerance: float,
+) -> None:
+    path = tmp_path / "SRFlow_tiny_8X.pth"
+    torch.save(reference_x8.state_dict(), path)
+    settings = pretrained_settings(path, "SRFlow_DF2K_8X.pth", SRFLOW_X8, TINY_X8)
+    g = copy.deepcopy(loom_x8)
+    report = load_weights(g, settings.path, strict=settings.strict, key_map=settings.key_map)
+    assert report.ok and report.renamed == 8  # upconv3's, HRconv's, conv_last's and f's
+    g, ref = g.eval().to(dtype), copy.deepcopy(reference_x8).to(dtype)
+    hr, lr = _inputs_x8(dtype)
+    with torch.no_grad():
+        z, z1, z2, logdet = ref(hr, lr)
+        out = g(hr=hr, lr=lr)
+        assert (z.shape, z1.shape, z2.shape) == ((2, 192, 2, 2), (2, 6, 16, 16), (2, 12, 8, 8))
+        assert torch.equal(out["z"], z) and torch.equal(out["z1"], z1)
+        assert torch.equal(out["z2"], z2)
+        assert (out["logdet"] - logdet).abs().max() <= tolerance * logdet.abs().max()
+        nll = FlowNLL()(out["z"], out["logdet"], hr)
+        assert nll.item() == pytest.approx(ref.nll(hr, lr).mean().item(), rel=tolerance)
+        back = g(lr=lr, z=z, z1=z1, z2=z2, reverse=True)["hr"]
+        assert torch.equal(back, ref.reverse(lr, z, z1, z2))
+        assert (back - hr).abs().max() <= 10 * tolerance
+        mode = g(lr=lr, reverse=True, heat=0.0)["hr"]
+        assert torch.isfinite(mode).all() and mode.shape == hr.shape
+        assert torch.equal(mode, ref.reverse(lr, heat=0.0))
+
+
+def test_the_tiny_x8_flow_inverts(loom_x8: nn.Module) -> None:
+    g = copy.deepcopy(loom_x8)
+    torch.manual_seed(9)
+    hr, lr = _inputs_x8(torch.float32)
+    g.train()
+    g(hr=hr, lr=lr)  # the actnorms initialize
+    g.eval()
+    _perturbed(g, seed=10)
+    with torch.no_grad():
+        out = g(hr=hr, lr=lr)
+        back = g(lr=lr, z=out["z"], z1=out["z1"], z2=out["z2"], reverse=True)["hr"]
+        assert (back - hr).abs().max().item() <= 1e-4  # float32 through 78 layers
+        mode = [g(lr=lr, reverse=True, heat=0.0)["hr"] for _ in range(2)]
+        assert torch.equal(mode[0], mode[1])
+
+
+@pytest.mark.parametrize("layout", ["srflow", "esrgan", "esrgan_old"])
+def test_an_rrdb_file_loads_into_the_x8_encoder(
+    loom_x8: nn.Module, layout: str, tmp_path: Path
+) -> None:
+    """SRFlow's RRDB_DF2K_8X.pth (its RRDBNet's names) and an x8 ESRGAN generator in
+    either layout, through the one key map specs/srflow_x8.yaml documents."""
+    torch.manual_seed(11)
+    rrdb = _perturbed(SRFlowNet(**SIZES_X8, scale=8).RRDB, seed=12)
+    theirs = {k: v.clone() for k, v in rrdb.state_dict().items()}
+    # The same tensors in ESRGAN's names (BasicSR's layout, then the original's).
+    renames = {"trunk_conv": "conv_body", "HRconv": "conv_hr"}
+    esrgan = {}
+    for key, value in theirs.items():
+        module, _, param = key.rpartition(".")
+        if body := re.fullmatch(r"RRDB_trunk\.(\d+)\.RDB([1-3])\.(conv[1-5])", module):
+            module = f"body.{body[1]}.rdb{body[2]}.{body[3]}"
+        elif up := re.fullmatch(r"upconv([1-3])", module):
+            module = f"conv_up{up[1]}"
+        esrgan[f"{renames.get(module, module)}.{param}"] = value
+    files = {"srflow": theirs, "esrgan": esrgan, "esrgan_old": esrgan_to_old(esrgan)}
+    path = tmp_path / "RRDB_DF2K_8X.pth"
+    torch.save(files[layout], path)
+    settings = pretrained_settings(path, "RRDB_DF2K_8X.pth", SRFLOW_X8, TINY_X8)
+    g = copy.deepcopy(loom_x8)
+    report = load_weights(g, settings.path, strict=settings.strict, key_map=settings.key_map)
+    assert not report.unexpected and not report.mismatched
+    assert all(k.startswith("flowUpsamplerNet.") for k in report.missing)
+    loaded = g.state_dict()
+    for key, value in theirs.items():
+        if key.startswith(("upconv3.", "HRconv.", "conv_last.")):
+            assert f"RRDB.{key}" not in loaded
+        else:
+            assert torch.equal(loaded[f"RRDB.{key}"], value), key
+
+
+def test_full_size_x8_layout_and_parameter_counts() -> None:
+    ours = engine.build(SRFLOW_X8, ["data.train.crop_size=32"], device="meta")["G"]
+    with torch.device("meta"):
+        theirs = SRFlowNet(scale=8)  # nf 64, nb 23, gc 32, K 16, hidden 64
+    counted = sum(p.numel() for p in theirs.parameters())
+    unread = sum(p.numel() for k, p in theirs.named_parameters() if k.startswith(UNREAD_X8))
+    assert (counted, unread) == (SRFLOW_X8_PARAMETERS, UNREAD_PARAMETERS)
+    assert sum(p.numel() for p in ours.parameters()) == SRFLOW_X8_PARAMETERS - UNREAD_PARAMETERS
+    keys = set(ours.state_dict())
+    assert {k for k in keys if not k.endswith(".initialized")} <= set(theirs.state_dict())
+    # SRFlow's ModuleList at L 4: 4 × (squeeze, 2 transitions, 16 steps) + 2 splits.
+    layers = {int(k.split(".layers.")[1].split(".")[0]) for k in keys if ".layers." in k}
+    assert layers == set(range(78)) - {0, 20, 40, 59}  # the squeezes hold nothing
+    assert len(theirs.flowUpsamplerNet.layers) == 78
+    for split in (19, 39):
+        assert f"flowUpsamplerNet.layers.{split}.conv.logs" in keys
+    # Level 4 (192 channels) reads fea_up0; level 3 (48) the LR features.
+    assert ours.get_submodule("flowUpsamplerNet.layers.77.invconv").weight.shape == (192, 192)
+    assert ours.get_submodule("flowUpsamplerNet.layers.58.invconv").weight.shape == (48, 48)
