@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -125,7 +126,7 @@ def test_did_you_mean_offers_ties_and_skips_huge_names() -> None:
     assert did_you_mean("los", ["loss", "call", "op"]) == " (did you mean 'loss'?)"
     started = time.perf_counter()
     assert did_you_mean("x" * 10**7, ["x" * 10**7, "conv"]) == ""
-    assert time.perf_counter() - started < 0.5
+    assert time.perf_counter() - started < 5  # a bound on hangs, not a speed test
 
 
 def _write(path: Path, text: str) -> Path:
@@ -167,13 +168,24 @@ def test_a_spec_may_extend_anything_inside_its_repository_or_an_allowed_folder(
     assert check_spec(outer)[0] is not None
 
 
-def test_a_file_named_many_times_is_read_once(tmp_path: Path) -> None:
+def test_a_file_named_many_times_is_read_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.spec import resolve
+
     base = _write(tmp_path / "base.yaml", QUICKSTART)
     many = _write(tmp_path / "many.yaml", "extends: [" + ", ".join([str(base)] * 500) + "]\n")
-    started = time.perf_counter()
+    reads: list[Path] = []
+    real = resolve.load_yaml
+
+    def counted(path: Path, *args: Any, **kwargs: Any) -> Any:
+        reads.append(Path(path).resolve())
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(resolve, "load_yaml", counted)
     spec, diags = check_spec(many)
     assert spec is not None, [str(d) for d in diags.errors]
-    assert time.perf_counter() - started < 10
+    assert reads.count(base.resolve()) == 1
 
 
 def test_strict_validation_keeps_data_and_weights_inside_the_project(tmp_path: Path) -> None:
