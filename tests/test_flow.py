@@ -376,3 +376,80 @@ def test_batch_one_is_warned_of_at_its_key(tmp_path: Path) -> None:
     assert found[0].loc is not None and found[0].loc.line == line
     _, diags = check_spec(ROOT / "specs" / "srflow.yaml", ["data.train.batch_size=2"])
     assert not [d for d in diags.warnings if "batch_size" in d.message]
+
+
+# ----------------------------------------------------------------- input sizes
+def _squeezes(levels: int) -> str:
+    """A flow of ``levels`` squeezes on ``img``, conditioned on ``small`` (half its size)
+    resized to the last level: nothing in it is named after SRFlow."""
+    items = "\n".join(
+        "        - {block: squeeze}\n        - {block: actnorm}" for _ in range(levels)
+    )
+    return f"""
+Net:
+  inputs: {{img: 3, small: 3}}
+  flow: img
+  nodes:
+    cond: {{block: upsample, in: small, scale: {2.0 ** (1 - levels)}, mode: bilinear}}
+    steps:
+      in: img
+      chain:
+{items}
+    top: {{block: affine_coupling, in: {{x: steps, cond: cond}}, hidden: 4}}
+  outputs: {{z: top}}
+"""
+
+
+@pytest.mark.parametrize("levels", [2, 3])
+def test_a_flows_input_size_follows_its_squeezes(tmp_path: Path, levels: int) -> None:
+    from engine.compile.build import check_shapes
+    from engine.compile.sizes import size_rule, size_text
+
+    graph = "out: {call: Net, in: {img: data.hr, small: data.lr}}\n"
+    spec = engine.load_spec(_spec(tmp_path, _squeezes(levels), graph))
+    rule = size_rule(spec.networks["Net"], check_shapes(spec).networks["Net"])
+    m = 2**levels  # each squeeze halves the flow's input
+    assert (rule.input, rule.multiple, rule.multiple_of("small")) == ("img", m, m // 2)
+    assert size_text(rule) == (
+        f"input size: img a multiple of {m}, at least {m}×{m}; small 1/2 of img "
+        f"(a multiple of {m // 2})"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "overrides", "text"),
+    [
+        (
+            "srflow.yaml",
+            TINY_SRFLOW,
+            "hr a multiple of 8, at least 8×8; lr 1/4 of hr (a multiple of 2)",
+        ),
+        (
+            "srflow_x8.yaml",
+            [
+                "networks.G.nodes.RRDB.nf=4",
+                "networks.G.nodes.RRDB.nb=8",
+                "networks.G.nodes.RRDB.gc=2",
+                "networks.G.nodes.flowUpsamplerNet.K=1",
+                "networks.G.nodes.flowUpsamplerNet.hidden=8",
+                "data.train.crop_size=32",
+            ],
+            "hr a multiple of 16, at least 16×16; lr 1/8 of hr (a multiple of 2)",
+        ),
+    ],
+)
+def test_inspect_gives_srflows_hr_and_lr_sizes(name: str, overrides: list[str], text: str) -> None:
+    from engine.compile.inspect import inspect_spec, text_lines
+
+    spec = engine.load_spec(ROOT / "specs" / name, overrides)
+    (report,) = inspect_spec(spec)
+    assert text_lines(report)[-1] == f"  input size: {text}"
+
+
+def test_srflow_refuses_an_hr_size_its_squeezes_cannot_take(srflow: nn.Module) -> None:
+    g = copy.deepcopy(srflow).eval()
+    with torch.no_grad():
+        g(hr=torch.rand(1, 3, 24, 24), lr=torch.rand(1, 3, 6, 6))  # 24 = 3 × 8: taken
+        with pytest.raises(ValueError) as info:
+            g(hr=torch.rand(1, 3, 36, 36), lr=torch.rand(1, 3, 9, 9))  # 36 → 18 → 9 → ?
+    assert "cannot take a 36×36 input (input size: hr a multiple of 8" in str(info.value)

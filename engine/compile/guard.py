@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from engine.compile.network import Inference, SizeRefused
-from engine.compile.sizes import SizeRule, size_rule, size_text
+from engine.compile.sizes import SizeRule, base_input, size_rule, size_text
 from engine.graph.model import Network
 
 Size = tuple[int, int]
@@ -41,7 +41,7 @@ class SizeGuard:
     def __init__(self, network: Network, reference: Inference) -> None:
         self.network = network
         self.reference = reference  # the shape pass at the configured size
-        self.input = next(iter(network.inputs))
+        self.input = base_input(network, reference)  # the input the size rule is of
         shape = reference.input_shapes[self.input]
         self.ratios: dict[str, tuple[Fraction, Fraction]] = {}
         if len(shape) == 4:
@@ -64,7 +64,7 @@ class SizeGuard:
         # torch.jit.is_tracing is public but unannotated and not re-exported for typing.
         if torch.jit.is_tracing():  # type: ignore[attr-defined, no-untyped-call]
             return
-        x = kwargs.get(self.input, args[0] if args else None)
+        x = self._given(args, kwargs)
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             return
         size = (int(x.shape[2]), int(x.shape[3]))
@@ -95,7 +95,7 @@ class SizeGuard:
     def refusal(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> SizeRefused | None:
         """Why a forward that raised could not take its input's size (None: the size is
         one the network takes, so the failure is something else)."""
-        x = kwargs.get(self.input, args[0] if args else None)
+        x = self._given(args, kwargs)
         if not isinstance(x, torch.Tensor) or x.dim() != 4:
             return None
         size = (int(x.shape[2]), int(x.shape[3]))
@@ -108,6 +108,13 @@ class SizeGuard:
             f"network {self.network.name}: it cannot take a {size[0]}×{size[1]} input "
             f"({size_text(rule)}); {_REMEDY}"
         )
+
+    def _given(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """The input the guard checks, given by name or in the network's input order."""
+        if self.input in kwargs:
+            return kwargs[self.input]
+        position = list(self.network.inputs).index(self.input)
+        return args[position] if position < len(args) else None
 
     def rule(self) -> SizeRule:
         if self._rule is None:

@@ -6,11 +6,18 @@ any multiple of 8 above some smallest size but its patch map does not scale with
 input. :func:`size_rule` tells these apart from shape inference alone (meta tensors,
 no data); ``inspect`` reports the rule, the size guard (:mod:`engine.compile.guard`)
 quotes it when it refuses an input, and validation tiles to its multiple.
+
+The rule is stated for one input, the network's first, and the others follow at their
+configured ratio to it. An invertible network's rule is stated for the input its flow
+transforms (SRFlow's HR image): each squeeze along the flow halves it, so three
+squeezes need a multiple of 8, and a condition at a quarter of it (the LR image) a
+multiple of 2. The probe finds that from the blocks' shape pass, whatever the network
+is called.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 from engine.compile.network import Inference, ShapeError, infer
@@ -21,12 +28,31 @@ from engine.graph.model import Network
 @dataclass
 class SizeRule:
     """Input sizes a network accepts: every ``multiple`` from ``smallest`` on, or
-    ``fixed`` when only the configured size works."""
+    ``fixed`` when only the configured size works. The sizes are those of ``input``;
+    ``others`` are the other inputs' sizes as fractions of it."""
 
     multiple: int | None
     smallest: int | None
     fixed: int | None = None
     proportional: bool = True  # outputs scale with the input (False: a patch map)
+    input: str | None = None  # None: the network's only input
+    others: dict[str, Fraction] = field(default_factory=dict)
+
+    def multiple_of(self, name: str) -> int | None:
+        """The size multiple input ``name`` needs (None: a fixed size)."""
+        if self.multiple is None or name == self.input or name not in self.others:
+            return self.multiple
+        # Every accepted size of the rule's input gives a whole size of this one, so
+        # its multiple times the ratio is a whole number.
+        return int(self.multiple * self.others[name])
+
+
+def base_input(network: Network, reference: Inference) -> str:
+    """The input a network's size rule is stated for: the flow's for an invertible
+    network, otherwise the first."""
+    if network.flow is not None and network.flow.input in reference.input_shapes:
+        return network.flow.input
+    return next(iter(reference.input_shapes))
 
 
 def _spatial(inference: Inference) -> tuple[int, int] | None:
@@ -48,11 +74,13 @@ def size_rule(network: Network, reference: Inference) -> SizeRule:
     sizes it runs at; one that runs near ``base`` only is fixed. A size is accepted
     only if every inferred width stays as it was (a linear layer's flattened input).
     Other inputs are probed at their configured ratio to the first (an SR condition
-    map at the HR size of an LR input).
+    map at the HR size of an LR input), or to the flow's input (:func:`base_input`).
     """
-    base = next(iter(reference.input_shapes.values()))[-1]
+    name = base_input(network, reference)
+    base = reference.input_shapes[name][-1]
     base_out = _spatial(reference)
     ratios = {k: Fraction(shape[-1], base) for k, shape in reference.input_shapes.items()}
+    others = {k: r for k, r in ratios.items() if k != name}
 
     def measure(n: int) -> tuple[bool, bool]:
         """(runs, scales cleanly) at size n."""
@@ -104,8 +132,10 @@ def size_rule(network: Network, reference: Inference) -> SizeRule:
                 high = mid
             else:
                 low = mid + 1
-        return SizeRule(multiple, low * multiple, proportional=proportional)
-    return SizeRule(multiple=None, smallest=None, fixed=base)
+        return SizeRule(
+            multiple, low * multiple, proportional=proportional, input=name, others=others
+        )
+    return SizeRule(multiple=None, smallest=None, fixed=base, input=name, others=others)
 
 
 def _divisors(n: int) -> list[int]:
@@ -113,8 +143,27 @@ def _divisors(n: int) -> list[int]:
 
 
 def size_text(rule: SizeRule) -> str:
-    """The rule in words, as ``inspect`` prints it and errors quote it."""
+    """The rule in words, as ``inspect`` prints it and errors quote it. With several
+    inputs it names them: ``input size: hr a multiple of 8, at least 8×8; lr 1/4 of
+    hr (a multiple of 2)``."""
+    name = f"{rule.input} " if rule.others else ""
     if rule.fixed is not None:
-        return f"input size: fixed at {rule.fixed}×{rule.fixed} (other sizes do not fit its layers)"
-    text = f"input size: a multiple of {rule.multiple}, at least {rule.smallest}×{rule.smallest}"
+        text = f"input size: {name}fixed at {rule.fixed}×{rule.fixed}"
+        text += "".join(f"; {k} {_ratio(r, rule.input)}" for k, r in rule.others.items())
+        return f"{text} (other sizes do not fit its layers)"
+    text = (
+        f"input size: {name}a multiple of {rule.multiple}, at least {rule.smallest}×{rule.smallest}"
+    )
+    text += "".join(
+        f"; {k} {_ratio(r, rule.input)} (a multiple of {rule.multiple_of(k)})"
+        for k, r in rule.others.items()
+    )
     return text if rule.proportional else f"{text} (its output does not scale with the input)"
+
+
+def _ratio(ratio: Fraction, of: str | None) -> str:
+    if ratio == 1:
+        return f"the size of {of}"
+    if ratio.numerator == 1:
+        return f"1/{ratio.denominator} of {of}"
+    return f"{ratio}× {of}" if ratio.denominator == 1 else f"{ratio} of {of}"

@@ -326,7 +326,14 @@ class Trainer:
                 target = attrs.get("target")
                 if attrs.get("kind") == "call" and target in self.shapes.networks:
                     rule = size_rule(self.spec.networks[target], self.shapes.networks[target])
-                    self._val_multiple = rule.multiple or 1
+                    # The multiple of the input validation feeds (SRFlow's LR, not the HR
+                    # its flow transforms).
+                    fed = [
+                        port
+                        for port, groups in attrs.get("ports", {}).items()
+                        if [[s.node for s in group] for group in groups] == [[validation.input]]
+                    ]
+                    self._val_multiple = (rule.multiple_of(fed[0]) if fed else rule.multiple) or 1
         return self._val_multiple
 
     def _prepare(
