@@ -36,20 +36,26 @@ def race_against_hand_loops(
 ) -> None:
     """Time Loom's iteration against the hand loops (``loom``, ``hand``: the same compiled
     network, ``module``: the plain module) in interleaved rounds, rotating who goes
-    first, and print the medians and the median per-round ratios."""
+    first, and print the medians and the median per-round ratios, and each one's minor
+    page faults (memory the allocator maps afresh: system time that a CPU clock
+    counts)."""
+    import resource
     import statistics
     import time
 
     for fn in contenders.values():  # warm-up: allocator, kernels, optimizer state
         fn()
     times: dict[str, list[float]] = {name: [] for name in contenders}
+    faults: dict[str, list[int]] = {name: [] for name in contenders}
     order = list(contenders.items())
     tick = time.perf_counter if clock == "wall" else time.process_time
     for i in range(repeats):
         for name, fn in order[i % 3 :] + order[: i % 3]:
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             start = tick()
             fn()
             times[name].append(tick() - start)
+            faults[name].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
     def ratio(a: str, b: str) -> float:
         return statistics.median(x / y for x, y in zip(times[a], times[b], strict=True))
@@ -60,6 +66,10 @@ def race_against_hand_loops(
     print(
         f"  medians: Loom {median['loom']:.3f}s, hand loop on the compiled network "
         f"{median['hand']:.3f}s, hand loop on the plain module {median['module']:.3f}s"
+    )
+    print(
+        "  median minor page faults an iteration: "
+        + ", ".join(f"{name} {statistics.median(f):.0f}" for name, f in faults.items())
     )
     print(
         f"  median ratio Loom / hand loop {ratio('loom', 'hand'):.3f}, "

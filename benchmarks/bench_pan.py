@@ -89,7 +89,8 @@ class PlainPAN(nn.Module):
 
 def plain_loop(net: nn.Module, lr: torch.Tensor, hr: torch.Tensor) -> Callable[[], None]:
     """Forward, L1, backward, Adam step: PAN's recipe written as a user would."""
-    opt = torch.optim.Adam(net.parameters(), lr=7e-4, betas=(0.9, 0.99))
+    # foreach, as Loom's optimizers (torch's CPU default is a loop over the tensors)
+    opt = torch.optim.Adam(net.parameters(), lr=7e-4, betas=(0.9, 0.99), foreach=True)
 
     def step() -> None:
         loss = F.l1_loss(net(lr), hr)

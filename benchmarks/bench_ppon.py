@@ -123,7 +123,8 @@ def hand_loop(
         p.requires_grad_(False)
     for p in trained:
         p.requires_grad_(True)
-    opt_g = torch.optim.Adam(trained, lr=2e-4)
+    # foreach, as Loom's optimizers (torch's CPU default is a loop over the tensors)
+    opt_g = torch.optim.Adam(trained, lr=2e-4, foreach=True)
     losses = run.losses
     which = OUTPUT[phase]
     if phase != "perception":
@@ -143,7 +144,7 @@ def hand_loop(
         return step
 
     D = copy.deepcopy(run.networks["D"])
-    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4)
+    opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, foreach=True)
     perceptual, gan_d, gan_g = losses["perception"], losses["d_loss"], losses["g_gan"]
 
     def gan_step() -> None:

@@ -8,7 +8,8 @@ Three contenders take the same triplet batch each round:
   the flow distillation of three levels; AdamW): the step program, the optimizer step
   and the scheduler, as training runs it;
 * ``hand`` — a plain loop (forward, the same losses written by hand, backward, AdamW
-  step) over a copy of the same compiled network: what Loom's runtime adds around it;
+  step) over a copy of the same compiled network: what Loom's runtime adds around it.
+  Its AdamW has the spec's settings and ``foreach`` kernels, as Loom's optimizers have;
 * ``module`` — the same plain loop over ``RefIFNet`` (tests/test_rife.py: IFNet written
   by hand in plain PyTorch with the ECCV 2022 code's module names) holding the compiled
   network's weights (outputs checked equal first): what the whole of Loom costs against
@@ -54,8 +55,10 @@ def distill(
 def plain_loop(
     net: nn.Module, f0: torch.Tensor, f1: torch.Tensor, mid: torch.Tensor
 ) -> Callable[[], None]:
-    """Forward, RIFE's losses, backward, AdamW step: the recipe written as a user would."""
-    opt = torch.optim.AdamW(net.parameters(), lr=3e-4, weight_decay=1e-3)
+    """Forward, RIFE's losses, backward, AdamW step: the recipe written as a user would,
+    with the optimizer Loom builds from the spec (``foreach`` kernels, as Loom's
+    default: on the CPU torch's own default is a loop over the tensors)."""
+    opt = torch.optim.AdamW(net.parameters(), lr=3e-4, weight_decay=1e-3, foreach=True)
 
     def step() -> None:
         out = net(img0=f0, img1=f1, gt=mid)

@@ -315,6 +315,30 @@ def _best_shift(frame: torch.Tensor, mid: torch.Tensor, reach: int = 3) -> tuple
     return min(errors, key=errors.__getitem__)
 
 
+def test_laplacian_losses_of_one_step_share_the_targets_pyramid_with_the_same_result() -> None:
+    """Inside a training step (a step memo) two laplacian_l1 losses against one target,
+    as specs/rife.yaml's lap and lap_tea, give the values and gradients they give
+    alone; a target changed in place in between is not served its old pyramid."""
+    from blocks.builtin.losses_rife import LaplacianL1Loss
+    from blocks.memo import step_memo
+
+    torch.manual_seed(2)
+    target = torch.rand(2, 3, 48, 48)
+    student, teacher = (torch.rand(2, 3, 48, 48, requires_grad=True) for _ in range(2))
+    lap, lap_tea = LaplacianL1Loss(levels=4), LaplacianL1Loss(levels=4)
+    alone = torch.stack([lap(student, target), lap_tea(teacher, target)])
+    expected = torch.autograd.grad(alone.sum(), [student, teacher])
+    with torch.no_grad():
+        fresh = LaplacianL1Loss(levels=4)(student, target * 0.5).item()
+    with step_memo():
+        shared = torch.stack([lap(student, target), lap_tea(teacher, target)])
+        assert torch.equal(shared, alone)
+        grads = torch.autograd.grad(shared.sum(), [student, teacher])
+        assert all(torch.equal(a, b) for a, b in zip(grads, expected, strict=True))
+        target.mul_(0.5)
+        assert lap(student, target).item() == fresh
+
+
 def test_temporal_swap_mirrors_the_flows_and_augmentations_are_alike(tmp_path: Path) -> None:
     """On a symmetric clip the flow from the middle frame to f0 is minus the flow to
     f1; a temporally swapped sample (reverse) exchanges them, and so mirrors both.

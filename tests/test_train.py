@@ -117,6 +117,8 @@ def test_a_run_writes_the_run_folder_contract(tmp_path: Path) -> None:
         in (run_dir / "train.log").read_text()
     )
     assert losses(run_dir)[12] < losses(run_dir)[1]
+    # The trained network comes back without the last step's gradients (memory).
+    assert all(p.grad is None for p in result.networks["G"].parameters())
 
 
 def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path: Path) -> None:

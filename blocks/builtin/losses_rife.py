@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from blocks.builtin.losses import PAIR, _check_same_shape
+from blocks.memo import shared
 from blocks.registry import Range, register
 
 #: The 5×5 binomial kernel (the outer product of [1, 4, 6, 4, 1] / 16): the Gaussian of
@@ -22,30 +23,35 @@ from blocks.registry import Range, register
 _BINOMIAL = (1.0, 4.0, 6.0, 4.0, 1.0)
 
 
-def _gauss_kernel(channels: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    row = torch.tensor(_BINOMIAL, device=device, dtype=dtype)
-    kernel = torch.outer(row, row) / 256.0
-    return kernel.expand(channels, 1, 5, 5)
+def binomial_kernel() -> torch.Tensor:
+    """The 5×5 binomial kernel, shaped (1, 1, 5, 5)."""
+    row = torch.tensor(_BINOMIAL)
+    return (torch.outer(row, row) / 256.0).view(1, 1, 5, 5)
 
 
 def _blur(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     return F.conv2d(F.pad(x, (2, 2, 2, 2), mode="reflect"), kernel, groups=x.shape[1])
 
 
-def laplacian_pyramid(x: torch.Tensor, levels: int) -> list[torch.Tensor]:
+def laplacian_pyramid(
+    x: torch.Tensor, levels: int, kernel: torch.Tensor | None = None
+) -> list[torch.Tensor]:
     """The first ``levels`` band-pass images of x: each level is the image minus the
     expansion of its blurred, halved self (zeros inserted, blurred with 4 × the kernel);
     the halved image is the next level's input. An odd size's expansion is cropped to
-    the image's size."""
-    kernel = _gauss_kernel(x.shape[1], x.device, x.dtype)
+    the image's size. ``kernel`` is :func:`binomial_kernel` (built here when not given;
+    the loss keeps one rather than build it at every call)."""
+    base = (binomial_kernel() if kernel is None else kernel).to(x.device, x.dtype)
+    down_kernel = base.expand(x.shape[1], 1, 5, 5)
+    up_kernel = (4 * base).expand(x.shape[1], 1, 5, 5)
     bands = []
     current = x
     for _ in range(levels):
-        down = _blur(current, kernel)[..., ::2, ::2]
+        down = _blur(current, down_kernel)[..., ::2, ::2]
         n, c, h, w = down.shape
         spread = down.new_zeros(n, c, 2 * h, 2 * w)
         spread[..., ::2, ::2] = down
-        up = _blur(spread, 4 * kernel)[..., : current.shape[-2], : current.shape[-1]]
+        up = _blur(spread, up_kernel)[..., : current.shape[-2], : current.shape[-1]]
         bands.append(current - up)
         current = down
     return bands
@@ -66,11 +72,26 @@ class LaplacianL1Loss(nn.Module):
             least 3 · 2^(levels − 1).
     """
 
+    kernel: torch.Tensor  # binomial_kernel(), moved with the module
+
     def __init__(self, *, levels: Annotated[int, Range(ge=1, le=12)] = 5) -> None:
         super().__init__()
         if not 1 <= levels <= 12:
             raise ValueError(f"laplacian_l1: levels is {levels}; it must be from 1 to 12")
         self.levels = levels
+        self.register_buffer("kernel", binomial_kernel(), persistent=False)
+
+    def pyramid(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """x's pyramid; within one training step, each tensor's is computed once (two
+        losses of one step often compare with the same target)."""
+        memo = shared()
+        if memo is None:
+            return laplacian_pyramid(x, self.levels, self.kernel)
+        key = ("laplacian", self.levels, id(x), x._version, torch.is_grad_enabled())
+        found = memo.get(key)
+        if found is None or found[0] is not x:
+            found = memo[key] = (x, laplacian_pyramid(x, self.levels, self.kernel))
+        return found[1]
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         _check_same_shape("laplacian_l1", pred, target)
@@ -80,11 +101,7 @@ class LaplacianL1Loss(nn.Module):
                 f"laplacian_l1: {self.levels} levels need a height and width of at least "
                 f"{smallest}, got {tuple(pred.shape[-2:])}; lower levels or crop larger"
             )
-        pairs = zip(
-            laplacian_pyramid(pred, self.levels),
-            laplacian_pyramid(target, self.levels),
-            strict=True,
-        )
+        pairs = zip(self.pyramid(pred), self.pyramid(target), strict=True)
         total = pred.new_zeros(())
         for a, b in pairs:
             total = total + F.l1_loss(a, b)

@@ -8,6 +8,7 @@ prepares everything with Accelerate in a fixed, recorded order, and owns the loo
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -562,6 +563,8 @@ class Trainer:
             )
 
     def _result(self, iteration: int, interrupted: bool = False) -> RunResult:
+        for opt in self.optimizers.values():  # the trained networks hold no gradients
+            opt.optimizer.zero_grad(set_to_none=True)
         trained = {n: self.ema.get(n, unwrap(m)) for n, m in self.networks.items()}
         best = dict(self.validator.best) if self.validator is not None else {}
         return RunResult(self.run_dir, iteration, interrupted, best, trained)
@@ -615,17 +618,28 @@ class Trainer:
             weights = step.weight_values(iteration, phase.start)
             values = self.program.run_step(index, plans)
             total = sum(weights[k] * v for k, v in values.items())
-            for k, v in values.items():
-                logged[k] = float(v.detach())
-            if not isinstance(total, torch.Tensor) or not torch.isfinite(total.detach()):
+            finite = False
+            if isinstance(total, torch.Tensor):  # one read-back for the losses and their sum
+                scalars = [v.detach().reshape(()) for v in (*values.values(), total)]
+                *read, whole = torch.stack(scalars).tolist()
+                logged.update(zip(values, read, strict=True))
+                finite = math.isfinite(whole)
+            if not finite:
                 healthy = False
                 opt.optimizer.zero_grad(set_to_none=True)
                 opt.micro = 0
                 continue
+            if opt.micro == 0:
+                # The last step's gradients are dropped here, as its next accumulation
+                # starts, not right after that step: on the CPU, freeing them at the end
+                # of the iteration let the allocator return the whole emptied heap to the
+                # system and fault it back in at the next one. The memory check counts
+                # gradients as held throughout.
+                opt.optimizer.zero_grad(set_to_none=True)
             inputs = [self.params[n] for n in opt.params if id(self.params[n]) not in self.frozen]
             if inputs:
                 self.accelerator.backward(
-                    total / step.accumulate,
+                    total / step.accumulate if step.accumulate > 1 else total,
                     inputs=inputs,
                     retain_graph=self.program.retain_graph(index, plans),
                 )
@@ -642,8 +656,7 @@ class Trainer:
         if opt.clip_value:
             self.accelerator.clip_grad_value_([self.params[n] for n in opt.params], opt.clip_value)
         opt.optimizer.step()
-        opt.optimizer.zero_grad(set_to_none=True)
-        opt.micro = 0
+        opt.micro = 0  # the gradients go when the next accumulation starts (iteration)
         self.program.bump(opt.networks)
         self.ema.update(opt.networks, self.networks, iteration)
 
