@@ -128,6 +128,8 @@ TINY = {
         "+data.val.crop_size=64",
         "train.iterations=4",
         "validation.every=4",
+        "validation.heats=[0.0, 1.0]",
+        "validation.n_sample=2",
         "checkpoints.every=4",
         "logging.every=1",
     ],
