@@ -350,6 +350,15 @@ def check_references(
             continue
         if "heats" in validation and where[-1] == "output":
             _check_sampled(tg, ref, doc.loc(where), label, diags)
+        attrs = tg.graph.nodes[base]
+        if validation.get("tile") and attrs.get("kind") == "call" and attrs.get("reverse"):
+            diags.error(
+                doc.loc(("validation", "tile")),
+                f"validation.tile runs networks on tiles of their input, but {label} "
+                f"'{base}' is a reverse call of a normalizing flow, whose latents span the "
+                "whole image; remove validation.tile (or validate smaller images: "
+                "data.val.crop_size)",
+            )
 
 
 def _check_sampled(

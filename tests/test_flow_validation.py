@@ -340,3 +340,15 @@ def test_srflow_samples_its_heat_zero_output_at_four_heats() -> None:
     assert (validation.heats, validation.n_sample) == ((0.0, 0.5, 0.75, 1.0), 3)
     node = spec.training.graph.nodes[validation.output]
     assert (node["kind"], node["reverse"], node["heat"]) == ("call", True, 0.0)
+
+
+def test_tiled_validation_of_a_reverse_call_is_refused() -> None:
+    """A flow's latents span the whole image: tiles of its condition would not invert
+    the network; validate refuses the pair at validation.tile."""
+    from engine.load import check_spec
+
+    spec, diags = check_spec(ROOT / "specs" / "srflow.yaml", ["+validation.tile=64"])
+    assert spec is None
+    messages = [str(d) for d in diags.errors]
+    assert len(messages) == 1 and "'sr' is a reverse call" in messages[0], messages
+    assert check_spec(ROOT / "specs" / "esrgan.yaml", ["+validation.tile=64"])[0] is not None
