@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_compile import SMALL
 from torch import nn
 
 import engine
@@ -426,14 +427,7 @@ def test_a_flows_input_size_follows_its_squeezes(tmp_path: Path, levels: int) ->
         ),
         (
             "srflow_x8.yaml",
-            [
-                "networks.G.nodes.RRDB.nf=4",
-                "networks.G.nodes.RRDB.nb=8",
-                "networks.G.nodes.RRDB.gc=2",
-                "networks.G.nodes.flowUpsamplerNet.K=1",
-                "networks.G.nodes.flowUpsamplerNet.hidden=8",
-                "data.train.crop_size=32",
-            ],
+            SMALL["srflow_x8.yaml"],
             "hr a multiple of 16, at least 16×16; lr 1/8 of hr (a multiple of 2)",
         ),
     ],
