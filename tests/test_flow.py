@@ -226,29 +226,6 @@ def test_nll_is_srflows_bits_per_pixel_or_glows_bits_per_dimension() -> None:
         assert got == pytest.approx(sum(want) / 2, rel=1e-6)
 
 
-def test_the_shipped_spec_trains_a_few_iterations(tmp_path: Path) -> None:
-    import io
-    import json
-
-    from engine.train.runner import run
-
-    overrides = [
-        *TINY_SRFLOW,
-        "train.iterations=12",
-        "validation.every=12",
-        "checkpoints.every=12",
-        "logging.every=1",
-        "+data.val.max_size=1",
-        "+data.val.crop_size=32",
-    ]
-    run(SRFLOW, overrides, out=tmp_path, stream=io.StringIO(), live=False)
-    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    nll = [r["loss/nll"] for r in records if "loss/nll" in r]
-    assert len(nll) == 12 and all(math.isfinite(v) for v in nll)
-    val = [r for r in records if "val/psnr" in r]
-    assert val and math.isfinite(val[-1]["val/psnr"])
-
-
 # -------------------------------------------------------------------- grammar
 def _spec(tmp_path: Path, body: str, graph: str = "") -> Path:
     text = "spec: 1\nname: flows\nscale: 2\nimports: [lib/srflow.yaml]\n"
