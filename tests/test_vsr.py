@@ -365,9 +365,9 @@ def test_infer_refuses_short_and_mixed_sequences_and_empty_folders(tmp_path: Pat
 
 # The slow tier's recipe: small models, long enough to beat the baselines on 2 CPU cores.
 SLOW = [
-    "train.iterations=150",
-    "validation.every=150",
-    "checkpoints.every=150",
+    "train.iterations=600",
+    "validation.every=600",
+    "checkpoints.every=600",
     "logging.every=25",
     "optimizers.G.lr=1.0e-3",
     "data.train.crop_size=64",
