@@ -327,40 +327,53 @@ def test_a_phase_validation_output_is_checked_like_the_sections() -> None:
 
 
 # ---------------------------------------------------------------- learning
+#: PAN's slow test asks the same margin: a tie with bicubic is not learning.
+MARGIN_DB = 0.2
+
+
 @pytest.mark.slow
 @pytest.mark.xfail(
-    reason="measured 2026-12-02: out_c at 26.19 dB (iteration 100) and 22.68 dB (200) "
-    "against bicubic's 29.50; PPON has no bicubic skip and this run is too short or its "
-    "lr too high to reach bicubic (docs/ppon.md, Measured learning)",
+    reason="measured 2026-12-02: out_c reaches bicubic's 29.50 dB only after about 1,200 "
+    "iterations (29.53 dB; 28.49 at 1,600), not 0.2 dB above it; from the published "
+    "0.1-scaled init the low-frequency colour is learned last (docs/ppon.md, Measured "
+    "learning)",
     strict=False,
 )
 def test_ppon_learns_branch_by_branch(tmp_path: Path) -> None:
-    """The shipped spec's three phases, shortened to a few CPU minutes: a narrower,
-    shallower PPON (nf 32, 4 blocks in the trunk), 400 content iterations, 100
-    structure, 100 perception (random VGG19: tests are offline), lr 5e-4 halved once.
+    """The shipped spec's three phases, shortened: a narrow, shallow PPON (nf 16, one
+    block in the trunk and in each branch), 1,200 content iterations at lr 2e-3 (a
+    100-iteration warm-up, halved at 800 and 1,000, betas 0.9 and 0.99), then 100
+    structure and 20 perception iterations at the recipe's 2e-4 (random VGG19: tests
+    are offline); batch 16 of 48 crops (more crops a batch than 8 of 64 learn the
+    colours sooner).
 
-    Content must beat bicubic; structure builds on it without undoing it (out_s above
-    bicubic too); the figures are printed for docs/ppon.md.
+    Content must beat bicubic by MARGIN_DB; structure builds on it without undoing it
+    (out_s above bicubic too); the figures are printed for docs/ppon.md.
     """
     from engine.train.runner import run
 
     overrides = [
-        "networks.G.params.nf=32",
-        "networks.G.params.nb=4",
+        "networks.G.params.nf=16",
+        "networks.G.params.nb=1",
+        "networks.G.params.nb_branch=1",
         "networks.D.params.nf=16",
+        "networks.D.params.stages=4",  # 48 crops (the recipe's 6 stages need 64 or more)
         "+graph.perception.weights=random",
-        "data.train.crop_size=64",
-        "data.train.batch_size=8",
-        "train.iterations=600",
-        "train.phases.0.until=400",
-        "train.phases.1.until=500",
-        "optimizers.G.lr=5.0e-4",
-        "optimizers.G.scheduler.periods=[400, 100, 100]",
-        "optimizers.G.scheduler.milestones=[300]",
-        "optimizers.D.scheduler.periods=[400, 100, 100]",
-        "optimizers.D.scheduler.milestones=[300]",
+        "data.train.crop_size=48",
+        "data.train.batch_size=16",
+        "train.iterations=1320",
+        "train.phases.0.until=1200",
+        "train.phases.1.until=1300",
+        "optimizers.G.lr=2.0e-3",
+        "+optimizers.G.betas=[0.9, 0.99]",
+        "+optimizers.G.scheduler.warmup=100",
+        "optimizers.G.scheduler.periods=[1200, 100, 20]",
+        "optimizers.G.scheduler.restart_weights=[1, 0.1, 0.1]",  # 2e-4 after content
+        "optimizers.G.scheduler.milestones=[800, 1000]",
+        "optimizers.D.scheduler.periods=[1200, 100, 20]",
+        "optimizers.D.scheduler.milestones=[800, 1000]",
         "validation.every=100",
-        "checkpoints.every=600",
+        "checkpoints.every=1320",
         "logging.every=25",
     ]
     result = run(SPEC, overrides, out=tmp_path / "run", stream=io.StringIO())
@@ -372,9 +385,9 @@ def test_ppon_learns_branch_by_branch(tmp_path: Path) -> None:
             f"{r['val/psnr_bicubic']:.2f}), SSIM {r['val/ssim']:.4f} (bicubic "
             f"{r['val/ssim_bicubic']:.4f})"
         )
-    assert val[400]["phase"] == "content" and val[500]["phase"] == "structure"
-    assert val[400]["val/psnr"] > val[400]["val/psnr_bicubic"]
-    assert val[500]["val/psnr"] > val[500]["val/psnr_bicubic"]
-    assert math.isfinite(val[600]["val/psnr"])
+    assert val[1200]["phase"] == "content" and val[1300]["phase"] == "structure"
+    assert val[1200]["val/psnr"] > val[1200]["val/psnr_bicubic"] + MARGIN_DB
+    assert val[1300]["val/psnr"] > val[1300]["val/psnr_bicubic"]
+    assert math.isfinite(val[1320]["val/psnr"])
     content = [r["loss/content"] for r in records if "loss/content" in r]
     assert sum(content[-4:]) < sum(content[:4])
