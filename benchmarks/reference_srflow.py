@@ -43,6 +43,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from reference_esrgan import DenseBlock
 from torch import nn
 
 LOG_2PI = math.log(2 * math.pi)
@@ -69,30 +70,13 @@ def gaussian_logp(
 
 
 # ------------------------------------------------------------------- encoder
-class ResidualDenseBlock(nn.Module):
-    """Five 3x3 convs, each on the concatenation of the input and all earlier outputs."""
-
-    def __init__(self, nf: int, gc: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(nf, gc, 3, 1, 1)
-        self.conv2 = nn.Conv2d(nf + gc, gc, 3, 1, 1)
-        self.conv3 = nn.Conv2d(nf + 2 * gc, gc, 3, 1, 1)
-        self.conv4 = nn.Conv2d(nf + 3 * gc, gc, 3, 1, 1)
-        self.conv5 = nn.Conv2d(nf + 4 * gc, nf, 3, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = [x]
-        for conv in (self.conv1, self.conv2, self.conv3, self.conv4):
-            features.append(F.leaky_relu(conv(torch.cat(features, 1)), 0.2))
-        return self.conv5(torch.cat(features, 1)) * 0.2 + x
-
-
 class RRDB(nn.Module):
     def __init__(self, nf: int, gc: int) -> None:
         super().__init__()
-        self.RDB1 = ResidualDenseBlock(nf, gc)
-        self.RDB2 = ResidualDenseBlock(nf, gc)
-        self.RDB3 = ResidualDenseBlock(nf, gc)
+        # ESRGAN's dense blocks (conv1..conv5), under SRFlow's names RDB1..RDB3.
+        self.RDB1 = DenseBlock(nf, gc)
+        self.RDB2 = DenseBlock(nf, gc)
+        self.RDB3 = DenseBlock(nf, gc)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.RDB3(self.RDB2(self.RDB1(x))) * 0.2 + x

@@ -16,6 +16,20 @@ import pytest
 from engine.train.runner import run
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The SRFlow rows' run: 4 iterations, validated at two heats with two draws. HR crops
+#: of 32 suit x4 (3 squeezes) and x8 (4 squeezes: LR 4).
+TINY_FLOW_RUN = [
+    "data.train.crop_size=32",
+    "data.train.batch_size=2",
+    "+data.val.max_size=1",
+    "+data.val.crop_size=64",
+    "train.iterations=4",
+    "validation.every=4",
+    "validation.heats=[0.0, 1.0]",
+    "validation.n_sample=2",
+    "checkpoints.every=4",
+    "logging.every=1",
+]
 TINY_GAN = [
     "data.train.crop_size=64",
     "data.train.batch_size=2",
@@ -122,16 +136,7 @@ TINY = {
         "networks.G.nodes.RRDB.gc=4",
         "networks.G.nodes.flowUpsamplerNet.K=2",
         "networks.G.nodes.flowUpsamplerNet.hidden=8",
-        "data.train.crop_size=32",
-        "data.train.batch_size=2",
-        "+data.val.max_size=1",
-        "+data.val.crop_size=64",
-        "train.iterations=4",
-        "validation.every=4",
-        "validation.heats=[0.0, 1.0]",
-        "validation.n_sample=2",
-        "checkpoints.every=4",
-        "logging.every=1",
+        *TINY_FLOW_RUN,
     ],
     # x8: four squeezes, so HR crops are multiples of 16 (LR 4 at 32).
     "srflow_x8.yaml": [
@@ -140,16 +145,7 @@ TINY = {
         "networks.G.nodes.RRDB.gc=4",
         "networks.G.nodes.flowUpsamplerNet.K=1",
         "networks.G.nodes.flowUpsamplerNet.hidden=8",
-        "data.train.crop_size=32",
-        "data.train.batch_size=2",
-        "+data.val.max_size=1",
-        "+data.val.crop_size=64",
-        "train.iterations=4",
-        "validation.every=4",
-        "validation.heats=[0.0, 1.0]",
-        "validation.n_sample=2",
-        "checkpoints.every=4",
-        "logging.every=1",
+        *TINY_FLOW_RUN,
     ],
     "rife.yaml": [
         "data.train.crop_size=48",
