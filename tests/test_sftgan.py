@@ -405,32 +405,37 @@ def test_the_shipped_spec_holds_a_group_and_starts_from_a_psnr_srresnet(tmp_path
     assert {"loss/g_cls", "loss/d_cls_real", "loss/d_cls_fake"} <= set(records[-2])
 
 
-@pytest.mark.slow
-def test_sftgan_psnr_phase_learns(tmp_path: Path) -> None:
-    """The shipped spec's L1 phase (the stand-in for SFTGAN's PSNR-pretrained start) on
-    a smaller SFT-Net (nf 32, 4 blocks), for a few CPU minutes.
+#: As PAN's and PPON's slow tests: a tie with bicubic is not learning.
+MARGIN_DB = 0.2
 
-    SFT-Net has no bilinear skip: it makes the whole image, and from its initialization
-    it does not reach bicubic's PSNR in a few CPU minutes (docs/sftgan.md records how
-    far it gets). What is required here is that it visibly learns: validation PSNR far
-    above its start, and the L1 loss falling.
+
+@pytest.mark.slow
+def test_sftgan_psnr_phase_beats_bicubic(tmp_path: Path) -> None:
+    """The shipped spec's L1 phase (the stand-in for SFTGAN's PSNR-pretrained start) on
+    a smaller SFT-Net (nf 32, 4 blocks), for a few CPU minutes: 1,500 iterations of
+    batch 8 at HR crops of 48, the base lr 1e-3 (the SFT group at 5 x, as the recipe)
+    after a 100-iteration warm-up, cosine to a tenth, Adam betas 0.9 and 0.99.
+
+    SFT-Net has no bilinear skip: it makes the whole image, so it must learn the
+    image's low frequencies before it can pass bicubic. docs/sftgan.md records the run.
     """
     from engine.train.runner import run
 
     overrides = [
         "networks.G.params.nf=32",
         "networks.G.params.nb=4",
-        "data.train.crop_size=96",
+        "data.train.crop_size=48",
         "data.train.batch_size=8",
-        "train.iterations=600",
+        "train.iterations=1500",
         # the psnr phase alone, every group of G stepped from the start
-        "train.phases=[{name: psnr, lr: {G: 5.0e-4}, steps: [{optimizer: G, minimize: "
+        "train.phases=[{name: psnr, lr: {G: 1.0e-3}, steps: [{optimizer: G, minimize: "
         "{pix: 1.0}}]}]",
         "optimizers.G.groups.1={params: G}",
-        "optimizers.G.scheduler={type: constant}",
+        "optimizers.G.betas=[0.9, 0.99]",
+        "optimizers.G.scheduler={type: cosine, warmup: 100, eta_min: 0.1}",
         "optimizers.D.scheduler={type: constant}",
-        "validation.every=200",
-        "checkpoints.every=600",
+        "validation.every=250",
+        "checkpoints.every=1500",
         "logging.every=10",
         "+graph.fea.weights=random",
     ]
@@ -444,9 +449,10 @@ def test_sftgan_psnr_phase_learns(tmp_path: Path) -> None:
             f"iter {r['iter']}: PSNR {r['val/psnr']:.2f} dB (bicubic {r['val/psnr_bicubic']:.2f}),"
             f" SSIM {r['val/ssim']:.4f} (bicubic {r['val/ssim_bicubic']:.4f})"
         )
-    # An untrained SFT-Net gives an almost black image (6-8 dB); measured: 17.2 dB.
-    assert val[-1]["val/psnr"] > 15.0
-    assert val[-1]["val/ssim"] > val[0]["val/ssim"]
+    last = val[-1]
+    assert last["iter"] == 1500
+    assert last["val/psnr"] > last["val/psnr_bicubic"] + MARGIN_DB
+    assert last["val/ssim"] > val[0]["val/ssim"]
     losses = [r["loss/pix"] for r in records if "loss/pix" in r]
     n = len(losses) // 5
     assert sum(losses[-n:]) < 0.7 * sum(losses[:n])
